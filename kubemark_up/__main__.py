@@ -1,0 +1,3 @@
+from kubemark_up.cli import main
+
+main()

@@ -1,0 +1,219 @@
+"""The kubemark-up command line. The only module that prints results and exits: every
+error becomes one line (and a detail block where there is one, such as a log tail)
+and an exit code; --debug adds the traceback, never local variables."""
+
+from __future__ import annotations
+
+import json
+import logging
+import signal
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from typer.exceptions import TyperException
+from rich.console import Console
+from rich.table import Table
+
+from kubemark_up import __version__, binaries, cluster
+from kubemark_up import config as config_mod
+from kubemark_up.errors import KubemarkUpError
+from kubemark_up.providers import available
+from kubemark_up.ui import UI
+
+app = typer.Typer(
+    name="kubemark-up",
+    help="Bring up Kubemark clusters (a real master plus hollow nodes), measure them, tear them down.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+out = Console(highlight=False, soft_wrap=True)
+ui = UI()
+_options = {"debug": False}
+
+NameOption = Annotated[
+    str | None, typer.Option("--name", "-n", help="Cluster name [default: kubemark, or $KUBEMARK_UP_NAME].")
+]
+OutputOption = Annotated[str, typer.Option("--output", "-o", help="text or json.")]
+
+
+def _version(value: bool) -> None:
+    if value:
+        out.print(f"kubemark-up {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _global(
+    debug: Annotated[bool, typer.Option("--debug", help="Show the traceback of an error.")] = False,
+    version: Annotated[
+        bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version.")
+    ] = False,
+) -> None:
+    _options["debug"] = debug
+
+
+def _check_output(output: str) -> None:
+    if output not in ("text", "json"):
+        raise config_mod.ConfigError(f"--output must be text or json, not {output!r}")
+
+
+@app.command()
+def start(
+    provider: Annotated[str | None, typer.Option(help="Where the cluster runs [default: local].")] = None,
+    name: NameOption = None,
+    nodes: Annotated[int | None, typer.Option(help="Number of hollow nodes [default: 10].")] = None,
+    config: Annotated[Path | None, typer.Option("--config", "-c", help="A settings file (YAML).")] = None,
+    bin_dir: Annotated[Path | None, typer.Option(help="A folder holding the Kubernetes binaries.")] = None,
+    apiserver_port: Annotated[int | None, typer.Option(help="Port for kube-apiserver [default: a free one].")] = None,
+) -> None:
+    """Start a kubemark cluster and wait until every hollow node is Ready."""
+    settings = config_mod.resolve(
+        flags={"provider": provider, "name": name, "nodes": nodes, "bin_dir": bin_dir, "apiserver_port": apiserver_port},
+        config_file=config,
+    )
+    # SIGTERM is an interruption like Ctrl-C: start stops what it started, in order.
+    signal.signal(signal.SIGTERM, _raise_interrupt)
+    ctx = cluster.start(settings, config_mod.home_dir(), ui)
+    total = sum(ctx.state.timings.values())
+    out.print(
+        f"kubemark cluster '{ctx.state.name}' is up: {len(ctx.state.nodes)} hollow nodes Ready, "
+        f"{total:.1f}s after start\n"
+        f"  API endpoint: {ctx.state.endpoint}\n"
+        f"  kubeconfig:   {ctx.dir.kubeconfig}\n"
+        f"  try:          kubectl --kubeconfig {ctx.dir.kubeconfig} get nodes\n"
+        f"  stop with:    kubemark-up stop --name {ctx.state.name}"
+    )
+
+
+def _raise_interrupt(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt
+
+
+@app.command()
+def stop(
+    name: NameOption = None,
+    purge: Annotated[bool, typer.Option(help="Remove the logs too.")] = False,
+    provider: Annotated[
+        str | None, typer.Option(help="Fail unless the cluster was started by this provider.")
+    ] = None,
+) -> None:
+    """Stop everything start made and free its ports. Safe to repeat."""
+    cluster_name = config_mod.cluster_name(name)
+    signal.signal(signal.SIGTERM, _raise_interrupt)
+    done = cluster.stop(cluster_name, config_mod.home_dir(), ui, purge=purge, provider_name=provider)
+    if done:
+        out.print(f"kubemark cluster '{cluster_name}' stopped ({'; '.join(done)})")
+    else:
+        out.print(f"kubemark cluster '{cluster_name}' is not running; nothing to stop")
+
+
+@app.command()
+def status(name: NameOption = None, output: OutputOption = "text") -> None:
+    """Master health, components with PIDs, hollow nodes Ready/total."""
+    _check_output(output)
+    report = cluster.status(config_mod.cluster_name(name), config_mod.home_dir())
+    if output == "json":
+        out.print_json(json.dumps(report)) if sys.stdout.isatty() else print(json.dumps(report, indent=1))
+        return
+    health = "[green]healthy[/green]" if report["master"]["healthy"] else "[red]unhealthy[/red]"
+    out.print(
+        f"cluster [bold]{report['name']}[/bold] ({report['provider']}, {report['phase']}), master {health}\n"
+        f"  endpoint:   {report['endpoint']}\n  kubeconfig: {report['kubeconfig']}\n"
+        f"  logs:       {report['logs']}"
+    )
+    table = Table("component", "pid", "running", "healthy", box=None, pad_edge=False)
+    for component in report["master"]["components"]:
+        table.add_row(
+            component["name"], str(component["pid"] or "-"), _yes(component["running"]), _yes(component["healthy"])
+        )
+    out.print(table)
+    nodes = report["nodes"]
+    ready = "unknown" if nodes["ready"] is None else str(nodes["ready"])
+    out.print(
+        f"hollow nodes: {ready}/{nodes['total']} Ready, {nodes['processes_running']}/{nodes['total']} running"
+        + (f" ({nodes['error']})" if nodes["error"] else "")
+    )
+
+
+def _yes(value: bool) -> str:
+    return "[green]yes[/green]" if value else "[red]no[/red]"
+
+
+@app.command("pod-for-node")
+def pod_for_node(
+    node: Annotated[str, typer.Argument(help="A hollow node's name or one of its addresses.")],
+    name: NameOption = None,
+    output: OutputOption = "text",
+) -> None:
+    """Where a hollow node really runs (for local: its processes and logs)."""
+    _check_output(output)
+    where = cluster.locate(config_mod.cluster_name(name), config_mod.home_dir(), node)
+    if output == "json":
+        print(json.dumps(where, indent=1))
+        return
+    out.print(f"{where['node']}: {where['where']}")
+    for process in where["processes"]:
+        state = "running" if process["running"] else "not running"
+        out.print(f"  {process['process']:<8} pid {process['pid']}  {state}  log {process['log']}")
+
+
+@app.command("binaries")
+def binaries_command(
+    source: Annotated[
+        list[str] | None,
+        typer.Option("--source", "-s", help="download and/or build (repeatable) [default: download, build]."),
+    ] = None,
+    bin_dir: Annotated[Path | None, typer.Option(help="Use the binaries in this folder.")] = None,
+    kubernetes_version: Annotated[str | None, typer.Option(help="Kubernetes release [default: v1.36.3].")] = None,
+    force: Annotated[bool, typer.Option(help="Fetch or build again even if cached.")] = False,
+) -> None:
+    """Fetch or build the Kubernetes binaries and print what was resolved."""
+    for item in source or []:
+        if item not in ("download", "build"):
+            raise config_mod.ConfigError(f"--source must be download or build, not {item!r}")
+    settings = config_mod.resolve(flags={"bin_dir": bin_dir, "kubernetes_version": kubernetes_version})
+    found = binaries.resolve(settings, config_mod.home_dir(), ui, sources=source or None, force=force)
+    table = Table("binary", "version", "source", "path", box=None, pad_edge=False)
+    for binary in found.values():
+        table.add_row(binary.name, binaries.version_of(binary), binary.source, str(binary.path))
+    out.print(table)
+
+
+@app.command("providers")
+def providers_command() -> None:
+    """List the installed providers."""
+    table = Table("provider", "package", "version", "entry point", box=None, pad_edge=False)
+    for info in available():
+        table.add_row(info.name, info.package, info.version, info.target)
+    out.print(table)
+
+
+def _fail(message: str, detail: str, code: int) -> None:
+    ui.console.print(f"[red]error:[/red] {message}", highlight=False, markup=True, soft_wrap=True)
+    if detail:
+        ui.console.print(detail, style="dim", markup=False, highlight=False)
+    sys.exit(code)
+
+
+def main() -> None:
+    # The Kubernetes client's urllib3 warns on every retried connection; a wait that
+    # expects the apiserver to come and go says so itself.
+    logging.getLogger("urllib3").setLevel(logging.ERROR)
+    try:
+        result = app(standalone_mode=False)
+    except KubemarkUpError as exc:
+        if _options["debug"]:
+            ui.console.print_exception(show_locals=False)
+        _fail(exc.message, exc.detail, exc.exit_code)
+    except TyperException as exc:  # a usage error: bad option, missing argument
+        _fail(exc.format_message(), "", getattr(exc, "exit_code", 2))
+    except (KeyboardInterrupt, typer.Abort):
+        _fail("interrupted", "", 130)
+    except Exception as exc:  # a bug: say so in one line, the traceback only on --debug
+        if _options["debug"]:
+            ui.console.print_exception(show_locals=False)
+        _fail(f"internal error: {type(exc).__name__}: {exc} (run with --debug for the traceback)", "", 1)
+    sys.exit(result if isinstance(result, int) else 0)

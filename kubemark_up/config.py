@@ -1,0 +1,329 @@
+"""One typed settings object, resolved from defaults < --config file < environment < flags.
+
+Every setting can be set in the environment as KUBEMARK_UP_<NAME>; the names the
+legacy start-kubemark.sh users already know (NUM_NODES, APISERVER_TEST_ARGS, ...)
+are accepted too, listed in LEGACY_ENV. config/default.yaml documents them all.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import math
+import os
+import re
+import shlex
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from kubemark_up.errors import ConfigError
+
+ENV_PREFIX = "KUBEMARK_UP_"
+DEFAULT_KUBERNETES_VERSION = "v1.36.3"
+DEFAULT_ETCD_VERSION = "v3.6.8"
+
+# Legacy names, most specific first. In the legacy scripts KUBEMARK_<X> is the
+# kubemark cluster's own value of <X> (plain <X> belonged to the root cluster),
+# so it wins over <X>. An explicit list, not blanket prefix stripping.
+LEGACY_ENV: dict[str, tuple[str, ...]] = {
+    "provider": ("CLOUD_PROVIDER",),
+    "nodes": ("KUBEMARK_NUM_NODES", "NUM_NODES"),
+    "service_cluster_ip_range": ("SERVICE_CLUSTER_IP_RANGE",),
+    "cluster_cidr": ("CLUSTER_IP_RANGE",),
+    "dns_domain": ("DNS_DOMAIN",),
+    "allocate_node_cidrs": ("ALLOCATE_NODE_CIDRS",),
+    "terminated_pod_gc_threshold": ("TERMINATED_POD_GC_THRESHOLD",),
+    "feature_gates": ("KUBE_FEATURE_GATES", "FEATURE_GATES"),
+    "runtime_config": ("RUNTIME_CONFIG",),
+    "storage_media_type": ("STORAGE_MEDIA_TYPE",),
+    "etcd_compaction_interval_sec": ("KUBEMARK_ETCD_COMPACTION_INTERVAL_SEC", "ETCD_COMPACTION_INTERVAL_SEC"),
+    "apiserver_extra_args": ("KUBEMARK_APISERVER_TEST_ARGS", "APISERVER_TEST_ARGS"),
+    "controller_manager_extra_args": ("KUBEMARK_CONTROLLER_MANAGER_TEST_ARGS", "CONTROLLER_MANAGER_TEST_ARGS"),
+    "scheduler_extra_args": ("KUBEMARK_SCHEDULER_TEST_ARGS", "SCHEDULER_TEST_ARGS"),
+    "etcd_extra_args": ("ETCD_TEST_ARGS",),
+    "log_level": ("TEST_CLUSTER_LOG_LEVEL",),
+    "hollow_kubelet_log_level": ("HOLLOW_KUBELET_TEST_LOG_LEVEL",),
+    "hollow_proxy_log_level": ("HOLLOW_PROXY_TEST_LOG_LEVEL",),
+    "hollow_kubelet_extra_args": ("HOLLOW_KUBELET_TEST_ARGS",),
+    "hollow_proxy_extra_args": ("HOLLOW_PROXY_TEST_ARGS",),
+    "hollow_node_labels": ("HOLLOW_NODE_LABELS",),
+    "kube_api_content_type": ("TEST_CLUSTER_API_CONTENT_TYPE",),
+    "allowed_not_ready": ("ALLOWED_NOTREADY_NODES",),
+}
+
+# The legacy scripts spelled one provider differently.
+_PROVIDER_ALIASES = {"pre-existing": "preexisting"}
+
+_NAME_RE = re.compile(r"^[a-z0-9]([-a-z0-9]{0,38}[a-z0-9])?$")
+_VERSION_RE = re.compile(r"^v\d+\.\d+\.\d+$")
+_FLAG_RE = re.compile(r"^--[a-z0-9][-a-z0-9.]*(=.*)?$", re.S)
+
+
+class Settings(BaseModel):
+    """Everything `start` needs to know. Field docs live in config/default.yaml."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str = "kubemark"
+    provider: str = "local"
+    nodes: int = Field(10, ge=0, le=100_000)
+
+    kubernetes_version: str = DEFAULT_KUBERNETES_VERSION
+    etcd_version: str = DEFAULT_ETCD_VERSION
+    bin_dir: Path | None = None
+    binary_sources: list[Literal["download", "build"]] = ["download", "build"]
+    release_url: str = "https://dl.k8s.io/release"
+    etcd_release_url: str = "https://github.com/etcd-io/etcd/releases/download"
+
+    apiserver_port: int = Field(0, ge=0, le=65535)
+    port_range: str = "20000-32767"
+
+    service_cluster_ip_range: str = "10.0.0.0/16"
+    cluster_cidr: str | None = None
+    node_cidr_mask_size: int = Field(24, ge=8, le=30)
+    dns_domain: str = "cluster.local"
+    allocate_node_cidrs: bool = True
+    terminated_pod_gc_threshold: int = Field(100, ge=0)
+    feature_gates: str = ""
+    runtime_config: str = ""
+    storage_media_type: str = ""
+    etcd_compaction_interval_sec: int | None = Field(None, ge=0)
+    etcd_quota_backend_bytes: int = Field(4 * 1024**3, ge=0)
+    max_requests_inflight: int | None = Field(None, ge=0)
+    max_mutating_requests_inflight: int | None = Field(None, ge=0)
+
+    apiserver_extra_args: list[str] = []
+    controller_manager_extra_args: list[str] = []
+    scheduler_extra_args: list[str] = []
+    etcd_extra_args: list[str] = []
+
+    log_level: str = "--v=2"
+    hollow_kubelet_log_level: str | None = None
+    hollow_proxy_log_level: str | None = None
+    hollow_kubelet_extra_args: list[str] = []
+    hollow_proxy_extra_args: list[str] = []
+    hollow_node_labels: str = ""
+    max_pods: int = Field(110, ge=1, le=10_000)
+    register_with_taints: str = ""
+    extended_resources: str = ""
+    kube_api_content_type: str = ""
+
+    key_algorithm: Literal["ecdsa-p256", "rsa-2048"] = "ecdsa-p256"
+
+    master_ready_timeout: float = Field(300, gt=0)
+    nodes_ready_timeout: float = Field(1800, gt=0)
+    allowed_not_ready: int = Field(0, ge=0)
+    stop_timeout: float = Field(30, gt=0)
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, value: str) -> str:
+        if not _NAME_RE.match(value):
+            raise ValueError("must be 1-40 lower-case letters, digits or '-', starting and ending with a letter or digit")
+        return value
+
+    @field_validator("provider")
+    @classmethod
+    def _provider(cls, value: str) -> str:
+        return _PROVIDER_ALIASES.get(value, value)
+
+    @field_validator("kubernetes_version", "etcd_version")
+    @classmethod
+    def _version(cls, value: str) -> str:
+        value = value if value.startswith("v") else "v" + value
+        if not _VERSION_RE.match(value):
+            raise ValueError("must look like v1.36.3")
+        return value
+
+    @field_validator("service_cluster_ip_range", "cluster_cidr")
+    @classmethod
+    def _cidr(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        try:
+            return str(ipaddress.ip_network(value, strict=True))
+        except ValueError as exc:
+            raise ValueError(f"not a network in CIDR form ({exc})") from None
+
+    @field_validator("port_range")
+    @classmethod
+    def _port_range(cls, value: str) -> str:
+        match = re.fullmatch(r"(\d+)-(\d+)", value)
+        if not match or not (1024 <= int(match[1]) <= int(match[2]) <= 65535):
+            raise ValueError("must be LOW-HIGH with 1024 <= LOW <= HIGH <= 65535")
+        return value
+
+    @field_validator(
+        "apiserver_extra_args",
+        "controller_manager_extra_args",
+        "scheduler_extra_args",
+        "etcd_extra_args",
+        "hollow_kubelet_extra_args",
+        "hollow_proxy_extra_args",
+    )
+    @classmethod
+    def _flags(cls, value: list[str]) -> list[str]:
+        for arg in value:
+            if not _FLAG_RE.match(arg):
+                raise ValueError(f"{arg!r} is not a --flag or --flag=value")
+        return value
+
+    @field_validator("log_level", "hollow_kubelet_log_level", "hollow_proxy_log_level")
+    @classmethod
+    def _log_level(cls, value: str | None) -> str | None:
+        if value is not None and not re.fullmatch(r"--v=\d+", value):
+            raise ValueError("must look like --v=2")
+        return value
+
+    @model_validator(mode="after")
+    def _networks_apart(self) -> Settings:
+        services = ipaddress.ip_network(self.service_cluster_ip_range)
+        if services.version == 4 and services.prefixlen > 28:
+            raise ValueError("service_cluster_ip_range: too small (at most /28)")
+        if services.overlaps(ipaddress.ip_network(self.pod_cidr)):
+            raise ValueError("cluster_cidr and service_cluster_ip_range overlap")
+        return self
+
+    # Values derived from the settings, computed in one place.
+
+    @property
+    def pod_cidr(self) -> str:
+        """The cluster's pod network: as set, or the smallest /N from 10.64.0.0 (at most /14, as
+        kube-up's default) that gives every hollow node its own /node_cidr_mask_size."""
+        if self.cluster_cidr:
+            return self.cluster_cidr
+        needed = max(1, self.nodes)
+        prefix = min(14, self.node_cidr_mask_size - math.ceil(math.log2(needed)))
+        return str(ipaddress.ip_network(f"10.64.0.0/{max(prefix, 10)}", strict=False))
+
+    @property
+    def first_service_ip(self) -> str:
+        return str(next(ipaddress.ip_network(self.service_cluster_ip_range).hosts()))
+
+    @property
+    def inflight_limits(self) -> tuple[int, int]:
+        """--max-requests-inflight / --max-mutating-requests-inflight: set, or the legacy
+        start-kubemark-master.sh sizing (>=1000 nodes 1500/500, >=3000 3000/1000), else the
+        kube-apiserver defaults 400/200."""
+        if self.nodes >= 3000:
+            default = (3000, 1000)
+        elif self.nodes >= 1000:
+            default = (1500, 500)
+        else:
+            default = (400, 200)
+        return (
+            self.max_requests_inflight if self.max_requests_inflight is not None else default[0],
+            self.max_mutating_requests_inflight
+            if self.max_mutating_requests_inflight is not None
+            else default[1],
+        )
+
+    @property
+    def kubelet_log_level(self) -> str:
+        return self.hollow_kubelet_log_level or self.log_level
+
+    @property
+    def proxy_log_level(self) -> str:
+        return self.hollow_proxy_log_level or self.log_level
+
+    @property
+    def port_bounds(self) -> tuple[int, int]:
+        low, high = self.port_range.split("-")
+        return int(low), int(high)
+
+
+_LIST_FIELDS = {name for name, f in Settings.model_fields.items() if f.annotation in (list[str],)} | {
+    "binary_sources"
+}
+
+
+def env_names(field: str) -> tuple[str, ...]:
+    """The environment variables that set `field`, highest precedence first."""
+    return (ENV_PREFIX + field.upper(),) + LEGACY_ENV.get(field, ())
+
+
+def _from_env(environ: Mapping[str, str]) -> tuple[dict[str, Any], dict[str, str]]:
+    values: dict[str, Any] = {}
+    sources: dict[str, str] = {}
+    for field in Settings.model_fields:
+        for var in env_names(field):
+            raw = environ.get(var)
+            if raw is None or raw == "" and field not in _LIST_FIELDS:
+                continue
+            if field in _LIST_FIELDS:
+                values[field] = shlex.split(raw.replace(",", " ")) if field == "binary_sources" else shlex.split(raw)
+            else:
+                values[field] = raw
+            sources[field] = f"environment variable {var}"
+            break
+    return values, sources
+
+
+def _from_file(path: Path) -> dict[str, Any]:
+    try:
+        data = yaml.safe_load(path.read_text())
+    except FileNotFoundError:
+        raise ConfigError(f"config file {path} does not exist") from None
+    except (OSError, yaml.YAMLError) as exc:
+        raise ConfigError(f"config file {path} could not be read: {str(exc).splitlines()[0]}") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"config file {path}: expected a mapping of setting: value")
+    return data
+
+
+def resolve(
+    *,
+    flags: Mapping[str, Any] | None = None,
+    config_file: Path | None = None,
+    environ: Mapping[str, str] | None = None,
+) -> Settings:
+    """Merge defaults < config file < environment < flags into one validated Settings."""
+    environ = os.environ if environ is None else environ
+    merged: dict[str, Any] = {}
+    sources: dict[str, str] = {}
+    if config_file is not None:
+        file_values = _from_file(config_file)
+        merged.update(file_values)
+        sources.update({key: f"config file {config_file}" for key in file_values})
+    env_values, env_sources = _from_env(environ)
+    merged.update(env_values)
+    sources.update(env_sources)
+    for key, value in (flags or {}).items():
+        if value is not None:
+            merged[key] = value
+            sources[key] = "--" + key.replace("_", "-")
+    try:
+        return Settings.model_validate(merged)
+    except ValidationError as exc:
+        raise ConfigError(_describe(exc, sources)) from None
+
+
+def _describe(exc: ValidationError, sources: Mapping[str, str]) -> str:
+    error = exc.errors()[0]
+    field = ".".join(str(part) for part in error["loc"] if not isinstance(part, int)) or "settings"
+    message = error["msg"].removeprefix("Value error, ")
+    if error["type"] == "extra_forbidden":
+        where = sources.get(field, "")
+        return f"unknown setting '{field}'" + (f" in {where}" if where else "")
+    where = sources.get(field)
+    return f"{field}: {message}" + (f" (from {where})" if where else "")
+
+
+def cluster_name(flag: str | None, environ: Mapping[str, str] | None = None) -> str:
+    """The cluster a command acts on: --name, else KUBEMARK_UP_NAME, else the default."""
+    environ = os.environ if environ is None else environ
+    name = flag or environ.get(ENV_PREFIX + "NAME") or Settings.model_fields["name"].default
+    if not _NAME_RE.match(name):
+        raise ConfigError(f"name: {name!r} is not a valid cluster name")
+    return name
+
+
+def home_dir(environ: Mapping[str, str] | None = None) -> Path:
+    """Where clusters and the binary cache live: $KUBEMARK_UP_HOME, else ~/.kubemark-up."""
+    environ = os.environ if environ is None else environ
+    return Path(environ.get(ENV_PREFIX + "HOME") or Path.home() / ".kubemark-up").expanduser().absolute()

@@ -1,0 +1,151 @@
+"""This machine as a Host: processes through subprocess and psutil."""
+
+from __future__ import annotations
+
+import errno
+import os
+import shutil
+import socket
+import subprocess
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+
+import psutil
+
+from kubemark_up.errors import ComponentError
+from kubemark_up.hosts.base import MARKER_ENV, Host, ProcessHandle
+
+# Children get a small, fixed environment rather than ours: a proxy variable or a
+# KUBECONFIG in the user's shell must not change what a component does.
+_PASSED_ENV = ("PATH", "HOME", "LANG", "LC_ALL", "TZ", "USER", "LOGNAME")
+
+
+class LocalHost(Host):
+    name = "localhost"
+    address = "127.0.0.1"
+
+    def spawn(self, argv: Sequence[str], *, log: Path, env: Mapping[str, str], marker: str) -> ProcessHandle:
+        child_env = {key: os.environ[key] for key in _PASSED_ENV if key in os.environ}
+        child_env.update(env)
+        child_env[MARKER_ENV] = marker
+        log.parent.mkdir(parents=True, exist_ok=True)
+        with log.open("ab") as out:
+            try:
+                process = subprocess.Popen(
+                    list(argv),
+                    stdin=subprocess.DEVNULL,
+                    stdout=out,
+                    stderr=subprocess.STDOUT,
+                    env=child_env,
+                    # Own session: a Ctrl-C in the user's terminal reaches `start`, which
+                    # stops everything in order, not each component at random.
+                    start_new_session=True,
+                    close_fds=True,
+                )
+            except OSError as exc:
+                raise ComponentError(f"could not start {argv[0]}: {exc.strerror}") from None
+        try:
+            created = psutil.Process(process.pid).create_time()
+        except psutil.NoSuchProcess:
+            created = 0.0
+        return ProcessHandle(process.pid, created)
+
+    @staticmethod
+    def _process(handle: ProcessHandle) -> psutil.Process | None:
+        try:
+            process = psutil.Process(handle.pid)
+            if abs(process.create_time() - handle.create_time) > 0.05:
+                return None
+            if process.status() == psutil.STATUS_ZOMBIE:
+                return None
+            return process
+        except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
+            return None
+
+    def running(self, handle: ProcessHandle) -> bool:
+        return self._process(handle) is not None
+
+    def stop(self, handles: Iterable[ProcessHandle], *, timeout: float) -> list[ProcessHandle]:
+        processes = {}
+        for handle in handles:
+            process = self._process(handle)
+            if process is not None:
+                processes[process] = handle
+        for process in processes:
+            try:
+                process.terminate()
+            except psutil.NoSuchProcess:
+                pass
+        _, alive = psutil.wait_procs(list(processes), timeout=timeout)
+        for process in alive:
+            try:
+                process.kill()
+            except psutil.NoSuchProcess:
+                pass
+        _, alive = psutil.wait_procs(alive, timeout=5)
+        return [processes[p] for p in alive if self._process(processes[p]) is not None]
+
+    def find_marked(self, marker: str) -> list[ProcessHandle]:
+        found = []
+        for process in psutil.process_iter(["pid", "create_time"]):
+            if process.pid == os.getpid():
+                continue
+            try:
+                if process.environ().get(MARKER_ENV) == marker and process.status() != psutil.STATUS_ZOMBIE:
+                    found.append(ProcessHandle(process.pid, process.info["create_time"]))
+            except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess, OSError):
+                continue
+        return found
+
+    def port_in_use(self, port: int) -> bool:
+        # Binding 127.0.0.1 also fails when something holds the port on 0.0.0.0. With
+        # SO_REUSEADDR, as Go's listeners set it, only a listener counts, not the
+        # TIME_WAIT connections a stopped server leaves for a minute.
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                probe.bind(("127.0.0.1", port))
+            except OSError as exc:
+                if exc.errno in (errno.EADDRINUSE, errno.EACCES):
+                    return True
+                raise
+        return False
+
+    def free_ports(self, count: int, *, low: int, high: int, exclude: Iterable[int] = ()) -> list[int]:
+        excluded = set(exclude)
+        ports: list[int] = []
+        for port in range(low, high + 1):
+            if len(ports) == count:
+                break
+            if port not in excluded and not self.port_in_use(port):
+                ports.append(port)
+        if len(ports) < count:
+            raise ComponentError(f"only {len(ports)} of {count} ports are free in {low}-{high} (set port_range)")
+        return ports
+
+    def read_text(self, path: Path, *, limit: int = 64 * 1024, from_end: bool = False) -> str:
+        try:
+            with Path(path).open("rb") as handle:
+                if from_end:
+                    handle.seek(0, os.SEEK_END)
+                    handle.seek(max(0, handle.tell() - limit))
+                return handle.read(limit).decode(errors="replace")
+        except OSError:
+            return ""
+
+    def unix_sockets(self, handle: ProcessHandle) -> list[str]:
+        process = self._process(handle)
+        if process is None:
+            return []
+        try:
+            return [c.laddr for c in process.net_connections(kind="unix") if c.laddr]
+        except (psutil.NoSuchProcess, psutil.AccessDenied):
+            return []
+
+    def remove(self, paths: Iterable[str]) -> None:
+        for path in paths:
+            target = Path(path)
+            if target.is_dir() and not target.is_symlink():
+                shutil.rmtree(target, ignore_errors=True)
+            else:
+                target.unlink(missing_ok=True)

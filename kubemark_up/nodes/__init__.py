@@ -1,0 +1,9 @@
+"""How hollow nodes run: one interface (NodeEngine), one module per way of running them.
+
+- processes.py: stock kubemark processes, a hollow kubelet and a hollow proxy per
+  node, on a Host (this machine, for the local provider).
+"""
+
+from kubemark_up.nodes.base import NodeEngine, NodeLocation
+
+__all__ = ["NodeEngine", "NodeLocation"]

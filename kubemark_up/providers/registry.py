@@ -1,0 +1,54 @@
+"""Finding providers: the entry-point group `kubemark_up.providers`, the one path by
+which built-in and third-party providers alike are found. Loaded lazily: only the
+provider a command uses is imported."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from importlib.metadata import entry_points
+
+from kubemark_up.errors import ConfigError, KubemarkUpError
+from kubemark_up.providers.base import Provider
+
+GROUP = "kubemark_up.providers"
+
+
+@dataclass(frozen=True)
+class ProviderInfo:
+    name: str
+    package: str
+    version: str
+    target: str
+
+
+def available() -> list[ProviderInfo]:
+    infos = []
+    for ep in entry_points(group=GROUP):
+        dist = ep.dist
+        infos.append(
+            ProviderInfo(
+                name=ep.name,
+                package=dist.name if dist else "?",
+                version=dist.version if dist else "?",
+                target=ep.value,
+            )
+        )
+    return sorted(infos, key=lambda info: info.name)
+
+
+def load(name: str) -> Provider:
+    """The provider registered as name, instantiated; a one-line error otherwise."""
+    matches = [ep for ep in entry_points(group=GROUP) if ep.name == name]
+    if not matches:
+        known = ", ".join(info.name for info in available()) or "none installed"
+        raise ConfigError(f"unknown provider '{name}' (known: {known})")
+    ep = matches[0]
+    try:
+        cls = ep.load()
+    except Exception as exc:  # a broken plug-in is the plug-in's fault: name it
+        raise KubemarkUpError(f"provider '{name}' ({ep.value}) failed to load: {exc}") from None
+    if not (isinstance(cls, type) and issubclass(cls, Provider)):
+        raise KubemarkUpError(f"provider '{name}' ({ep.value}) is not a kubemark_up Provider subclass")
+    provider = cls()
+    provider.name = provider.name or name
+    return provider

@@ -1,0 +1,146 @@
+"""Reading Nodes from the kubemark master: waiting until hollow nodes are Ready (a
+watch, not polling `kubectl get nodes`), counting them, finding one by address.
+
+Responses are read as raw JSON: the client's model classes cost milliseconds per
+node, which adds up at thousands of nodes."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable, Iterable
+from pathlib import Path
+
+import urllib3
+from kubernetes import client
+from kubernetes import config as kube_config
+from kubernetes.client.exceptions import ApiException
+from kubernetes.watch.watch import iter_resp_lines
+
+from kubemark_up.errors import ComponentError, ConfigError
+from kubemark_up.ui import UI
+
+WATCH_WINDOW = 5  # seconds; check() runs between windows, so a dead master is seen quickly
+_TRANSIENT = (ApiException, urllib3.exceptions.HTTPError, OSError, ValueError)
+
+
+def _api(kubeconfig: Path) -> client.CoreV1Api:
+    return client.CoreV1Api(kube_config.new_client_from_config(config_file=str(kubeconfig)))
+
+
+def is_ready(node: dict) -> bool:
+    for condition in (node.get("status") or {}).get("conditions") or []:
+        if condition.get("type") == "Ready":
+            return condition.get("status") == "True"
+    return False
+
+
+def _list_nodes(api: client.CoreV1Api, timeout: float = 30) -> dict:
+    response = api.list_node(_preload_content=False, _request_timeout=timeout)
+    return json.loads(response.data)
+
+
+def wait_for_nodes(
+    kubeconfig: Path,
+    *,
+    names: Iterable[str],
+    need: int,
+    timeout: float,
+    ui: UI,
+    check: Callable[[], None],
+) -> float:
+    """Block until `need` of `names` are Ready; return the seconds it took. check() is
+    called between watch windows and raises to stop the wait (a component died)."""
+    wanted = set(names)
+    api = _api(kubeconfig)
+    started = time.monotonic()
+    deadline = started + timeout
+    ready: set[str] = set()
+    version: str | None = None
+    with ui.counter("hollow nodes Ready", total=len(wanted), unit="nodes") as update:
+        while True:
+            try:
+                if version is None:
+                    listing = _list_nodes(api)
+                    version = listing["metadata"]["resourceVersion"]
+                    ready = {
+                        n["metadata"]["name"] for n in listing["items"]
+                        if n["metadata"]["name"] in wanted and is_ready(n)
+                    }
+                    update(len(ready))
+                if len(ready) >= need:
+                    return time.monotonic() - started
+                check()
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    missing = sorted(wanted - ready, key=_node_index)
+                    raise ComponentError(
+                        f"only {len(ready)} of {len(wanted)} hollow nodes were Ready after {timeout:.0f}s; "
+                        f"not Ready: {', '.join(missing[:10])}{' ...' if len(missing) > 10 else ''}"
+                    )
+                window = max(1, int(min(remaining, WATCH_WINDOW)))
+                response = api.list_node(
+                    watch=True, resource_version=version, timeout_seconds=window,
+                    allow_watch_bookmarks=True, _preload_content=False, _request_timeout=window + 10,
+                )
+                try:
+                    for line in iter_resp_lines(response):
+                        event = json.loads(line)
+                        if event["type"] == "ERROR":  # e.g. 410 Gone: list again
+                            version = None
+                            break
+                        node = event["object"]
+                        version = node["metadata"]["resourceVersion"]
+                        name = node["metadata"].get("name")
+                        if event["type"] == "BOOKMARK" or name not in wanted:
+                            continue
+                        if event["type"] != "DELETED" and is_ready(node):
+                            ready.add(name)
+                        else:
+                            ready.discard(name)
+                        update(len(ready))
+                        if len(ready) >= need:
+                            break
+                finally:
+                    response.release_conn()
+            except _TRANSIENT:
+                # The apiserver blinked or the watch broke: check() tells a dead master
+                # apart; otherwise list again after a moment.
+                check()
+                version = None
+                time.sleep(1)
+
+
+def _node_index(name: str) -> tuple[int, str]:
+    tail = name.rsplit("-", 1)[-1]
+    return (int(tail), name) if tail.isdigit() else (1 << 30, name)
+
+
+def count_ready(kubeconfig: Path, names: Iterable[str]) -> tuple[int | None, str | None]:
+    """How many of names are Ready now, or None and why not."""
+    wanted = set(names)
+    try:
+        listing = _list_nodes(_api(kubeconfig), timeout=5)
+    except _TRANSIENT as exc:
+        return None, f"the apiserver did not answer: {type(exc).__name__}"
+    return sum(1 for n in listing["items"] if n["metadata"]["name"] in wanted and is_ready(n)), None
+
+
+def node_by_address(kubeconfig: Path, address: str, names: Iterable[str]) -> str | None:
+    """The hollow node with this address (InternalIP, Hostname, ...), or None."""
+    wanted = set(names)
+    try:
+        listing = _list_nodes(_api(kubeconfig), timeout=5)
+    except _TRANSIENT:
+        return None
+    matches = [
+        n["metadata"]["name"] for n in listing["items"]
+        if n["metadata"]["name"] in wanted
+        and any(a.get("address") == address for a in (n.get("status") or {}).get("addresses") or [])
+    ]
+    if len(matches) > 1:
+        raise ConfigError(
+            f"address {address} belongs to {len(matches)} hollow nodes (stock kubemark gives every "
+            "hollow node the same fake InternalIP); name the node instead"
+        )
+    return matches[0] if matches else None
