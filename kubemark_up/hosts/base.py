@@ -54,8 +54,8 @@ class Host(ABC):
         return "\n".join(self.read_text(path, from_end=True).splitlines()[-lines:])
 
     @abstractmethod
-    def unix_sockets(self, handle: ProcessHandle) -> list[str]:
-        """Paths of the unix sockets the process listens on."""
+    def unix_sockets(self, handles: Iterable[ProcessHandle]) -> dict[ProcessHandle, list[str]]:
+        """Where the unix sockets each process listens on are now (after any rename)."""
 
     @abstractmethod
     def remove(self, paths: Iterable[str]) -> None:

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import errno
 import os
+import re
 import shutil
 import socket
+import stat
 import subprocess
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
@@ -133,14 +135,15 @@ class LocalHost(Host):
         except OSError:
             return ""
 
-    def unix_sockets(self, handle: ProcessHandle) -> list[str]:
-        process = self._process(handle)
-        if process is None:
-            return []
-        try:
-            return [c.laddr for c in process.net_connections(kind="unix") if c.laddr]
-        except (psutil.NoSuchProcess, psutil.AccessDenied):
-            return []
+    def unix_sockets(self, handles: Iterable[ProcessHandle]) -> dict[ProcessHandle, list[str]]:
+        by_pid = {h.pid: h for h in handles if self.running(h)}
+        found: dict[ProcessHandle, list[str]] = {h: [] for h in by_pid.values()}
+        if not by_pid:
+            return found
+        for pid, bound, inode in _listening_unix_sockets():
+            if pid in by_pid and bound:
+                found[by_pid[pid]].append(_current_path(bound, inode))
+        return found
 
     def remove(self, paths: Iterable[str]) -> None:
         for path in paths:
@@ -149,3 +152,53 @@ class LocalHost(Host):
                 shutil.rmtree(target, ignore_errors=True)
             else:
                 target.unlink(missing_ok=True)
+
+
+_SS_LINE = re.compile(r"^u_\w+\s+LISTEN\s+\d+\s+\d+\s+(?P<path>\S+)\s.*?ino:(?P<ino>\d+)")
+
+
+def _listening_unix_sockets() -> list[tuple[int, str, int]]:
+    """(pid, path it was bound at, inode of the socket file) for every listening unix
+    socket, from `ss -xlpe` (iproute2). The inode finds the file after a rename, which
+    is how Go servers create sockets atomically. Without ss: psutil, bound paths only."""
+    try:
+        result = subprocess.run(["ss", "-xlpeH"], capture_output=True, text=True, timeout=30)
+    except (OSError, subprocess.TimeoutExpired):
+        result = None
+    if result is not None and result.returncode == 0:
+        rows = []
+        for line in result.stdout.splitlines():
+            if match := _SS_LINE.match(line):
+                # A socket shared by several processes lists each of them.
+                rows += [(int(pid), match["path"], int(match["ino"])) for pid in re.findall(r"pid=(\d+),", line)]
+        return rows
+    rows = []
+    for process in psutil.process_iter(["pid"]):
+        try:
+            rows += [(process.pid, c.laddr, 0) for c in process.net_connections(kind="unix") if c.laddr]
+        except (psutil.NoSuchProcess, psutil.AccessDenied):
+            continue
+    return rows
+
+
+def _current_path(bound: str, inode: int) -> str:
+    """The path of the socket file with this inode: where it was bound, or where it
+    was renamed to within the same folder."""
+    try:
+        if not inode or os.stat(bound).st_ino == inode:
+            return bound
+    except OSError:
+        pass
+    folder = os.path.dirname(bound) or "/"
+    try:
+        with os.scandir(folder) as entries:
+            for entry in entries:
+                try:
+                    info = entry.stat(follow_symlinks=False)
+                except OSError:
+                    continue
+                if info.st_ino == inode and stat.S_ISSOCK(info.st_mode):
+                    return entry.path
+    except OSError:
+        pass
+    return bound

@@ -91,16 +91,15 @@ class ProcessNodes(NodeEngine):
     def _scratch(self, ctx: Context) -> set[str]:
         """What the hollow kubelets put in /tmp: from a live one's listening sockets (its
         podresources socket lies in its root folder), else from its log."""
+        kubelets = [r for r in self._records(ctx) if r.role == "kubelet"]
+        sockets = self.host.unix_sockets(h for r in kubelets if (h := ctx.handle(r)))
         paths: set[str] = set()
-        for record in self._records(ctx):
-            if record.role != "kubelet":
-                continue
-            handle = ctx.handle(record)
-            for socket_path in self.host.unix_sockets(handle) if handle else []:
-                if _CRI_SOCKET.match(socket_path):
-                    paths.add(socket_path)
-                elif match := _ROOT_DIR.match(socket_path):
-                    paths.add(match[1])
+        for socket_path in (path for found in sockets.values() for path in found):
+            if _CRI_SOCKET.match(socket_path):
+                paths.add(socket_path)
+            elif match := _ROOT_DIR.match(socket_path):
+                paths.add(match[1])
+        for record in kubelets:
             paths.update(_ROOT_DIR_LOGGED.findall(self.host.read_text(Path(record.log), limit=256 * 1024)))
         return paths
 
