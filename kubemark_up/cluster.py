@@ -49,6 +49,8 @@ def start(settings: Settings, home: Path, ui: UI) -> Context:
         ui=ui,
     )
     provider.preflight(ctx)  # before anything exists: a refusal leaves nothing behind
+    if archived := cdir.archive_logs():
+        ui.info(f"  logs of the previous run moved to {archived}")
     ctx.dir.ensure()
     ctx.save()
     try:

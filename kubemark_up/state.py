@@ -132,6 +132,24 @@ class ClusterDir:
             Path(tmp).unlink(missing_ok=True)
             raise
 
+    def archive_logs(self) -> Path | None:
+        """Move the logs a previous run kept to logs-<time of its last write>, so that a
+        new start writes fresh logs and the old ones stay readable."""
+        try:
+            newest = max((p.stat().st_mtime for p in self.logs.iterdir()), default=None)
+        except FileNotFoundError:
+            return None
+        if newest is None:
+            return None
+        stamp = dt.datetime.fromtimestamp(newest, dt.UTC).strftime("%Y%m%d-%H%M%S")
+        target = self.root / f"logs-{stamp}"
+        suffix = 0
+        while target.exists():
+            suffix += 1
+            target = self.root / f"logs-{stamp}.{suffix}"
+        self.logs.rename(target)
+        return target
+
     def remove_runtime(self, *, purge: bool) -> None:
         """Remove everything but the logs, or everything with purge."""
         if purge:

@@ -1,0 +1,138 @@
+"""Shared test fixtures: the real Kubernetes binaries, a CLI runner, and one local
+kubemark cluster for the whole session (real etcd, kube-apiserver,
+kube-controller-manager, kube-scheduler and kubemark processes on loopback)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import psutil
+import pytest
+
+from kubemark_up import binaries, config
+from kubemark_up.hosts import MARKER_ENV
+from kubemark_up.ui import UI
+
+CLUSTER_NODES = 3
+
+
+@pytest.fixture(scope="session")
+def bin_dir() -> Path:
+    """The Kubernetes binaries: $KUBEMARK_UP_BIN_DIR, else the user's cache, built from
+    the Go recipe if it is not there yet (.ci/run builds it before the tests)."""
+    if os.environ.get("KUBEMARK_UP_BIN_DIR"):
+        return Path(os.environ["KUBEMARK_UP_BIN_DIR"])
+    settings = config.resolve(flags={}, environ={})
+    found = binaries.resolve(settings, config.home_dir(), UI(), sources=["build"])
+    return found["kubemark"].path.parent
+
+
+@dataclass
+class CLI:
+    home: Path
+    bin_dir: Path | None
+
+    def env(self, **extra: str) -> dict[str, str]:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("KUBEMARK_UP_")}
+        env["KUBEMARK_UP_HOME"] = str(self.home)
+        if self.bin_dir is not None:
+            env["KUBEMARK_UP_BIN_DIR"] = str(self.bin_dir)
+        # Never reach for the internet from a test.
+        env["KUBEMARK_UP_BINARY_SOURCES"] = "build"
+        env.update(extra)
+        return env
+
+    def run(self, *args: str, timeout: float = 300, **extra_env: str) -> subprocess.CompletedProcess:
+        return subprocess.run(
+            [sys.executable, "-m", "kubemark_up", *args],
+            env=self.env(**extra_env),
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+        )
+
+    def popen(self, *args: str, **extra_env: str) -> subprocess.Popen:
+        return subprocess.Popen(
+            [sys.executable, "-m", "kubemark_up", *args],
+            env=self.env(**extra_env),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+
+
+@pytest.fixture
+def cli(tmp_path: Path, bin_dir: Path) -> CLI:
+    return CLI(home=tmp_path / "home", bin_dir=bin_dir)
+
+
+def marked_processes(cluster_dir: Path) -> list[psutil.Process]:
+    """Live processes carrying this cluster's marker (what stop must leave none of)."""
+    found = []
+    for process in psutil.process_iter():
+        try:
+            if process.environ().get(MARKER_ENV) == str(cluster_dir) and process.status() != psutil.STATUS_ZOMBIE:
+                found.append(process)
+        except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
+            continue
+    return found
+
+
+def listening(ports) -> list[int]:
+    wanted = set(ports)
+    return sorted(
+        {c.laddr.port for c in psutil.net_connections(kind="inet") if c.status == psutil.CONN_LISTEN and c.laddr.port in wanted}
+    )
+
+
+def assert_one_line_error(result: subprocess.CompletedProcess, code: int, *needles: str) -> None:
+    assert result.returncode == code, (result.returncode, result.stdout, result.stderr)
+    assert "Traceback" not in result.stderr + result.stdout
+    first = result.stderr.strip().splitlines()[0]
+    assert first.startswith("error: "), result.stderr
+    for needle in needles:
+        assert needle in result.stderr, (needle, result.stderr)
+
+
+@dataclass
+class RunningCluster:
+    cli: CLI
+    name: str
+    start: subprocess.CompletedProcess
+
+    @property
+    def dir(self) -> Path:
+        return self.cli.home / self.name
+
+    @property
+    def kubeconfig(self) -> Path:
+        return self.dir / "kubeconfig.kubemark"
+
+    def state(self) -> dict:
+        return json.loads((self.dir / "state.json").read_text())
+
+    def kubectl(self, *args: str, timeout: float = 60, kubeconfig: Path | None = None) -> subprocess.CompletedProcess:
+        return subprocess.run(
+            ["kubectl", "--kubeconfig", str(kubeconfig or self.kubeconfig), *args],
+            capture_output=True, text=True, timeout=timeout,
+        )
+
+
+@pytest.fixture(scope="session")
+def local_cluster(tmp_path_factory: pytest.TempPathFactory, bin_dir: Path):
+    """One local cluster of CLUSTER_NODES hollow nodes, shared by the session."""
+    cli = CLI(home=tmp_path_factory.mktemp("home"), bin_dir=bin_dir)
+    name = "shared"
+    result = cli.run("start", "--name", name, "--nodes", str(CLUSTER_NODES), timeout=600)
+    cluster = RunningCluster(cli, name, result)
+    try:
+        assert result.returncode == 0, result.stderr
+        yield cluster
+    finally:
+        if (cluster.dir / "state.json").exists():
+            cli.run("stop", "--name", name)
