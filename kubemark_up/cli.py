@@ -216,4 +216,6 @@ def main() -> None:
         if _options["debug"]:
             ui.console.print_exception(show_locals=False)
         _fail(f"internal error: {type(exc).__name__}: {exc} (run with --debug for the traceback)", "", 1)
+    if result == 130:  # typer turns KeyboardInterrupt (and our SIGTERM) into this code
+        _fail("interrupted", "", 130)
     sys.exit(result if isinstance(result, int) else 0)

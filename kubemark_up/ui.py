@@ -14,7 +14,8 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 class UI:
     def __init__(self, console: Console | None = None) -> None:
-        self.console = console or Console(stderr=True, highlight=False)
+        # soft_wrap: a path in a status line stays whole when stderr is not a terminal.
+        self.console = console or Console(stderr=True, highlight=False, soft_wrap=True)
 
     @contextmanager
     def step(self, title: str) -> Iterator[None]:

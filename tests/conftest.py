@@ -93,8 +93,10 @@ def listening(ports) -> list[int]:
 def assert_one_line_error(result: subprocess.CompletedProcess, code: int, *needles: str) -> None:
     assert result.returncode == code, (result.returncode, result.stdout, result.stderr)
     assert "Traceback" not in result.stderr + result.stdout
-    first = result.stderr.strip().splitlines()[0]
-    assert first.startswith("error: "), result.stderr
+    # Progress lines may come first; the error is one line (its detail, a log tail,
+    # follows it), and there is exactly one.
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
+    assert len(errors) == 1, result.stderr
     for needle in needles:
         assert needle in result.stderr, (needle, result.stderr)
 

@@ -1,0 +1,103 @@
+"""Settings: precedence flags > environment > config file > defaults, the legacy
+names, validation, and config/default.yaml documenting every setting."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+import yaml
+
+from kubemark_up import config
+from kubemark_up.errors import ConfigError
+
+DEFAULT_YAML = Path(__file__).parent.parent / "config" / "default.yaml"
+
+
+def test_default_yaml_documents_every_setting_with_its_default():
+    documented = yaml.safe_load(DEFAULT_YAML.read_text())
+    assert set(documented) == set(config.Settings.model_fields)
+    assert config.resolve(config_file=DEFAULT_YAML, environ={}) == config.Settings()
+    text = DEFAULT_YAML.read_text()
+    for field, names in config.LEGACY_ENV.items():
+        block = text[: text.index(f"\n{field}:")].rsplit("\n\n", 1)[-1]
+        for name in names:
+            assert name in block, f"{field}: legacy name {name} is not documented next to it"
+
+
+def test_precedence(tmp_path):
+    file = tmp_path / "c.yaml"
+    file.write_text("nodes: 5\nname: fromfile\nlog_level: --v=3\n")
+    settings = config.resolve(config_file=file, environ={})
+    assert (settings.nodes, settings.name, settings.log_level) == (5, "fromfile", "--v=3")
+    settings = config.resolve(config_file=file, environ={"KUBEMARK_UP_NODES": "7", "TEST_CLUSTER_LOG_LEVEL": "--v=4"})
+    assert (settings.nodes, settings.name, settings.log_level) == (7, "fromfile", "--v=4")
+    settings = config.resolve(flags={"nodes": 9, "name": None}, config_file=file, environ={"KUBEMARK_UP_NODES": "7"})
+    assert (settings.nodes, settings.name) == (9, "fromfile")
+
+
+def test_legacy_names_most_specific_first():
+    assert config.resolve(environ={"NUM_NODES": "3"}).nodes == 3
+    assert config.resolve(environ={"NUM_NODES": "3", "KUBEMARK_NUM_NODES": "4"}).nodes == 4
+    assert config.resolve(environ={"KUBEMARK_NUM_NODES": "4", "KUBEMARK_UP_NODES": "5"}).nodes == 5
+    assert config.resolve(environ={"CLOUD_PROVIDER": "pre-existing"}).provider == "preexisting"
+    settings = config.resolve(environ={
+        "APISERVER_TEST_ARGS": "--v=9",
+        "KUBEMARK_APISERVER_TEST_ARGS": "--profiling=true --max-requests-inflight=10",
+        "HOLLOW_KUBELET_TEST_ARGS": "--kube-api-qps=50",
+        "ALLOCATE_NODE_CIDRS": "false",
+        "ALLOWED_NOTREADY_NODES": "2",
+    })
+    assert settings.apiserver_extra_args == ["--profiling=true", "--max-requests-inflight=10"]
+    assert settings.hollow_kubelet_extra_args == ["--kube-api-qps=50"]
+    assert settings.allocate_node_cidrs is False
+    assert settings.allowed_not_ready == 2
+
+
+def test_empty_legacy_variables_count_as_unset():
+    # The legacy scripts export many variables empty.
+    assert config.resolve(environ={"NUM_NODES": "", "DNS_DOMAIN": ""}) == config.Settings()
+
+
+@pytest.mark.parametrize(
+    ("environ", "message"),
+    [
+        ({"KUBEMARK_UP_NODES": "-1"}, "nodes: Input should be greater than or equal to 0 (from environment variable KUBEMARK_UP_NODES)"),
+        ({"SERVICE_CLUSTER_IP_RANGE": "10.0.0.0/33"}, "service_cluster_ip_range: not a network in CIDR form"),
+        ({"CLUSTER_IP_RANGE": "10.0.0.0/8"}, "overlap"),
+        ({"KUBEMARK_UP_PORT_RANGE": "80-90"}, "port_range: must be LOW-HIGH"),
+        ({"TEST_CLUSTER_LOG_LEVEL": "debug"}, "log_level: must look like --v=2"),
+        ({"KUBEMARK_UP_KUBERNETES_VERSION": "latest"}, "kubernetes_version: must look like v1.36.3"),
+        ({"KUBEMARK_UP_BINARY_SOURCES": "download,ftp"}, "binary_sources"),
+    ],
+)
+def test_bad_values_name_the_setting_and_its_source(environ, message):
+    with pytest.raises(ConfigError) as caught:
+        config.resolve(environ=environ)
+    assert message in caught.value.message
+    assert "\n" not in caught.value.message
+
+
+def test_derived_values():
+    assert config.Settings().pod_cidr == "10.64.0.0/14"
+    assert config.Settings(nodes=5000).pod_cidr == "10.64.0.0/11"
+    assert config.Settings(nodes=100_000).pod_cidr == "10.64.0.0/10"
+    assert config.Settings(cluster_cidr="172.16.0.0/12").pod_cidr == "172.16.0.0/12"
+    assert config.Settings().first_service_ip == "10.0.0.1"
+    assert config.Settings(nodes=10).inflight_limits == (400, 200)
+    assert config.Settings(nodes=1000).inflight_limits == (1500, 500)
+    assert config.Settings(nodes=3000).inflight_limits == (3000, 1000)
+    assert config.Settings(nodes=3000, max_requests_inflight=7).inflight_limits == (7, 1000)
+    assert config.Settings(log_level="--v=3").kubelet_log_level == "--v=3"
+    assert config.Settings(hollow_proxy_log_level="--v=1").proxy_log_level == "--v=1"
+
+
+def test_cluster_name_and_home():
+    assert config.cluster_name(None, environ={}) == "kubemark"
+    assert config.cluster_name(None, environ={"KUBEMARK_UP_NAME": "x1"}) == "x1"
+    assert config.cluster_name("y2", environ={"KUBEMARK_UP_NAME": "x1"}) == "y2"
+    with pytest.raises(ConfigError):
+        config.cluster_name("../etc", environ={})
+    assert config.home_dir({"KUBEMARK_UP_HOME": "/srv/km"}) == Path("/srv/km")
+    assert re.search(r"\.kubemark-up$", str(config.home_dir({})))
