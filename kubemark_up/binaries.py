@@ -119,8 +119,14 @@ def resolve(
     cache.folder.mkdir(parents=True, exist_ok=True)
     if "download" in sources:
         for name in [n for n in missing if n in _DOWNLOADABLE]:
-            with ui.step(f"download {name} {_version_of(name, settings)}"):
-                _download(name, settings, cache.folder)
+            try:
+                with ui.step(f"download {name} {_version_of(name, settings)}"):
+                    _download(name, settings, cache.folder)
+            except BinaryError as exc:
+                if sources[-1] == "download":
+                    raise
+                ui.warn(f"{exc.message}; trying the next source")
+                break
             cache.record(name, "download")
             found[name] = Binary(name, cache.folder / name, "download")
         missing = [name for name in missing if name not in found]

@@ -161,3 +161,11 @@ def test_build_is_pinned_to_the_recipe_version(tmp_path):
         binaries.resolve(config.Settings(kubernetes_version="v1.35.0"), tmp_path, UI(), sources=["build"])
     assert f"the Go recipe builds Kubernetes {VERSION}" in caught.value.message
     assert binaries.pinned_version() == VERSION
+
+
+def test_a_failed_download_falls_back_to_the_next_source(tmp_path, monkeypatch):
+    built = []
+    monkeypatch.setattr(binaries, "_build", lambda names, settings, cache, ui: built.extend(names))
+    found = binaries.resolve(_settings("http://127.0.0.1:9"), tmp_path, UI(), sources=["download", "build"])
+    assert sorted(built) == sorted(binaries.NAMES)
+    assert {b.source for b in found.values()} == {"build"}

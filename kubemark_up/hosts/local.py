@@ -9,6 +9,7 @@ import shutil
 import socket
 import stat
 import subprocess
+import time
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 
@@ -68,24 +69,14 @@ class LocalHost(Host):
         return self._process(handle) is not None
 
     def stop(self, handles: Iterable[ProcessHandle], *, timeout: float) -> list[ProcessHandle]:
-        processes = {}
-        for handle in handles:
-            process = self._process(handle)
-            if process is not None:
-                processes[process] = handle
+        processes = {p: h for h in handles if (p := self._process(h)) is not None}
         for process in processes:
-            try:
-                process.terminate()
-            except psutil.NoSuchProcess:
-                pass
-        _, alive = psutil.wait_procs(list(processes), timeout=timeout)
+            _signal(process, "terminate")
+        alive = _wait_gone(list(processes), timeout)
         for process in alive:
-            try:
-                process.kill()
-            except psutil.NoSuchProcess:
-                pass
-        _, alive = psutil.wait_procs(alive, timeout=5)
-        return [processes[p] for p in alive if self._process(processes[p]) is not None]
+            _signal(process, "kill")
+        alive = _wait_gone(alive, 5)
+        return [processes[p] for p in alive]
 
     def find_marked(self, marker: str) -> list[ProcessHandle]:
         found = []
@@ -152,6 +143,37 @@ class LocalHost(Host):
                 shutil.rmtree(target, ignore_errors=True)
             else:
                 target.unlink(missing_ok=True)
+
+
+def _signal(process: psutil.Process, how: str) -> None:
+    try:
+        getattr(process, how)()
+    except psutil.NoSuchProcess:
+        pass
+
+
+def _gone(process: psutil.Process) -> bool:
+    """Exited, or a zombie: once the components outlive the `start` that spawned them,
+    their parent is PID 1, which may reap late or never. Our own children we reap."""
+    try:
+        if process.status() != psutil.STATUS_ZOMBIE:
+            return False
+    except psutil.NoSuchProcess:
+        return True
+    try:
+        os.waitpid(process.pid, os.WNOHANG)
+    except ChildProcessError:
+        pass
+    return True
+
+
+def _wait_gone(processes: list[psutil.Process], timeout: float) -> list[psutil.Process]:
+    deadline = time.monotonic() + timeout
+    alive = [p for p in processes if not _gone(p)]
+    while alive and time.monotonic() < deadline:
+        time.sleep(0.05)
+        alive = [p for p in alive if not _gone(p)]
+    return alive
 
 
 _SS_LINE = re.compile(r"^u_\w+\s+LISTEN\s+\d+\s+\d+\s+(?P<path>\S+)\s.*?ino:(?P<ino>\d+)")
