@@ -29,7 +29,8 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-out = Console(highlight=False, soft_wrap=True)
+# Results go to stdout; when that is a pipe or a file, lines are not cut at 80 columns.
+out = Console(highlight=False, soft_wrap=True, width=None if sys.stdout.isatty() else 240)
 ui = UI()
 _options = {"debug": False}
 
@@ -116,7 +117,7 @@ def status(name: NameOption = None, output: OutputOption = "text") -> None:
     _check_output(output)
     report = cluster.status(config_mod.cluster_name(name), config_mod.home_dir())
     if output == "json":
-        out.print_json(json.dumps(report)) if sys.stdout.isatty() else print(json.dumps(report, indent=1))
+        print(json.dumps(report, indent=1))
         return
     health = "[green]healthy[/green]" if report["master"]["healthy"] else "[red]unhealthy[/red]"
     out.print(

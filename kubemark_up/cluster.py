@@ -109,11 +109,11 @@ def _run_step(ctx: Context, provider: Provider, step: Step) -> None:
 
 
 def _step_binaries(ctx: Context, provider: Provider) -> None:
-    home = ctx.dir.home
-    with ctx.ui.step("find Kubernetes binaries"):
-        found = binaries_mod.resolve(ctx.settings, home, ctx.ui) if _cached(ctx) else None
-    if found is None:
-        found = binaries_mod.resolve(ctx.settings, home, ctx.ui)
+    if _cached(ctx):
+        with ctx.ui.step("find Kubernetes binaries"):
+            found = binaries_mod.resolve(ctx.settings, ctx.dir.home, ctx.ui)
+    else:  # a download or build shows its own status lines
+        found = binaries_mod.resolve(ctx.settings, ctx.dir.home, ctx.ui)
     ctx.state.binaries = {name: str(binary.path) for name, binary in found.items()}
 
 

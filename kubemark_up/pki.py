@@ -116,14 +116,7 @@ class PKI:
                 .not_valid_before(now - _CLOCK_SKEW)
                 .not_valid_after(now + dt.timedelta(days=CA_DAYS))
                 .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-                .add_extension(
-                    x509.KeyUsage(
-                        digital_signature=True, key_cert_sign=True, crl_sign=True,
-                        content_commitment=False, key_encipherment=False, data_encipherment=False,
-                        key_agreement=False, encipher_only=False, decipher_only=False,
-                    ),
-                    critical=True,
-                )
+                .add_extension(_key_usage(digital_signature=True, key_cert_sign=True, crl_sign=True), critical=True)
                 .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
                 .sign(key, hashes.SHA256())
             )
@@ -157,12 +150,7 @@ class PKI:
             .not_valid_after(now + dt.timedelta(days=LEAF_DAYS))
             .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
             .add_extension(
-                x509.KeyUsage(
-                    digital_signature=True,
-                    key_encipherment=isinstance(key, rsa.RSAPrivateKey),
-                    content_commitment=False, data_encipherment=False, key_agreement=False,
-                    key_cert_sign=False, crl_sign=False, encipher_only=False, decipher_only=False,
-                ),
+                _key_usage(digital_signature=True, key_encipherment=isinstance(key, rsa.RSAPrivateKey)),
                 critical=True,
             )
             .add_extension(x509.ExtendedKeyUsage(usages), critical=False)
@@ -221,6 +209,15 @@ class PKI:
                 ),
             )
         return key_path, pub_path
+
+
+def _key_usage(**allowed: bool) -> x509.KeyUsage:
+    """A KeyUsage with the named usages on and every other one off."""
+    names = (
+        "digital_signature", "content_commitment", "key_encipherment", "data_encipherment",
+        "key_agreement", "key_cert_sign", "crl_sign", "encipher_only", "decipher_only",
+    )
+    return x509.KeyUsage(**{name: allowed.get(name, False) for name in names})
 
 
 def _general_names(dns_names: Iterable[str], ips: Iterable[str]) -> list[x509.GeneralName]:
