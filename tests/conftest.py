@@ -83,6 +83,11 @@ def marked_processes(cluster_dir: Path) -> list[psutil.Process]:
     return found
 
 
+def kubemark_tmp_files() -> set[str]:
+    """What stock hollow kubelets leave in /tmp (root folders, fake CRI sockets)."""
+    return {str(p) for pattern in ("hollow-kubelet.*", "kubelet_remote_*.sock") for p in Path("/tmp").glob(pattern)}
+
+
 def listening(ports) -> list[int]:
     wanted = set(ports)
     return sorted(
@@ -106,6 +111,7 @@ class RunningCluster:
     cli: CLI
     name: str
     start: subprocess.CompletedProcess
+    tmp_before: set[str]
 
     @property
     def dir(self) -> Path:
@@ -130,8 +136,9 @@ def local_cluster(tmp_path_factory: pytest.TempPathFactory, bin_dir: Path):
     """One local cluster of CLUSTER_NODES hollow nodes, shared by the session."""
     cli = CLI(home=tmp_path_factory.mktemp("home"), bin_dir=bin_dir)
     name = "shared"
+    before = kubemark_tmp_files()
     result = cli.run("start", "--name", name, "--nodes", str(CLUSTER_NODES), timeout=600)
-    cluster = RunningCluster(cli, name, result)
+    cluster = RunningCluster(cli, name, result, before)
     try:
         assert result.returncode == 0, result.stderr
         yield cluster

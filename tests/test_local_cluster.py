@@ -12,7 +12,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from tests.conftest import CLUSTER_NODES, assert_one_line_error, listening, marked_processes
+from tests.conftest import CLUSTER_NODES, assert_one_line_error, kubemark_tmp_files, listening, marked_processes
 
 pytestmark = pytest.mark.cluster
 
@@ -180,6 +180,7 @@ def test_stop_leaves_nothing_and_is_idempotent(local_cluster):
             log = Path(record["log"]).read_text()
             for root_dir in re.findall(r"Using (/tmp/hollow-kubelet\.\d+) as root dir", log):
                 assert not Path(root_dir).exists()
+    assert kubemark_tmp_files() - local_cluster.tmp_before == set()
     again = local_cluster.cli.run("stop", "--name", local_cluster.name)
     assert again.returncode == 0 and "nothing to stop" in again.stdout
     purge = local_cluster.cli.run("stop", "--name", local_cluster.name, "--purge")

@@ -11,7 +11,7 @@ import time
 
 import pytest
 
-from tests.conftest import assert_one_line_error, listening, marked_processes
+from tests.conftest import assert_one_line_error, kubemark_tmp_files, listening, marked_processes
 
 pytestmark = pytest.mark.cluster
 
@@ -32,6 +32,7 @@ def _wait_for_step(cli, name: str, step: str, timeout: float = 120) -> dict:
 
 
 def test_sigkilled_start_is_cleaned_by_stop(cli):
+    tmp_before = kubemark_tmp_files()
     start = cli.popen("start", "--name", "killed", "--nodes", "2")
     _wait_for_step(cli, "killed", "nodes")
     time.sleep(0.5)  # some hollow-node processes are starting or started
@@ -49,12 +50,14 @@ def test_sigkilled_start_is_cleaned_by_stop(cli):
     assert marked_processes(cluster_dir) == []
     assert listening(ports) == []
     assert not (cluster_dir / "state.json").exists()
+    assert kubemark_tmp_files() - tmp_before == set()
     # And a new start of the same name works afterwards.
     again = cli.run("start", "--name", "killed", "--nodes", "1")
     assert again.returncode == 0, again.stderr
     assert "logs of the previous run moved to" in again.stderr
     assert cli.run("stop", "--name", "killed", "--purge").returncode == 0
     assert marked_processes(cluster_dir) == []
+    assert kubemark_tmp_files() - tmp_before == set()
 
 
 def test_sigterm_during_start_stops_everything_it_started(cli):

@@ -31,8 +31,13 @@ class Host(ABC):
         """Whether that very process (not a PID reuse) is alive."""
 
     @abstractmethod
+    def pause(self, handles: Iterable[ProcessHandle]) -> None:
+        """Freeze the processes (SIGSTOP) until stop(); they create nothing meanwhile."""
+
+    @abstractmethod
     def stop(self, handles: Iterable[ProcessHandle], *, timeout: float) -> list[ProcessHandle]:
-        """SIGTERM them all, SIGKILL what is left after timeout; return any still alive."""
+        """SIGTERM (and SIGCONT, for paused ones) them all, SIGKILL what is left after
+        timeout; return any still alive."""
 
     @abstractmethod
     def find_marked(self, marker: str) -> list[ProcessHandle]:

@@ -68,10 +68,16 @@ class LocalHost(Host):
     def running(self, handle: ProcessHandle) -> bool:
         return self._process(handle) is not None
 
+    def pause(self, handles: Iterable[ProcessHandle]) -> None:
+        for handle in handles:
+            if (process := self._process(handle)) is not None:
+                _signal(process, "suspend")
+
     def stop(self, handles: Iterable[ProcessHandle], *, timeout: float) -> list[ProcessHandle]:
         processes = {p: h for h in handles if (p := self._process(h)) is not None}
         for process in processes:
             _signal(process, "terminate")
+            _signal(process, "resume")
         alive = _wait_gone(list(processes), timeout)
         for process in alive:
             _signal(process, "kill")

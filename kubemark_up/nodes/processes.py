@@ -82,6 +82,8 @@ class ProcessNodes(NodeEngine):
 
     def stop(self, ctx: Context) -> list[str]:
         records = {ctx.handle(r): r for r in self._records(ctx) if ctx.handle(r)}
+        # Frozen, a hollow kubelet still starting up cannot make its socket after the scan.
+        self.host.pause(records)
         scratch = self._scratch(ctx)
         left = self.host.stop(list(records), timeout=ctx.settings.stop_timeout)
         if not left:
