@@ -125,10 +125,11 @@ def status(name: NameOption = None, output: OutputOption = "text") -> None:
         f"  endpoint:   {report['endpoint']}\n  kubeconfig: {report['kubeconfig']}\n"
         f"  logs:       {report['logs']}"
     )
-    table = Table("component", "pid", "running", "healthy", box=None, pad_edge=False)
+    table = Table("component", "pid", "running", "healthy", "restarts", box=None, pad_edge=False)
     for component in report["master"]["components"]:
         table.add_row(
-            component["name"], str(component["pid"] or "-"), _yes(component["running"]), _yes(component["healthy"])
+            component["name"], str(component["pid"] or "-"), _yes(component["running"]),
+            _yes(component["healthy"]), str(component["restarts"]),
         )
     out.print(table)
     nodes = report["nodes"]

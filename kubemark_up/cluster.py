@@ -21,7 +21,7 @@ from kubemark_up import kubeconfig, master, pki, readiness
 from kubemark_up.config import Settings
 from kubemark_up.context import Context
 from kubemark_up.errors import ComponentError, KubemarkUpError, NotFoundError
-from kubemark_up.hosts import LocalHost
+from kubemark_up.hosts import Host, LocalHost
 from kubemark_up.providers import Provider, load
 from kubemark_up.state import ClusterDir, ClusterState, ProcessRecord
 from kubemark_up.ui import UI
@@ -203,10 +203,24 @@ def _start_component(ctx: Context, provider: Provider, name: str) -> master.Comp
     record = ProcessRecord(name=name, role="master", argv=argv, log=str(ctx.dir.logs / f"{name}.log"))
     ctx.state.processes[name] = record
     ctx.save()
-    handle = host.spawn(argv, log=Path(record.log), env={}, marker=ctx.dir.marker)
+    # Supervised, as a kubelet keeps a static pod: restarted with crash-loop back-off.
+    handle = host.spawn(argv, log=Path(record.log), env={}, marker=ctx.dir.marker, restart=True)
     record.pid, record.create_time = handle.pid, handle.create_time
     ctx.save()
     return component
+
+
+def _crashed(ctx: Context, host: Host, name: str) -> str | None:
+    """Why a master component is not running as started, or None if it is. A restart
+    during start-up is a failure: start would otherwise wait out a crash loop."""
+    record = ctx.state.processes.get(name)
+    handle = ctx.handle(record) if record else None
+    if handle is None or not host.running(handle):
+        return "is not running"
+    supervision = host.supervision(handle, Path(record.log))
+    if supervision is not None and supervision.restarts:
+        return f"exited with code {supervision.last_exit_code}"
+    return None
 
 
 def _wait_healthy(ctx: Context, provider: Provider, component: master.Component, timeout: float) -> None:
@@ -214,10 +228,9 @@ def _wait_healthy(ctx: Context, provider: Provider, component: master.Component,
     record = ctx.state.processes[component.name]
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        handle = ctx.handle(record)
-        if handle is None or not host.running(handle):
+        if why := _crashed(ctx, host, component.name):
             raise ComponentError(
-                f"{component.name} exited during start-up (log: {record.log})",
+                f"{component.name} {why} during start-up (log: {record.log})",
                 detail=host.tail(Path(record.log), LOG_TAIL_LINES),
             )
         if master.probe_ok(component.startup_probe):
@@ -257,13 +270,9 @@ def _step_wait_ready(ctx: Context, provider: Provider) -> None:
     def check() -> None:
         """Fail fast: a master component that died, or more dead hollow nodes than allowed."""
         for name in master.ORDER:
-            record = ctx.state.processes.get(name)
-            handle = ctx.handle(record) if record else None
-            if handle is None or not host.running(handle):
-                raise ComponentError(
-                    f"{name} exited (log: {record.log if record else '?'})",
-                    detail=host.tail(Path(record.log), LOG_TAIL_LINES) if record else "",
-                )
+            if why := _crashed(ctx, host, name):
+                log = ctx.state.processes[name].log
+                raise ComponentError(f"{name} {why} (log: {log})", detail=host.tail(Path(log), LOG_TAIL_LINES))
         failed = engine.failed(ctx)
         if len(failed) > ctx.settings.allowed_not_ready:
             node, why = next(iter(failed.items()))
@@ -378,12 +387,20 @@ def status(name: str, home: Path) -> dict:
     for comp_name in master.ORDER:
         record = state.processes.get(comp_name)
         handle = ctx.handle(record) if record else None
-        running = bool(handle and host.running(handle))
+        supervision = host.supervision(handle, Path(record.log)) if handle and record else None
+        running = bool(handle and host.running(handle)) and (supervision is None or supervision.running)
         component = components.get(comp_name)
         healthy = bool(running and component and master.probe_ok(component.liveness_probe))
         report_components.append(
-            {"name": comp_name, "pid": record.pid if record else None, "running": running,
-             "healthy": healthy, "log": record.log if record else None}
+            {
+                "name": comp_name,
+                "pid": supervision.pid if supervision else (record.pid if record else None),
+                "supervisor_pid": record.pid if supervision and record else None,
+                "restarts": supervision.restarts if supervision else 0,
+                "running": running,
+                "healthy": healthy,
+                "log": record.log if record else None,
+            }
         )
     engine = provider.node_engine(ctx)
     failed = engine.failed(ctx) if state.nodes else {}

@@ -8,6 +8,7 @@ startupProbe as its readiness check.
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import ssl
 import urllib.error
@@ -105,6 +106,7 @@ def render(
         kubeconfig_dir=paths.kubeconfig_dir,
         data_dir=paths.data_dir,
         advertise_address=advertise_address,
+        endpoint_reconciler_type="none" if ipaddress.ip_address(advertise_address).is_loopback else "lease",
         bind_address=bind_address,
         probe_host=bind_address,
         cluster_cidr=settings.pod_cidr,

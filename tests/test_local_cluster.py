@@ -159,11 +159,43 @@ def test_secrets_are_private_and_never_on_a_command_line(local_cluster):
         assert "PRIVATE KEY" not in cmdline and key_text.splitlines()[1] not in cmdline
 
 
+def _status(cluster) -> dict:
+    result = cluster.cli.run("status", "--name", cluster.name, "-o", "json")
+    assert result.returncode == 0, result.stderr
+    return json.loads(result.stdout)
+
+
+def test_a_crashed_master_component_is_restarted_like_a_static_pod(local_cluster):
+    before = {c["name"]: c for c in _status(local_cluster)["master"]["components"]}
+    apiserver = psutil.Process(before["kube-apiserver"]["pid"])
+    assert apiserver.ppid() == before["kube-apiserver"]["supervisor_pid"]
+    apiserver.kill()
+    # Down at once (the report says so), back after the kubelet's 10 s crash-loop back-off.
+    down = _status(local_cluster)
+    assert down["master"]["healthy"] is False
+    deadline = time.monotonic() + 90
+    report = down
+    while time.monotonic() < deadline:
+        report = _status(local_cluster)
+        if report["master"]["healthy"] and report["nodes"]["ready"] == CLUSTER_NODES:
+            break
+        time.sleep(1)
+    after = {c["name"]: c for c in report["master"]["components"]}
+    assert report["master"]["healthy"], report
+    assert after["kube-apiserver"]["restarts"] == 1 and after["kube-apiserver"]["pid"] != apiserver.pid
+    assert after["etcd"]["restarts"] == 0
+    log = Path(after["kube-apiserver"]["log"]).read_text()
+    assert "kube-apiserver exited with code 137; restart 1 in 10s" in log
+    assert report["nodes"]["ready"] == CLUSTER_NODES
+
+
 def test_stop_leaves_nothing_and_is_idempotent(local_cluster):
     state = local_cluster.state()
     ports = list(state["ports"].values())
     pids = [p["pid"] for p in state["processes"].values()]
-    assert len(marked_processes(local_cluster.dir)) == len(pids) == 4 + 2 * CLUSTER_NODES
+    # Each master component runs under its supervisor: 4 + 4, and 2 per hollow node.
+    assert len(pids) == 4 + 2 * CLUSTER_NODES
+    assert len(marked_processes(local_cluster.dir)) == 8 + 2 * CLUSTER_NODES
     result = local_cluster.cli.run("stop", "--name", local_cluster.name)
     assert result.returncode == 0, result.stderr
     assert marked_processes(local_cluster.dir) == []

@@ -37,6 +37,9 @@ def test_apiserver_is_tls_only_with_node_authorization():
     assert "--authorization-mode=Node,RBAC" in command
     assert "--enable-admission-plugins=NodeRestriction" in command
     assert "--advertise-address=192.0.2.10" in command
+    assert "--endpoint-reconciler-type=lease" in command
+    loopback = master.render(config.Settings(), paths=PATHS, ports=PORTS, advertise_address="127.0.0.1")
+    assert "--endpoint-reconciler-type=none" in loopback[1].command
     assert not any(arg.startswith(("--insecure-port", "--insecure-bind-address")) for arg in command)
     assert f"--etcd-servers=https://127.0.0.1:{PORTS['etcd_client']}" in command
     probe = render()["kube-apiserver"].startup_probe

@@ -12,6 +12,20 @@ from pathlib import Path
 MARKER_ENV = "KUBEMARK_UP_CLUSTER"
 
 
+def supervision_file(log: Path) -> Path:
+    """Where the supervisor of a restarted process says how it is doing (beside its log,
+    so that the restart history stays with the logs)."""
+    return log.with_name(log.name.removesuffix(".log") + ".supervise.json")
+
+
+@dataclass(frozen=True)
+class Supervision:
+    pid: int | None  # the component's current pid; None between restarts
+    restarts: int
+    last_exit_code: int | None
+    running: bool
+
+
 @dataclass(frozen=True)
 class ProcessHandle:
     pid: int
@@ -23,8 +37,16 @@ class Host(ABC):
     name: str
 
     @abstractmethod
-    def spawn(self, argv: Sequence[str], *, log: Path, env: Mapping[str, str], marker: str) -> ProcessHandle:
-        """Start argv detached from us, stdout and stderr appended to log."""
+    def spawn(
+        self, argv: Sequence[str], *, log: Path, env: Mapping[str, str], marker: str, restart: bool = False
+    ) -> ProcessHandle:
+        """Start argv detached from us, stdout and stderr appended to log. With restart,
+        under a supervisor that restarts it as a kubelet restarts a static pod; the
+        handle is then the supervisor's, and stopping it stops both."""
+
+    @abstractmethod
+    def supervision(self, handle: ProcessHandle, log: Path) -> Supervision | None:
+        """How a process started with restart is doing, or None if it has no supervisor."""
 
     @abstractmethod
     def running(self, handle: ProcessHandle) -> bool:

@@ -3,20 +3,23 @@
 from __future__ import annotations
 
 import errno
+import json
 import os
 import re
 import shutil
 import socket
 import stat
 import subprocess
+import sys
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 
 import psutil
 
+from kubemark_up import supervise
 from kubemark_up.errors import ComponentError
-from kubemark_up.hosts.base import MARKER_ENV, Host, ProcessHandle
+from kubemark_up.hosts.base import MARKER_ENV, Host, ProcessHandle, Supervision, supervision_file
 
 # Children get a small, fixed environment rather than ours: a proxy variable or a
 # KUBECONFIG in the user's shell must not change what a component does.
@@ -27,7 +30,12 @@ class LocalHost(Host):
     name = "localhost"
     address = "127.0.0.1"
 
-    def spawn(self, argv: Sequence[str], *, log: Path, env: Mapping[str, str], marker: str) -> ProcessHandle:
+    def spawn(
+        self, argv: Sequence[str], *, log: Path, env: Mapping[str, str], marker: str, restart: bool = False
+    ) -> ProcessHandle:
+        if restart:
+            # By path, not -m: the supervisor needs only the standard library.
+            argv = [sys.executable, str(Path(supervise.__file__)), str(supervision_file(log)), "--", *argv]
         child_env = {key: os.environ[key] for key in _PASSED_ENV if key in os.environ}
         child_env.update(env)
         child_env[MARKER_ENV] = marker
@@ -67,6 +75,22 @@ class LocalHost(Host):
 
     def running(self, handle: ProcessHandle) -> bool:
         return self._process(handle) is not None
+
+    def supervision(self, handle: ProcessHandle, log: Path) -> Supervision | None:
+        try:
+            data = json.loads(self.read_text(supervision_file(log)) or "null")
+        except ValueError:  # caught mid-write is impossible (atomic), damaged is not
+            data = None
+        if not isinstance(data, dict):
+            return None
+        pid, running = data.get("pid"), False
+        if pid and self.running(handle):
+            try:
+                child = psutil.Process(pid)
+                running = child.ppid() == handle.pid and child.status() != psutil.STATUS_ZOMBIE
+            except psutil.NoSuchProcess:
+                running = False
+        return Supervision(pid, int(data.get("restarts", 0)), data.get("last_exit_code"), running)
 
     def pause(self, handles: Iterable[ProcessHandle]) -> None:
         for handle in handles:
