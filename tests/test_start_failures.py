@@ -79,7 +79,7 @@ def test_master_that_exits_shows_its_log_and_leaves_nothing(cli):
         "start", "--name", "badflag", "--nodes", "1",
         KUBEMARK_UP_APISERVER_EXTRA_ARGS="--no-such-apiserver-flag=1",
     )
-    assert_one_line_error(result, 1, "kube-apiserver exited during start-up", "no-such-apiserver-flag")
+    assert_one_line_error(result, 1, "kube-apiserver exited with code 1 during start-up", "no-such-apiserver-flag")
     assert marked_processes(cli.home / "badflag") == []
     assert not (cli.home / "badflag" / "state.json").exists()
 
