@@ -33,7 +33,6 @@ from kubemark_up.ui import UI
 
 MASTER = ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler")
 NAMES = MASTER + ("kubemark",)
-_DOWNLOADABLE = ("kube-apiserver", "kube-controller-manager", "kube-scheduler", "etcd")
 
 GO_RECIPE = Path(__file__).parent / "gobuild"
 _DOWNLOAD_TIMEOUT = 60
@@ -86,16 +85,21 @@ class _Cache:
         except (OSError, ValueError):
             self.manifest = {}
 
-    def valid(self, name: str) -> bool:
+    def valid(self, name: str, settings: Settings) -> bool:
         entry = self.manifest.get(name)
         if not entry or not _executable(self.folder / name):
             return False
-        return entry.get("source") != "build" or entry.get("recipe") == recipe_hash()
+        if entry.get("source") == "build":
+            return entry.get("recipe") == recipe_hash()
+        # The folder is per Kubernetes release; a downloaded etcd must also be the one asked for.
+        return name != "etcd" or entry.get("version") == settings.etcd_version
 
-    def record(self, name: str, source: str) -> None:
+    def record(self, name: str, source: str, settings: Settings) -> None:
         entry = {"source": source}
         if source == "build":
             entry["recipe"] = recipe_hash()
+        elif name == "etcd":
+            entry["version"] = settings.etcd_version
         self.manifest[name] = entry
         tmp = self.manifest_path.with_suffix(".tmp")
         tmp.write_text(json.dumps(self.manifest, indent=1, sort_keys=True))
@@ -105,35 +109,35 @@ class _Cache:
 def resolve(
     settings: Settings, home: Path, ui: UI, *, sources: list[str] | None = None, force: bool = False
 ) -> dict[str, Binary]:
-    """Every binary in NAMES, found or fetched or built, or a BinaryError saying how to get it."""
+    """Every binary in NAMES, found or fetched or built, or a BinaryError saying how to get it.
+    Sources are tried in their order; one that fails hands over to the next."""
     if settings.bin_dir is not None:
         return _from_bin_dir(settings.bin_dir)
     sources = list(settings.binary_sources if sources is None else sources)
     cache = _Cache(cache_dir(home, settings.kubernetes_version))
     found = {} if force else {
-        name: Binary(name, cache.folder / name, "cache") for name in NAMES if cache.valid(name)
+        name: Binary(name, cache.folder / name, "cache") for name in NAMES if cache.valid(name, settings)
     }
+    for position, source in enumerate(sources):
+        missing = [name for name in NAMES if name not in found]
+        if not missing:
+            break
+        cache.folder.mkdir(parents=True, exist_ok=True)
+        try:
+            if source == "download":
+                for name in [n for n in missing if n in MASTER]:  # kubemark is not published
+                    with ui.step(f"download {name} {_version_of(name, settings)}"):
+                        _download(name, settings, cache.folder)
+                    cache.record(name, "download", settings)
+                    found[name] = Binary(name, cache.folder / name, "download")
+            elif source == "build":
+                _build(missing, settings, cache, ui)
+                found.update({name: Binary(name, cache.folder / name, "build") for name in missing})
+        except BinaryError as exc:
+            if position == len(sources) - 1:
+                raise
+            ui.warn(f"{exc.message}; trying {sources[position + 1]}")
     missing = [name for name in NAMES if name not in found]
-    if not missing:
-        return found
-    cache.folder.mkdir(parents=True, exist_ok=True)
-    if "download" in sources:
-        for name in [n for n in missing if n in _DOWNLOADABLE]:
-            try:
-                with ui.step(f"download {name} {_version_of(name, settings)}"):
-                    _download(name, settings, cache.folder)
-            except BinaryError as exc:
-                if sources[-1] == "download":
-                    raise
-                ui.warn(f"{exc.message}; trying the next source")
-                break
-            cache.record(name, "download")
-            found[name] = Binary(name, cache.folder / name, "download")
-        missing = [name for name in missing if name not in found]
-    if missing and "build" in sources:
-        _build(missing, settings, cache, ui)
-        found.update({name: Binary(name, cache.folder / name, "build") for name in missing})
-        missing = []
     if missing:
         raise BinaryError(
             f"missing {', '.join(missing)} for Kubernetes {settings.kubernetes_version}: "
@@ -282,7 +286,7 @@ def _build(names: list[str], settings: Settings, cache: _Cache, ui: UI) -> None:
             if link.is_symlink() or link.exists():
                 link.unlink()
             link.symlink_to("kube-master")
-        cache.record(name, "build")
+        cache.record(name, "build", settings)
 
 
 def version_of(binary: Binary) -> str:

@@ -15,6 +15,7 @@ import typer
 from typer.exceptions import TyperException
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 from kubemark_up import __version__, binaries, cluster
 from kubemark_up import config as config_mod
@@ -30,7 +31,8 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 # Results go to stdout; when that is a pipe or a file, lines are not cut at 80 columns.
-out = Console(highlight=False, soft_wrap=True, width=None if sys.stdout.isatty() else 240)
+# markup=False: names, paths and errors are printed as they are, brackets and all.
+out = Console(highlight=False, soft_wrap=True, markup=False, width=None if sys.stdout.isatty() else 240)
 ui = UI()
 _options = {"debug": False}
 
@@ -119,11 +121,13 @@ def status(name: NameOption = None, output: OutputOption = "text") -> None:
     if output == "json":
         print(json.dumps(report, indent=1))
         return
-    health = "[green]healthy[/green]" if report["master"]["healthy"] else "[red]unhealthy[/red]"
     out.print(
-        f"cluster [bold]{report['name']}[/bold] ({report['provider']}, {report['phase']}), master {health}\n"
-        f"  endpoint:   {report['endpoint']}\n  kubeconfig: {report['kubeconfig']}\n"
-        f"  logs:       {report['logs']}"
+        Text(f"cluster {report['name']} ({report['provider']}, {report['phase']}), master "),
+        _yes(report["master"]["healthy"], "healthy", "unhealthy"),
+        sep="",
+    )
+    out.print(
+        f"  endpoint:   {report['endpoint']}\n  kubeconfig: {report['kubeconfig']}\n  logs:       {report['logs']}"
     )
     table = Table("component", "pid", "running", "healthy", "restarts", box=None, pad_edge=False)
     for component in report["master"]["components"]:
@@ -140,8 +144,8 @@ def status(name: NameOption = None, output: OutputOption = "text") -> None:
     )
 
 
-def _yes(value: bool) -> str:
-    return "[green]yes[/green]" if value else "[red]no[/red]"
+def _yes(value: bool, yes: str = "yes", no: str = "no") -> Text:
+    return Text(yes, style="green") if value else Text(no, style="red")
 
 
 @app.command("pod-for-node")
@@ -194,9 +198,7 @@ def providers_command() -> None:
 
 
 def _fail(message: str, detail: str, code: int) -> None:
-    ui.console.print(f"[red]error:[/red] {message}", highlight=False, markup=True, soft_wrap=True)
-    if detail:
-        ui.console.print(detail, style="dim", markup=False, highlight=False)
+    ui.error(message, detail)
     sys.exit(code)
 
 

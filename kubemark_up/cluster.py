@@ -8,20 +8,25 @@ stopping at the first, and it also finds any process carrying the cluster's mark
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
+import signal
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import yaml
+from pydantic import ValidationError
 
 from kubemark_up import binaries as binaries_mod
 from kubemark_up import kubeconfig, master, pki, readiness
 from kubemark_up.config import Settings
 from kubemark_up.context import Context
-from kubemark_up.errors import ComponentError, KubemarkUpError, NotFoundError
+from kubemark_up.errors import ComponentError, ConfigError, KubemarkUpError, NotFoundError
 from kubemark_up.hosts import Host, LocalHost
+from kubemark_up.nodes.processes import ProcessNodes
 from kubemark_up.providers import Provider, load
 from kubemark_up.state import ClusterDir, ClusterState, ProcessRecord
 from kubemark_up.ui import UI
@@ -37,9 +42,14 @@ def start(settings: Settings, home: Path, ui: UI) -> Context:
     or interruption, stop what was started, then re-raise."""
     provider = load(settings.provider)
     cdir = ClusterDir(home, settings.name)
+    with cdir.lock():
+        return _start(settings, cdir, provider, ui)
+
+
+def _start(settings: Settings, cdir: ClusterDir, provider: Provider, ui: UI) -> Context:
     _refuse_existing(cdir)
     ui.info(
-        f"Starting kubemark cluster [bold]{settings.name}[/bold] (provider {provider.name}, "
+        f"Starting kubemark cluster {settings.name} (provider {provider.name}, "
         f"{settings.nodes} hollow nodes, Kubernetes {settings.kubernetes_version})"
     )
     ctx = Context(
@@ -61,12 +71,27 @@ def start(settings: Settings, home: Path, ui: UI) -> Context:
     except BaseException:
         ctx.state.phase = "failed"
         ctx.save()
-        ui.warn("start did not finish: stopping what it started (logs stay in " f"{ctx.dir.logs})")
-        errors = _teardown(ctx, provider, purge=False, keep_logs=True)
+        ui.warn(f"start did not finish: stopping what it started (logs stay in {ctx.dir.logs})")
+        with _shielded():  # a second Ctrl-C must not leave half of it running
+            errors = _teardown(ctx, provider, purge=False)
         for error in errors:
             ui.warn(error)
         raise
     return ctx
+
+
+@contextlib.contextmanager
+def _shielded() -> Iterator[None]:
+    """Ignore SIGINT and SIGTERM meanwhile (only the main thread may set handlers)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    saved = {sig: signal.signal(sig, signal.SIG_IGN) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for sig, handler in saved.items():
+            signal.signal(sig, handler)
 
 
 def _refuse_existing(cdir: ClusterDir) -> None:
@@ -130,13 +155,16 @@ def _step_ports(ctx: Context, provider: Provider) -> None:
     wanted = [name for name in master.PORT_NAMES if name not in ctx.state.ports]
     fixed = {"apiserver": ctx.settings.apiserver_port} if ctx.settings.apiserver_port else {}
     low, high = ctx.settings.port_bounds
-    free = host.free_ports(
-        len([n for n in wanted if n not in fixed]), low=low, high=high, exclude=list(fixed.values())
-    )
-    for name in wanted:
-        ctx.state.ports[name] = fixed[name] if name in fixed else free.pop(0)
-    address = provider.master_addresses(ctx)[0]
-    ctx.state.endpoint = f"https://{address}:{ctx.state.ports['apiserver']}"
+    with ctx.dir.lock_ports():  # picked and recorded before another cluster picks
+        taken = set(fixed.values()) | set(ctx.state.ports.values()) | ctx.dir.claimed_ports()
+        if fixed and fixed["apiserver"] in ctx.dir.claimed_ports():
+            raise ConfigError(f"apiserver_port {fixed['apiserver']} belongs to another kubemark-up cluster")
+        free = host.free_ports(len([n for n in wanted if n not in fixed]), low=low, high=high, exclude=taken)
+        for name in wanted:
+            ctx.state.ports[name] = fixed[name] if name in fixed else free.pop(0)
+        address = provider.master_addresses(ctx)[0]
+        ctx.state.endpoint = f"https://{address}:{ctx.state.ports['apiserver']}"
+        ctx.save()
 
 
 def _step_pki(ctx: Context, provider: Provider) -> None:
@@ -275,10 +303,10 @@ def _step_wait_ready(ctx: Context, provider: Provider) -> None:
                 raise ComponentError(f"{name} {why} (log: {log})", detail=host.tail(Path(log), LOG_TAIL_LINES))
         failed = engine.failed(ctx)
         if len(failed) > ctx.settings.allowed_not_ready:
-            node, why = next(iter(failed.items()))
-            log = why.rsplit("log: ", 1)[-1].rstrip(")")
+            node, failure = next(iter(failed.items()))
             raise ComponentError(
-                f"{len(failed)} hollow node(s) failed; {node}: {why}", detail=host.tail(Path(log), LOG_TAIL_LINES)
+                f"{len(failed)} hollow node(s) failed; {node}: {failure.why} (log: {failure.log})",
+                detail=host.tail(Path(failure.log), LOG_TAIL_LINES),
             )
 
     readiness.wait_for_nodes(
@@ -317,26 +345,44 @@ def stop(name: str, home: Path, ui: UI, *, purge: bool = False, provider_name: s
     """Stop everything state lists, plus any process with the cluster's marker; remove
     runtime files (and logs with purge). Idempotent. Returns what was stopped, as lines."""
     cdir = ClusterDir(home, name)
-    if not cdir.exists():
-        # Nothing recorded: still sweep for marked processes (a start killed before its
-        # first save cannot have started any, but a damaged state file might hide some).
-        leftovers = LocalHost().find_marked(cdir.marker)
-        if leftovers:
-            LocalHost().stop(leftovers, timeout=10)
+    with cdir.lock():
+        return _stop(cdir, ui, purge=purge, provider_name=provider_name)
+
+
+def _stop(cdir: ClusterDir, ui: UI, *, purge: bool, provider_name: str | None) -> list[str]:
+    name = cdir.name
+    state, settings = None, None
+    if cdir.exists():
+        try:
+            state = cdir.load()
+            settings = Settings.model_validate(state.settings)
+        except (KubemarkUpError, ValidationError) as exc:
+            # Damaged, or written by another version: what runs is still found by its
+            # marker. The files stay for a look, unless purge.
+            reason = exc.message if isinstance(exc, KubemarkUpError) else "its settings are not this version's"
+            ui.warn(f"cannot use {cdir.state_file} ({reason}); stopping the cluster's processes by their marker")
+            state = None
+    if state is None or settings is None:
+        # Markers are found on this machine only, so its engine does the hollow nodes
+        # (frozen first, their /tmp files found and removed), then the rest goes.
+        host = LocalHost()
+        leftovers = host.find_marked(cdir.marker)
+        bare = Context(dir=cdir, state=ClusterState(name=name, provider="?", settings={}), settings=Settings(), ui=ui)
+        errors = ProcessNodes(host).stop(bare)
+        if errors or host.stop(host.find_marked(cdir.marker), timeout=10):
+            raise KubemarkUpError(f"processes of cluster '{name}' would not stop", detail="\n".join(errors))
         if purge and cdir.root.exists():
             cdir.remove_runtime(purge=True)
         return [f"stopped {len(leftovers)} stray process(es)"] if leftovers else []
-    state = cdir.load()
     if provider_name and provider_name != state.provider:
         raise KubemarkUpError(
             f"cluster '{name}' was started by provider '{state.provider}', not '{provider_name}'"
         )
     provider = load(state.provider)
-    settings = Settings.model_validate(state.settings)
     ctx = Context(dir=cdir, state=state, settings=settings, ui=ui)
     ctx.state.phase = "stopping"
     ctx.save()
-    errors = _teardown(ctx, provider, purge=purge, keep_logs=not purge)
+    errors = _teardown(ctx, provider, purge=purge)
     if errors:
         raise KubemarkUpError(
             f"stop left {len(errors)} problem(s); state kept, run stop again", detail="\n".join(errors)
@@ -344,7 +390,7 @@ def stop(name: str, home: Path, ui: UI, *, purge: bool = False, provider_name: s
     return [f"stopped {len(state.processes)} process(es)"]
 
 
-def _teardown(ctx: Context, provider: Provider, *, purge: bool, keep_logs: bool) -> list[str]:
+def _teardown(ctx: Context, provider: Provider, *, purge: bool) -> list[str]:
     errors: list[str] = []
     host = provider.master_host(ctx)
     with ctx.ui.step(f"stop {len(ctx.state.nodes)} hollow node(s)"):
@@ -368,7 +414,7 @@ def _teardown(ctx: Context, provider: Provider, *, purge: bool, keep_logs: bool)
         ctx.ui.warn(f"ports still in use by other processes: {', '.join(busy[:5])}")
     if not errors:
         with ctx.ui.step("remove runtime files" + (" and logs" if purge else " (logs kept)")):
-            ctx.dir.remove_runtime(purge=purge or not keep_logs)
+            ctx.dir.remove_runtime(purge=purge)
     return errors
 
 
@@ -432,7 +478,9 @@ def locate(name: str, home: Path, node: str) -> dict:
     provider = load(state.provider)
     settings = Settings.model_validate(state.settings)
     ctx = Context(dir=cdir, state=state, settings=settings, ui=UI())
-    resolved = node if node in state.nodes else readiness.node_by_address(cdir.kubeconfig, node, state.nodes)
+    resolved = node if node in state.nodes else None
+    if resolved is None and cdir.kubeconfig.exists():
+        resolved = readiness.node_by_address(cdir.kubeconfig, node, state.nodes)
     if resolved is None:
         raise NotFoundError(f"no hollow node '{node}' in cluster '{name}' (nodes are hollow-node-0 ... hollow-node-{len(state.nodes) - 1})")
     location = provider.node_engine(ctx).locate(ctx, resolved)

@@ -183,8 +183,18 @@ class Settings(BaseModel):
         services = ipaddress.ip_network(self.service_cluster_ip_range)
         if services.version == 4 and services.prefixlen > 28:
             raise ValueError("service_cluster_ip_range: too small (at most /28)")
-        if services.overlaps(ipaddress.ip_network(self.pod_cidr)):
+        pods = ipaddress.ip_network(self.pod_cidr)
+        if services.overlaps(pods):
             raise ValueError("cluster_cidr and service_cluster_ip_range overlap")
+        if self.allocate_node_cidrs:
+            if self.node_cidr_mask_size <= pods.prefixlen:
+                raise ValueError(f"node_cidr_mask_size /{self.node_cidr_mask_size} must be longer than {pods}")
+            ranges = 2 ** (self.node_cidr_mask_size - pods.prefixlen)
+            if ranges < self.nodes:
+                raise ValueError(
+                    f"{pods} holds {ranges} node ranges of /{self.node_cidr_mask_size}, fewer than "
+                    f"{self.nodes} nodes: set a larger cluster_cidr or a longer node_cidr_mask_size"
+                )
         return self
 
     # Values derived from the settings, computed in one place.
@@ -251,10 +261,13 @@ def _from_env(environ: Mapping[str, str]) -> tuple[dict[str, Any], dict[str, str
     for field in Settings.model_fields:
         for var in env_names(field):
             raw = environ.get(var)
-            if raw is None or raw == "" and field not in _LIST_FIELDS:
+            if not raw:  # the legacy scripts export many variables empty: unset
                 continue
             if field in _LIST_FIELDS:
-                values[field] = shlex.split(raw.replace(",", " ")) if field == "binary_sources" else shlex.split(raw)
+                try:
+                    values[field] = shlex.split(raw.replace(",", " ") if field == "binary_sources" else raw)
+                except ValueError as exc:
+                    raise ConfigError(f"{field}: cannot split {var} like a command line ({exc})") from None
             else:
                 values[field] = raw
             sources[field] = f"environment variable {var}"

@@ -59,9 +59,15 @@ def wait_for_nodes(
     version: str | None = None
     with ui.counter("hollow nodes Ready", total=len(wanted), unit="nodes") as update:
         while True:
+            if time.monotonic() > deadline:  # also when every call below keeps failing
+                missing = sorted(wanted - ready, key=_node_index)
+                raise ComponentError(
+                    f"only {len(ready)} of {len(wanted)} hollow nodes were Ready after {timeout:.0f}s; "
+                    f"not Ready: {', '.join(missing[:10])}{' ...' if len(missing) > 10 else ''}"
+                )
             try:
                 if version is None:
-                    listing = _list_nodes(api)
+                    listing = _list_nodes(api, timeout=max(1.0, min(30.0, deadline - time.monotonic())))
                     version = listing["metadata"]["resourceVersion"]
                     ready = {
                         n["metadata"]["name"] for n in listing["items"]
@@ -73,11 +79,7 @@ def wait_for_nodes(
                 check()
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
-                    missing = sorted(wanted - ready, key=_node_index)
-                    raise ComponentError(
-                        f"only {len(ready)} of {len(wanted)} hollow nodes were Ready after {timeout:.0f}s; "
-                        f"not Ready: {', '.join(missing[:10])}{' ...' if len(missing) > 10 else ''}"
-                    )
+                    continue
                 window = max(1, int(min(remaining, WATCH_WINDOW)))
                 response = api.list_node(
                     watch=True, resource_version=version, timeout_seconds=window,

@@ -13,11 +13,14 @@ Every later command (status, stop, pod-for-node) works from state alone.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
+import fcntl
 import json
 import os
 import shutil
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Literal
 
@@ -37,7 +40,6 @@ class ProcessRecord(BaseModel):
     node: str | None = None
     argv: list[str]
     log: str
-    env: dict[str, str] = {}
     # Filled in once it runs. The start time tells our process from a later one with its PID.
     pid: int | None = None
     create_time: float | None = None
@@ -89,12 +91,54 @@ class ClusterDir:
         a process started in the instant before its PID reached state.json."""
         return str(self.root)
 
+    @property
+    def node_marker(self) -> str:
+        """The hollow nodes' marker: under marker, and apart from the master's."""
+        return f"{self.marker}#hollow"
+
+    @contextlib.contextmanager
+    def lock(self) -> Iterator[None]:
+        """One kubemark-up command at a time per cluster."""
+        self.home.mkdir(mode=0o700, parents=True, exist_ok=True)
+        with (self.home / f".{self.name}.lock").open("a") as handle:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                raise KubemarkUpError(
+                    f"another kubemark-up command is working on cluster '{self.name}'; wait for it to finish"
+                ) from None
+            yield
+
+    @contextlib.contextmanager
+    def lock_ports(self) -> Iterator[None]:
+        """Held while picking ports and recording them, so two clusters starting at once
+        in one home never pick the same ones."""
+        self.home.mkdir(mode=0o700, parents=True, exist_ok=True)
+        with (self.home / ".ports.lock").open("a") as handle:
+            fcntl.flock(handle, fcntl.LOCK_EX)
+            yield
+
+    def claimed_ports(self) -> set[int]:
+        """Ports other clusters in this home have recorded, bound or about to be."""
+        claimed: set[int] = set()
+        for other in self.home.glob("*/state.json"):
+            if other.parent == self.root:
+                continue
+            try:
+                claimed.update(int(p) for p in json.loads(other.read_text()).get("ports", {}).values())
+            except (OSError, ValueError, TypeError, AttributeError):
+                continue
+        return claimed
+
     def exists(self) -> bool:
         return self.state_file.exists()
 
     def ensure(self) -> None:
-        for folder in (self.home, self.root, self.pki, self.run, self.logs):
-            folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+        # The home folder may be the user's own (or shared): made 0700 if new, else left
+        # as it is. The cluster's folders are ours, and only their owner may enter them.
+        self.home.mkdir(mode=0o700, parents=True, exist_ok=True)
+        for folder in (self.root, self.pki, self.run, self.logs):
+            folder.mkdir(mode=0o700, exist_ok=True)
             os.chmod(folder, 0o700)
 
     def load(self) -> ClusterState:

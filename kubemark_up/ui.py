@@ -1,6 +1,7 @@
 """What the user watches: one status line per step, ending ✓ or ✗ by itself, and
 progress bars for long waits. Everything here goes to stderr, so that stdout
-carries only results (paths, JSON) that scripts can read."""
+carries only results (paths, JSON) that scripts can read. Texts are plain: a
+bracket in a path or a name is printed, never taken for rich markup."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 
@@ -20,6 +22,7 @@ class UI:
     @contextmanager
     def step(self, title: str) -> Iterator[None]:
         started = time.monotonic()
+        title = escape(title)
         try:
             with self.console.status(f"{title} ...", spinner="dots"):
                 yield
@@ -29,10 +32,15 @@ class UI:
         self.console.print(f"[green]✓[/green] {title} [dim]({time.monotonic() - started:.1f}s)[/dim]")
 
     def info(self, message: str) -> None:
-        self.console.print(message)
+        self.console.print(message, markup=False)
 
     def warn(self, message: str) -> None:
-        self.console.print(f"[yellow]![/yellow] {message}")
+        self.console.print(f"[yellow]![/yellow] {escape(message)}")
+
+    def error(self, message: str, detail: str = "") -> None:
+        self.console.print(f"[red]error:[/red] {escape(message)}")
+        if detail:
+            self.console.print(detail, style="dim", markup=False)
 
     @contextmanager
     def counter(self, title: str, total: int, unit: str) -> Iterator[Callable[[int], None]]:
@@ -46,7 +54,7 @@ class UI:
             console=self.console,
             transient=False,
         )
-        task = progress.add_task(title, total=total, rate="")
+        task = progress.add_task(escape(title), total=total, rate="")
         started = time.monotonic()
 
         def update(done: int) -> None:

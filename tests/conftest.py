@@ -76,7 +76,9 @@ def marked_processes(cluster_dir: Path) -> list[psutil.Process]:
     found = []
     for process in psutil.process_iter():
         try:
-            if process.environ().get(MARKER_ENV) == str(cluster_dir) and process.status() != psutil.STATUS_ZOMBIE:
+            value = process.environ().get(MARKER_ENV, "")
+            ours = value == str(cluster_dir) or value.startswith(f"{cluster_dir}#")
+            if ours and process.status() != psutil.STATUS_ZOMBIE:
                 found.append(process)
         except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
             continue

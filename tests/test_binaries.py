@@ -84,7 +84,10 @@ def test_download_verifies_and_caches_the_official_binaries(release_server, tmp_
     assert "kubemark-up binaries --source build" in caught.value.message
     cache = binaries.cache_dir(tmp_path, VERSION)
     manifest = json.loads((cache / "manifest.json").read_text())
-    assert manifest == {name: {"source": "download"} for name in ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler")}
+    assert manifest == {
+        "etcd": {"source": "download", "version": ETCD},
+        **{name: {"source": "download"} for name in ("kube-apiserver", "kube-controller-manager", "kube-scheduler")},
+    }
     versions = {name: binaries.version_of(binaries.Binary(name, cache / name, "download")) for name in manifest}
     assert versions["etcd"] == "etcd Version: 3.6.8"
     assert versions["kube-apiserver"] == f"Kubernetes {VERSION}"
@@ -101,11 +104,18 @@ def test_cached_binaries_are_not_fetched_again(release_server, tmp_path, bin_dir
     cache.mkdir(parents=True)
     for name in binaries.NAMES:
         os.symlink((bin_dir / name).resolve(), cache / name)
-    (cache / "manifest.json").write_text(json.dumps({n: {"source": "download"} for n in binaries.NAMES}))
+    manifest = {n: {"source": "download"} for n in binaries.NAMES}
+    manifest["etcd"]["version"] = ETCD
+    (cache / "manifest.json").write_text(json.dumps(manifest))
     before = len(server.requests)
     found = binaries.resolve(_settings(server.url), tmp_path, UI())
     assert {b.source for b in found.values()} == {"cache"}
     assert len(server.requests) == before
+    # Another etcd release is not what the cache holds: only etcd is fetched again.
+    with pytest.raises(BinaryError) as caught:
+        binaries.resolve(_settings(server.url, etcd_version="v3.6.6"), tmp_path, UI(), sources=["download"])
+    assert f"{server.url}/etcd/v3.6.6/SHA256SUMS" in caught.value.message
+    assert set(server.requests[before:]) == {"/etcd/v3.6.6/SHA256SUMS"}
 
 
 def test_checksum_mismatch_keeps_nothing(release_server, tmp_path):
@@ -163,9 +173,22 @@ def test_build_is_pinned_to_the_recipe_version(tmp_path):
     assert binaries.pinned_version() == VERSION
 
 
-def test_a_failed_download_falls_back_to_the_next_source(tmp_path, monkeypatch):
+def test_sources_are_tried_in_their_order(release_server, tmp_path, monkeypatch):
+    server, _ = release_server
     built = []
-    monkeypatch.setattr(binaries, "_build", lambda names, settings, cache, ui: built.extend(names))
-    found = binaries.resolve(_settings("http://127.0.0.1:9"), tmp_path, UI(), sources=["download", "build"])
+
+    def fake_build(names, settings, cache, ui):
+        built.extend(names)
+        raise BinaryError("no Go here")
+
+    monkeypatch.setattr(binaries, "_build", fake_build)
+    # build first: it fails, download takes over and gets all it can; kubemark stays missing.
+    with pytest.raises(BinaryError) as caught:
+        binaries.resolve(_settings(server.url), tmp_path, UI(), sources=["build", "download"])
     assert sorted(built) == sorted(binaries.NAMES)
-    assert {b.source for b in found.values()} == {"build"}
+    assert "missing kubemark" in caught.value.message
+    # download first from nowhere: build takes over (and here fails last, so its error shows).
+    built.clear()
+    with pytest.raises(BinaryError) as caught:
+        binaries.resolve(_settings("http://127.0.0.1:9"), tmp_path / "other", UI(), sources=["download", "build"])
+    assert caught.value.message == "no Go here" and sorted(built) == sorted(binaries.NAMES)

@@ -55,9 +55,12 @@ def test_legacy_names_most_specific_first():
     assert settings.allowed_not_ready == 2
 
 
-def test_empty_legacy_variables_count_as_unset():
+def test_empty_variables_count_as_unset():
     # The legacy scripts export many variables empty.
     assert config.resolve(environ={"NUM_NODES": "", "DNS_DOMAIN": ""}) == config.Settings()
+    # An empty KUBEMARK_ variable does not hide the plain one.
+    settings = config.resolve(environ={"KUBEMARK_APISERVER_TEST_ARGS": "", "APISERVER_TEST_ARGS": "--v=3"})
+    assert settings.apiserver_extra_args == ["--v=3"]
 
 
 @pytest.mark.parametrize(
@@ -70,6 +73,7 @@ def test_empty_legacy_variables_count_as_unset():
         ({"TEST_CLUSTER_LOG_LEVEL": "debug"}, "log_level: must look like --v=2"),
         ({"KUBEMARK_UP_KUBERNETES_VERSION": "latest"}, "kubernetes_version: must look like v1.36.3"),
         ({"KUBEMARK_UP_BINARY_SOURCES": "download,ftp"}, "binary_sources"),
+        ({"APISERVER_TEST_ARGS": "--a='b"}, "apiserver_extra_args: cannot split APISERVER_TEST_ARGS"),
     ],
 )
 def test_bad_values_name_the_setting_and_its_source(environ, message):
@@ -82,7 +86,12 @@ def test_bad_values_name_the_setting_and_its_source(environ, message):
 def test_derived_values():
     assert config.Settings().pod_cidr == "10.64.0.0/14"
     assert config.Settings(nodes=5000).pod_cidr == "10.64.0.0/11"
-    assert config.Settings(nodes=100_000).pod_cidr == "10.64.0.0/10"
+    assert config.Settings(nodes=16_384).pod_cidr == "10.64.0.0/10"
+    with pytest.raises(ValueError, match="holds 16384 node ranges of /24, fewer than 16385 nodes"):
+        config.Settings(nodes=16_385)
+    assert config.Settings(nodes=16_385, node_cidr_mask_size=25).pod_cidr == "10.64.0.0/10"
+    with pytest.raises(ValueError, match="must be longer than"):
+        config.Settings(cluster_cidr="10.64.0.0/24")
     assert config.Settings(cluster_cidr="172.16.0.0/12").pod_cidr == "172.16.0.0/12"
     assert config.Settings().first_service_ip == "10.0.0.1"
     assert config.Settings(nodes=10).inflight_limits == (400, 200)
@@ -101,3 +110,15 @@ def test_cluster_name_and_home():
         config.cluster_name("../etc", environ={})
     assert config.home_dir({"KUBEMARK_UP_HOME": "/srv/km"}) == Path("/srv/km")
     assert re.search(r"\.kubemark-up$", str(config.home_dir({})))
+
+
+def test_ports_claimed_by_sibling_clusters(tmp_path):
+    import json as _json
+
+    from kubemark_up.state import ClusterDir
+
+    one, two = ClusterDir(tmp_path, "one"), ClusterDir(tmp_path, "two")
+    one.ensure()
+    (one.root / "state.json").write_text(_json.dumps({"ports": {"apiserver": 20003, "hollow-node-0.kubelet": 20010}}))
+    assert two.claimed_ports() == {20003, 20010}
+    assert one.claimed_ports() == set()

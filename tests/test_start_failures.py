@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import socket
 import time
+from pathlib import Path
 
 import pytest
 
@@ -88,7 +90,9 @@ def test_master_that_never_becomes_ready_times_out_with_its_log(cli):
     result = cli.run("start", "--name", "slow", "--nodes", "1", KUBEMARK_UP_MASTER_READY_TIMEOUT="0.3")
     assert_one_line_error(result, 1, "was not ready at", "after 0s")
     # The last lines of the component's log follow the one-line message.
-    assert len(result.stderr.strip().splitlines()) > 1
+    error, *after = result.stderr.split("error: ", 1)[1].splitlines()
+    log = Path(re.search(r"\(log: (\S+)\)", error)[1]).read_text()
+    assert [line for line in after if line] and all(line in log for line in after), after
     assert marked_processes(cli.home / "slow") == []
 
 
@@ -109,9 +113,11 @@ def test_missing_binaries_say_how_to_get_them(cli, tmp_path):
     assert_one_line_error(result, 1, "lacks etcd, kube-apiserver", "kubemark-up binaries --source build")
     assert marked_processes(cli.home / "nobin") == []
 
-    # No --bin-dir, an empty cache, and no way to get them.
+    # No --bin-dir, an empty cache, and no way to get them (and nothing fetched from afar).
     bare = type(cli)(home=tmp_path / "bare-home", bin_dir=None)
-    result = bare.run("start", "--name", "nobin", KUBEMARK_UP_BINARY_SOURCES="")
+    no_sources = tmp_path / "no-sources.yaml"
+    no_sources.write_text("binary_sources: []\n")
+    result = bare.run("start", "--name", "nobin", "--config", str(no_sources), KUBEMARK_UP_BINARY_SOURCES="")
     assert_one_line_error(result, 1, "missing etcd", "kubemark-up binaries --source build")
 
 
@@ -148,6 +154,34 @@ def test_unknown_setting_in_config_file(cli, tmp_path):
 def test_stop_of_a_cluster_that_never_existed_is_fine(cli):
     result = cli.run("stop", "--name", "never")
     assert result.returncode == 0 and "nothing to stop" in result.stdout
+
+
+def test_one_command_at_a_time_per_cluster(cli):
+    tmp_before = kubemark_tmp_files()
+    start = cli.popen("start", "--name", "busy", "--nodes", "1")
+    _wait_for_step(cli, "busy", "ports")
+    result = cli.run("stop", "--name", "busy")
+    assert_one_line_error(result, 1, "another kubemark-up command is working on cluster 'busy'")
+    assert start.wait(timeout=120) == 0
+    assert cli.run("stop", "--name", "busy", "--purge").returncode == 0
+    assert marked_processes(cli.home / "busy") == []
+    assert kubemark_tmp_files() - tmp_before == set()
+
+
+def test_stop_with_a_damaged_state_file_still_stops_everything(cli):
+    tmp_before = kubemark_tmp_files()
+    assert cli.run("start", "--name", "damaged", "--nodes", "1").returncode == 0
+    cluster_dir = cli.home / "damaged"
+    assert len(marked_processes(cluster_dir)) == 10
+    (cluster_dir / "state.json").write_text('{"schema_version": 99}')
+    result = cli.run("stop", "--name", "damaged")
+    assert result.returncode == 0, result.stderr
+    assert "stopping the cluster's processes by their marker" in result.stderr
+    assert marked_processes(cluster_dir) == []
+    assert kubemark_tmp_files() - tmp_before == set()
+    assert (cluster_dir / "state.json").exists()  # kept for a look
+    assert cli.run("stop", "--name", "damaged", "--purge").returncode == 0
+    assert not cluster_dir.exists()
 
 
 def test_damaged_state_file_is_one_line(cli):

@@ -63,7 +63,7 @@ class Host(ABC):
 
     @abstractmethod
     def find_marked(self, marker: str) -> list[ProcessHandle]:
-        """Live processes started with MARKER_ENV=marker."""
+        """Live processes started with MARKER_ENV=marker or a sub-marker, marker#<part>."""
 
     @abstractmethod
     def free_ports(self, count: int, *, low: int, high: int, exclude: Iterable[int] = ()) -> list[int]:

@@ -28,7 +28,6 @@ _PASSED_ENV = ("PATH", "HOME", "LANG", "LC_ALL", "TZ", "USER", "LOGNAME")
 
 class LocalHost(Host):
     name = "localhost"
-    address = "127.0.0.1"
 
     def spawn(
         self, argv: Sequence[str], *, log: Path, env: Mapping[str, str], marker: str, restart: bool = False
@@ -114,7 +113,8 @@ class LocalHost(Host):
             if process.pid == os.getpid():
                 continue
             try:
-                if process.environ().get(MARKER_ENV) == marker and process.status() != psutil.STATUS_ZOMBIE:
+                value = process.environ().get(MARKER_ENV, "")
+                if (value == marker or value.startswith(marker + "#")) and process.status() != psutil.STATUS_ZOMBIE:
                     found.append(ProcessHandle(process.pid, process.info["create_time"]))
             except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess, OSError):
                 continue

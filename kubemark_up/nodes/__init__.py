@@ -4,6 +4,6 @@
   node, on a Host (this machine, for the local provider).
 """
 
-from kubemark_up.nodes.base import NodeEngine, NodeLocation
+from kubemark_up.nodes.base import NodeEngine, NodeFailure, NodeLocation
 
-__all__ = ["NodeEngine", "NodeLocation"]
+__all__ = ["NodeEngine", "NodeFailure", "NodeLocation"]

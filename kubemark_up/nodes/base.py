@@ -17,6 +17,12 @@ class NodeLocation:
     details: list[dict] = field(default_factory=list)  # one entry per process or container
 
 
+@dataclass(frozen=True)
+class NodeFailure:
+    why: str
+    log: str  # the log that tells more
+
+
 class NodeEngine(ABC):
     name: str
 
@@ -33,5 +39,5 @@ class NodeEngine(ABC):
         """Where node runs."""
 
     @abstractmethod
-    def failed(self, ctx: Context) -> dict[str, str]:
-        """Hollow nodes that can no longer become Ready (their process is gone), with why."""
+    def failed(self, ctx: Context) -> dict[str, NodeFailure]:
+        """Hollow nodes that can no longer become Ready (their process is gone)."""

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from kubemark_up.context import Context
 from kubemark_up.hosts import Host
-from kubemark_up.nodes.base import NodeEngine, NodeLocation
+from kubemark_up.nodes.base import NodeEngine, NodeFailure, NodeLocation
 from kubemark_up.nodes.hollow import kubelet_command, proxy_command
 from kubemark_up.state import ProcessRecord
 
@@ -42,14 +42,16 @@ class ProcessNodes(NodeEngine):
         if not new:
             return
         low, high = ctx.settings.port_bounds
-        ports = self.host.free_ports(len(new), low=low, high=high, exclude=ctx.state.ports.values())
+        with ctx.dir.lock_ports():
+            taken = set(ctx.state.ports.values()) | ctx.dir.claimed_ports()
+            ports = self.host.free_ports(len(new), low=low, high=high, exclude=taken)
+            self._record(ctx, new, ports)
+
+    def _record(self, ctx: Context, new: list[str], ports: list[int]) -> None:
         binary = ctx.state.binaries["kubemark"]
         proxy_kubeconfig = str(ctx.dir.component_kubeconfig("kube-proxy"))
         for name, port in zip(new, ports, strict=True):
             ctx.state.ports[instance(name, "kubelet")] = port
-            # The hollow kubelet makes its root folder with os.MkdirTemp: point TMPDIR into
-            # the cluster so those folders are ours to remove.
-            env = {"TMPDIR": str(ctx.dir.run / "nodes" / name)}
             commands = {
                 "kubelet": kubelet_command(
                     ctx.settings, binary=binary, name=name,
@@ -60,41 +62,42 @@ class ProcessNodes(NodeEngine):
             for morph, argv in commands.items():
                 key = instance(name, morph)
                 ctx.state.processes[key] = ProcessRecord(
-                    name=key, role=morph, node=name, argv=argv,
-                    log=str(ctx.dir.logs / f"{key}.log"), env=env,
+                    name=key, role=morph, node=name, argv=argv, log=str(ctx.dir.logs / f"{key}.log")
                 )
         ctx.state.nodes = list(dict.fromkeys([*ctx.state.nodes, *new]))
+        ctx.save()  # every process is in state before the first one starts
 
     def start(self, ctx: Context, names: list[str]) -> None:
         self._plan(ctx, names)
-        ctx.save()  # every process is in state before the first one starts
         wanted = set(names)
         for record in self._records(ctx):
             handle = ctx.handle(record)
             if record.node not in wanted or (handle and self.host.running(handle)):
                 continue
-            (ctx.dir.run / "nodes" / record.node).mkdir(mode=0o700, parents=True, exist_ok=True)
-            started = self.host.spawn(
-                record.argv, log=ctx.dir.logs / f"{record.name}.log", env=record.env, marker=ctx.dir.marker
-            )
+            # PIDs reach state after the last spawn; a SIGKILL before then leaves processes
+            # that stop finds by this marker.
+            started = self.host.spawn(record.argv, log=Path(record.log), env={}, marker=ctx.dir.node_marker)
             record.pid, record.create_time = started.pid, started.create_time
         ctx.save()
 
     def stop(self, ctx: Context) -> list[str]:
-        records = {ctx.handle(r): r for r in self._records(ctx) if ctx.handle(r)}
+        # Recorded processes, and any started but not yet recorded when start was killed.
+        handles = {h for r in self._records(ctx) if (h := ctx.handle(r))}
+        handles.update(self.host.find_marked(ctx.dir.node_marker))
         # Frozen, a hollow kubelet still starting up cannot make its socket after the scan.
-        self.host.pause(records)
-        scratch = self._scratch(ctx)
-        left = self.host.stop(list(records), timeout=ctx.settings.stop_timeout)
+        self.host.pause(handles)
+        scratch = self._scratch(ctx, handles)
+        left = self.host.stop(handles, timeout=ctx.settings.stop_timeout)
         if not left:
             self.host.remove(scratch)
-        return [f"{records[h].name} (pid {h.pid}) would not stop" for h in left]
+        return [f"hollow-node process {h.pid} would not stop" for h in left]
 
-    def _scratch(self, ctx: Context) -> set[str]:
+    def _scratch(self, ctx: Context, handles: set) -> set[str]:
         """What the hollow kubelets put in /tmp: from a live one's listening sockets (its
-        podresources socket lies in its root folder), else from its log."""
+        podresources socket lies in its root folder), else from its log. The patterns
+        match only hollow-kubelet files, so scanning every hollow process is safe."""
         kubelets = [r for r in self._records(ctx) if r.role == "kubelet"]
-        sockets = self.host.unix_sockets(h for r in kubelets if (h := ctx.handle(r)))
+        sockets = self.host.unix_sockets(handles)
         paths: set[str] = set()
         for socket_path in (path for found in sockets.values() for path in found):
             if _CRI_SOCKET.match(socket_path):
@@ -123,10 +126,10 @@ class ProcessNodes(NodeEngine):
             )
         return NodeLocation(node=node, where=f"kubemark processes on {self.host.name}", details=details)
 
-    def failed(self, ctx: Context) -> dict[str, str]:
+    def failed(self, ctx: Context) -> dict[str, NodeFailure]:
         failed = {}
         for record in self._records(ctx):
             handle = ctx.handle(record)
             if handle is None or not self.host.running(handle):
-                failed.setdefault(record.node, f"its hollow {record.role} process exited (log: {record.log})")
+                failed.setdefault(record.node, NodeFailure(f"its hollow {record.role} process exited", record.log))
         return failed

@@ -3,6 +3,7 @@ machine, all on loopback. No cloud, no containers."""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from kubemark_up.context import Context
@@ -41,6 +42,8 @@ class LocalProvider(Provider):
 
     def preflight(self, ctx: Context) -> None:
         port = ctx.settings.apiserver_port
+        if port and port < 1024 and os.geteuid() != 0:
+            raise ConfigError(f"apiserver_port {port} is a privileged port; choose one from 1024 up")
         if port and self.host.port_in_use(port):
             raise ConfigError(f"apiserver_port {port} is already in use on 127.0.0.1")
         try:
