@@ -29,6 +29,8 @@ from pathlib import Path
 
 import psutil
 
+from kubemark_up.hosts import supervision_file
+
 RESULTS = Path(__file__).parent / "results"
 
 
@@ -51,20 +53,27 @@ def _sample(state: dict, seconds: float) -> dict:
     """CPU over `seconds` and PSS at the end, per role group."""
     processes = {}
     for name, record in state["processes"].items():
-        try:
-            process = psutil.Process(record["pid"])
-            processes[name] = (record["role"], process, sum(process.cpu_times()[:2]))
-        except psutil.NoSuchProcess:
-            continue
+        pids = {name: record["pid"]}
+        if record["role"] == "master":
+            # state holds the supervisor's pid; the component is its child.
+            status = json.loads(supervision_file(Path(record["log"])).read_text())
+            pids = {name: status["pid"], "supervisor": record["pid"]}
+        for group_name, pid in pids.items():
+            try:
+                process = psutil.Process(pid)
+                role = "supervisor" if group_name == "supervisor" else record["role"]
+                processes[f"{name}/{group_name}"] = (role, group_name, process, sum(process.cpu_times()[:2]))
+            except psutil.NoSuchProcess:
+                continue
     time.sleep(seconds)
     groups: dict[str, dict[str, list[float]]] = {}
-    for name, (role, process, cpu_before) in processes.items():
+    for role, name, process, cpu_before in processes.values():
         try:
             cpu = sum(process.cpu_times()[:2]) - cpu_before
             memory = process.memory_full_info()
         except psutil.NoSuchProcess:
             continue
-        group = name if role == "master" else f"hollow {role}"
+        group = {"master": name, "supervisor": "kubemark-up supervisors"}.get(role, f"hollow {role}")
         entry = groups.setdefault(group, {"millicpu": [], "pss_mib": [], "rss_mib": [], "uss_mib": []})
         entry["millicpu"].append(1000 * cpu / seconds)
         entry["pss_mib"].append(memory.pss / 2**20)
