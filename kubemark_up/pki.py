@@ -10,6 +10,8 @@ Layout of a cluster's pki/ folder (0700; keys 0600):
     kube-proxy.crt                          CN=system:kube-proxy, bound to system:node-proxier by default
     nodes/hollow-node-<i>.crt               CN=system:node:hollow-node-<i>, O=system:nodes
     sa.key, sa.pub                          service-account token signing pair (RSA-2048)
+    front-proxy-ca.crt, front-proxy-client.crt  the aggregation layer's requestheader CA and
+                                            the apiserver's client to aggregated APIs
     etcd/ca.crt, etcd/server.crt            a separate CA for etcd, so that no cluster identity
     apiserver-etcd-client.crt                 (a hollow node's, say) can talk to etcd directly
 
@@ -261,6 +263,7 @@ def master_identities(*, addresses: Sequence[str], service_ip: str, dns_domain: 
             dns_names=tuple(dns) or ("localhost",), ip_addresses=tuple(ips) or ("127.0.0.1",), ca="etcd/ca",
         ),
         Identity("apiserver-etcd-client", "kube-apiserver-etcd-client", ca="etcd/ca"),
+        Identity("front-proxy-client", "front-proxy-client", ca="front-proxy-ca"),
     ]
 
 
@@ -277,6 +280,7 @@ def node_identities(node_names: Iterable[str]) -> list[Identity]:
 def ensure_master_pki(pki: PKI, *, addresses: Sequence[str], service_ip: str, dns_domain: str) -> None:
     pki.ensure_ca("ca", "kubernetes")
     pki.ensure_ca("etcd/ca", "etcd-ca")
+    pki.ensure_ca("front-proxy-ca", "front-proxy-ca")
     pki.ensure_service_account_keys()
     for identity in master_identities(addresses=addresses, service_ip=service_ip, dns_domain=dns_domain):
         pki.issue(identity)

@@ -40,6 +40,18 @@ def test_hollow_nodes_are_ready_through_kubectl(local_cluster):
         assert node["status"]["nodeInfo"]["kubeletVersion"] == "v1.36.3"
 
 
+def test_aggregation_layer_is_configured(local_cluster):
+    result = local_cluster.kubectl(
+        "get", "configmap", "extension-apiserver-authentication", "-n", "kube-system", "-o", "json"
+    )
+    assert result.returncode == 0, result.stderr
+    data = json.loads(result.stdout)["data"]
+    front_proxy_ca = (local_cluster.dir / "pki" / "front-proxy-ca.crt").read_text()
+    assert data["requestheader-client-ca-file"].strip() == front_proxy_ca.strip()
+    assert json.loads(data["requestheader-allowed-names"]) == ["front-proxy-client"]
+    assert json.loads(data["requestheader-username-headers"]) == ["X-Remote-User"]
+
+
 def test_controller_manager_allocates_pod_cidrs(local_cluster):
     # Its node-ipam controller starts a few seconds after it wins leader election,
     # which can be just after the nodes turn Ready.

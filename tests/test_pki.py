@@ -38,24 +38,30 @@ def subject(cert: x509.Certificate) -> tuple[str, tuple[str, ...]]:
 @pytest.mark.parametrize("algorithm", ["ecdsa-p256", "rsa-2048"])
 def test_openssl_verifies_every_certificate(tmp_path, algorithm):
     make(tmp_path, algorithm)
-    certs = [p for p in tmp_path.rglob("*.crt") if p.name != "ca.crt"]
-    assert len(certs) == 7 + 1 + len(NODES)
+    certs = [p for p in tmp_path.rglob("*.crt") if not p.name.endswith("ca.crt")]
+    assert len(certs) == 8 + 1 + len(NODES)
     for cert in certs:
-        ca = tmp_path / "etcd" / "ca.crt" if cert.parent.name == "etcd" or "etcd-client" in cert.name else tmp_path / "ca.crt"
+        ca = tmp_path / "ca.crt"
+        if cert.parent.name == "etcd" or "etcd-client" in cert.name:
+            ca = tmp_path / "etcd" / "ca.crt"
+        elif cert.name == "front-proxy-client.crt":
+            ca = tmp_path / "front-proxy-ca.crt"
         result = subprocess.run(["openssl", "verify", "-CAfile", str(ca), str(cert)], capture_output=True, text=True)
         assert result.returncode == 0 and result.stdout.strip().endswith(": OK"), (cert, result.stdout, result.stderr)
         key_type = rsa.RSAPublicKey if algorithm == "rsa-2048" else ec.EllipticCurvePublicKey
         assert isinstance(load(cert).public_key(), key_type)
 
 
-def test_etcd_has_its_own_ca(tmp_path):
+def test_etcd_and_the_front_proxy_have_their_own_cas(tmp_path):
     make(tmp_path)
-    # A cluster identity (a hollow node's) must not be accepted by etcd.
-    result = subprocess.run(
-        ["openssl", "verify", "-CAfile", str(tmp_path / "etcd" / "ca.crt"), str(tmp_path / "nodes" / "hollow-node-0.crt")],
-        capture_output=True, text=True,
-    )
-    assert result.returncode != 0
+    # A cluster identity (a hollow node's) must not be accepted by etcd, nor pass for the
+    # front proxy whose headers the apiserver believes.
+    for ca in ("etcd/ca.crt", "front-proxy-ca.crt"):
+        result = subprocess.run(
+            ["openssl", "verify", "-CAfile", str(tmp_path / ca), str(tmp_path / "nodes" / "hollow-node-0.crt")],
+            capture_output=True, text=True,
+        )
+        assert result.returncode != 0, ca
 
 
 def test_apiserver_serving_names(tmp_path):
@@ -82,6 +88,7 @@ def test_client_subjects(tmp_path):
         "scheduler": ("system:kube-scheduler", ()),
         "kube-proxy": ("system:kube-proxy", ()),
         "apiserver-etcd-client": ("kube-apiserver-etcd-client", ()),
+        "front-proxy-client": ("front-proxy-client", ()),
         **{f"nodes/{n}": (f"system:node:{n}", ("system:nodes",)) for n in NODES},
     }
     for stem, want in expected.items():
@@ -102,7 +109,7 @@ def test_modes_keys_0600_folders_0700(tmp_path):
             assert mode == 0o700, path
         elif path.suffix == ".key":
             assert mode == 0o600, path
-    assert len(list(folder.rglob("*.key"))) == 2 + 1 + 7 + 1 + len(NODES)  # CAs, sa, master, proxy, nodes
+    assert len(list(folder.rglob("*.key"))) == 3 + 1 + 8 + 1 + len(NODES)  # CAs, sa, master, proxy, nodes
 
 
 def test_service_account_key_is_rsa_2048(tmp_path):
