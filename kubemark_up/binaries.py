@@ -106,6 +106,14 @@ class _Cache:
         os.replace(tmp, self.manifest_path)
 
 
+def cached(settings: Settings, home: Path) -> bool:
+    """Whether resolve() needs no download or build: --bin-dir, or a valid cache."""
+    if settings.bin_dir is not None:
+        return True
+    cache = _Cache(cache_dir(home, settings.kubernetes_version))
+    return all(cache.valid(name, settings) for name in NAMES)
+
+
 def resolve(
     settings: Settings, home: Path, ui: UI, *, sources: list[str] | None = None, force: bool = False
 ) -> dict[str, Binary]:

@@ -134,20 +134,12 @@ def _run_step(ctx: Context, provider: Provider, step: Step) -> None:
 
 
 def _step_binaries(ctx: Context, provider: Provider) -> None:
-    if _cached(ctx):
+    if binaries_mod.cached(ctx.settings, ctx.dir.home):
         with ctx.ui.step("find Kubernetes binaries"):
             found = binaries_mod.resolve(ctx.settings, ctx.dir.home, ctx.ui)
     else:  # a download or build shows its own status lines
         found = binaries_mod.resolve(ctx.settings, ctx.dir.home, ctx.ui)
     ctx.state.binaries = {name: str(binary.path) for name, binary in found.items()}
-
-
-def _cached(ctx: Context) -> bool:
-    """Whether resolving needs no download or build (so it fits in one status line)."""
-    if ctx.settings.bin_dir is not None:
-        return True
-    folder = binaries_mod.cache_dir(ctx.dir.home, ctx.settings.kubernetes_version)
-    return all((folder / name).exists() for name in binaries_mod.NAMES)
 
 
 def _step_ports(ctx: Context, provider: Provider) -> None:

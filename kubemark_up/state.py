@@ -96,27 +96,15 @@ class ClusterDir:
         """The hollow nodes' marker: under marker, and apart from the master's."""
         return f"{self.marker}#hollow"
 
-    @contextlib.contextmanager
-    def lock(self) -> Iterator[None]:
-        """One kubemark-up command at a time per cluster."""
-        self.home.mkdir(mode=0o700, parents=True, exist_ok=True)
-        with (self.home / f".{self.name}.lock").open("a") as handle:
-            try:
-                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                raise KubemarkUpError(
-                    f"another kubemark-up command is working on cluster '{self.name}'; wait for it to finish"
-                ) from None
-            yield
+    def lock(self) -> contextlib.AbstractContextManager[None]:
+        """One kubemark-up command at a time per cluster: a second one is refused."""
+        busy = f"another kubemark-up command is working on cluster '{self.name}'; wait for it to finish"
+        return _flock(self.home / f".{self.name}.lock", refuse=busy)
 
-    @contextlib.contextmanager
-    def lock_ports(self) -> Iterator[None]:
+    def lock_ports(self) -> contextlib.AbstractContextManager[None]:
         """Held while picking ports and recording them, so two clusters starting at once
-        in one home never pick the same ones."""
-        self.home.mkdir(mode=0o700, parents=True, exist_ok=True)
-        with (self.home / ".ports.lock").open("a") as handle:
-            fcntl.flock(handle, fcntl.LOCK_EX)
-            yield
+        in one home never pick the same ones (a second one waits)."""
+        return _flock(self.home / ".ports.lock", refuse=None)
 
     def claimed_ports(self) -> set[int]:
         """Ports other clusters in this home have recorded, bound or about to be."""
@@ -205,3 +193,15 @@ class ClusterDir:
             path.unlink(missing_ok=True)
         for stray in self.root.glob(".state.*"):
             stray.unlink(missing_ok=True)
+
+
+@contextlib.contextmanager
+def _flock(path: Path, *, refuse: str | None) -> Iterator[None]:
+    """An exclusive lock on path: refused with that message if taken, else waited for."""
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    with path.open("a") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | (fcntl.LOCK_NB if refuse else 0))
+        except BlockingIOError:
+            raise KubemarkUpError(refuse) from None
+        yield
