@@ -56,7 +56,7 @@ def _sample(state: dict, seconds: float) -> dict:
         pids = {name: record["pid"]}
         if record["role"] == "master":
             # state holds the supervisor's pid; the component is its child.
-            status = json.loads(supervision_file(Path(record["log"])).read_text())
+            status = json.loads(Path(supervision_file(record["log"])).read_text())
             pids = {name: status["pid"], "supervisor": record["pid"]}
         for group_name, pid in pids.items():
             try:

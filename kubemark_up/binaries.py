@@ -134,7 +134,7 @@ def resolve(
         try:
             if source == "download":
                 for name in [n for n in missing if n in MASTER]:  # kubemark is not published
-                    with ui.step(f"download {name} {_version_of(name, settings)}"):
+                    with ui.step(f"download {name} {_version_of(name, settings)}", long=True):
                         _download(name, settings, cache.folder)
                     cache.record(name, "download", settings)
                     found[name] = Binary(name, cache.folder / name, "download")
@@ -280,7 +280,7 @@ def _build(names: list[str], settings: Settings, cache: _Cache, ui: UI) -> None:
     commands = build_commands(cache.folder, pinned)
     for output in outputs:
         argv = commands[output]
-        with ui.step(f"build {output} {pinned} with {go} (cold: about 6 minutes; log: {log})"):
+        with ui.step(f"build {output} {pinned} with {go} (cold: about 6 minutes; log: {log})", long=True):
             with log.open("ab") as handle:
                 handle.write(f"$ {' '.join(argv)}\n".encode())
                 handle.flush()

@@ -9,13 +9,13 @@ import logging
 import signal
 import sys
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, NoReturn
 
 import typer
-from typer.exceptions import TyperException
 from rich.console import Console
 from rich.table import Table
 from rich.text import Text
+from typer.exceptions import TyperException
 
 from kubemark_up import __version__, binaries, cluster
 from kubemark_up import config as config_mod
@@ -29,6 +29,8 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    # Help texts are plain: "[default: 10]" must be shown, not taken for rich markup.
+    rich_markup_mode=None,
 )
 # Results go to stdout; when that is a pipe or a file, lines are not cut at 80 columns.
 # markup=False: names, paths and errors are printed as they are, brackets and all.
@@ -36,8 +38,9 @@ out = Console(highlight=False, soft_wrap=True, markup=False, width=None if sys.s
 ui = UI()
 _options = {"debug": False}
 
+# No short flag: a scalability engineer reads `-n 100` as a node count.
 NameOption = Annotated[
-    str | None, typer.Option("--name", "-n", help="Cluster name [default: kubemark, or $KUBEMARK_UP_NAME].")
+    str | None, typer.Option("--name", help="Cluster name [default: kubemark, or $KUBEMARK_UP_NAME].")
 ]
 OutputOption = Annotated[str, typer.Option("--output", "-o", help="text or json.")]
 
@@ -50,12 +53,12 @@ def _version(value: bool) -> None:
 
 @app.callback()
 def _global(
-    debug: Annotated[bool, typer.Option("--debug", help="Show the traceback of an error.")] = False,
+    debug: Annotated[bool, typer.Option("--debug", help="Show the traceback of an error (anywhere on the line).")] = False,
     version: Annotated[
         bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version.")
     ] = False,
 ) -> None:
-    _options["debug"] = debug
+    _options["debug"] = _options["debug"] or debug
 
 
 def _check_output(output: str) -> None:
@@ -81,13 +84,19 @@ def start(
     signal.signal(signal.SIGTERM, _raise_interrupt)
     ctx = cluster.start(settings, config_mod.home_dir(), ui)
     total = sum(ctx.state.timings.values())
+    name, count = ctx.info.name, len(ctx.state.nodes)
+    if not count:
+        nodes = "a master-only cluster (no hollow nodes)"
+    elif ctx.state.nodes_ready is not None and ctx.state.nodes_ready < count:
+        nodes = f"{ctx.state.nodes_ready} of {count} hollow nodes Ready (allowed_not_ready {settings.allowed_not_ready})"
+    else:
+        nodes = f"{count} hollow nodes Ready"
     out.print(
-        f"kubemark cluster '{ctx.state.name}' is up: {len(ctx.state.nodes)} hollow nodes Ready, "
-        f"{total:.1f}s after start\n"
+        f"kubemark cluster '{name}' is up: {nodes}, {total:.1f}s after start\n"
         f"  API endpoint: {ctx.state.endpoint}\n"
         f"  kubeconfig:   {ctx.dir.kubeconfig}\n"
         f"  try:          kubectl --kubeconfig {ctx.dir.kubeconfig} get nodes\n"
-        f"  stop with:    kubemark-up stop --name {ctx.state.name}"
+        f"  stop with:    kubemark-up stop --name {name}"
     )
 
 
@@ -102,32 +111,47 @@ def stop(
     provider: Annotated[
         str | None, typer.Option(help="Fail unless the cluster was started by this provider.")
     ] = None,
+    fetch_logs: Annotated[
+        bool, typer.Option(help="Copy a remote master's logs here before removing its files.")
+    ] = True,
 ) -> None:
     """Stop everything start made and free its ports. Safe to repeat."""
     cluster_name = config_mod.cluster_name(name)
     signal.signal(signal.SIGTERM, _raise_interrupt)
-    done = cluster.stop(cluster_name, config_mod.home_dir(), ui, purge=purge, provider_name=provider)
+    done = cluster.stop(cluster_name, config_mod.home_dir(), ui, purge=purge, provider_name=provider,
+                        fetch_logs=fetch_logs)
     if done:
         out.print(f"kubemark cluster '{cluster_name}' stopped ({'; '.join(done)})")
     else:
         out.print(f"kubemark cluster '{cluster_name}' is not running; nothing to stop")
 
 
+UNHEALTHY = 3  # status: the report is right, the cluster is not
+
+
 @app.command()
 def status(name: NameOption = None, output: OutputOption = "text") -> None:
-    """Master health, components with PIDs, hollow nodes Ready/total."""
+    """Master health, components with PIDs, hollow nodes Ready/total. Exits 0 when the
+    master is healthy and every hollow node Ready, 3 when not."""
     _check_output(output)
     report = cluster.status(config_mod.cluster_name(name), config_mod.home_dir())
     if output == "json":
         print(json.dumps(report, indent=1))
-        return
+    else:
+        _print_status(report)
+    if not report["healthy"]:
+        raise typer.Exit(UNHEALTHY)
+
+
+def _print_status(report: dict) -> None:
     out.print(
         Text(f"cluster {report['name']} ({report['provider']}, {report['phase']}), master "),
         _yes(report["master"]["healthy"], "healthy", "unhealthy"),
         sep="",
     )
     out.print(
-        f"  endpoint:   {report['endpoint']}\n  kubeconfig: {report['kubeconfig']}\n  logs:       {report['logs']}"
+        f"  endpoint:   {report['endpoint']}\n  kubeconfig: {report['kubeconfig']}\n"
+        f"  logs:       {report['logs']} on {report['master_host']}"
     )
     table = Table("component", "pid", "running", "healthy", "restarts", box=None, pad_edge=False)
     for component in report["master"]["components"]:
@@ -166,6 +190,21 @@ def pod_for_node(
         out.print(f"  {process['process']:<8} pid {process['pid']}  {state}  log {process['log']}")
 
 
+@app.command()
+def logs(
+    name: NameOption = None,
+    out_dir: Annotated[
+        Path | None, typer.Option("--out", help="Folder to copy them into [default: ./kubemark-logs-NAME].")
+    ] = None,
+) -> None:
+    """Copy every master component's and hollow node's log into one folder, whether or
+    not start succeeded."""
+    cluster_name = config_mod.cluster_name(name)
+    folder = (out_dir or Path(f"kubemark-logs-{cluster_name}")).absolute()
+    written = cluster.collect_logs(cluster_name, config_mod.home_dir(), folder, ui)
+    out.print(f"{len(written)} log file(s) of cluster '{cluster_name}' in {folder}")
+
+
 @app.command("binaries")
 def binaries_command(
     source: Annotated[
@@ -197,17 +236,24 @@ def providers_command() -> None:
     out.print(table)
 
 
-def _fail(message: str, detail: str, code: int) -> None:
+def _fail(message: str, detail: str, code: int) -> NoReturn:
     ui.error(message, detail)
     sys.exit(code)
 
 
 def main() -> None:
     # The Kubernetes client's urllib3 warns on every retried connection; a wait that
-    # expects the apiserver to come and go says so itself.
+    # expects the apiserver to come and go says so itself. paramiko logs what its
+    # callers are told anyway.
     logging.getLogger("urllib3").setLevel(logging.ERROR)
+    logging.getLogger("paramiko").setLevel(logging.CRITICAL)
+    # --debug is taken wherever it stands, before or after the command.
+    args = sys.argv[1:]
+    if "--debug" in args:
+        _options["debug"] = True
+        args = [arg for arg in args if arg != "--debug"]
     try:
-        result = app(standalone_mode=False)
+        result = app(args=args, standalone_mode=False)
     except KubemarkUpError as exc:
         if _options["debug"]:
             ui.console.print_exception(show_locals=False)

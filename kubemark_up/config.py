@@ -3,6 +3,11 @@
 Every setting can be set in the environment as KUBEMARK_UP_<NAME>; the names the
 legacy start-kubemark.sh users already know (NUM_NODES, APISERVER_TEST_ARGS, ...)
 are accepted too, listed in LEGACY_ENV. config/default.yaml documents them all.
+
+Each provider declares its own settings (a ProviderSettings model): in the config
+file under the provider's name (`preexisting: {host: ...}`), in the environment as
+KUBEMARK_UP_<PROVIDER>_<NAME> or the provider's legacy names. Only the chosen
+provider's are read, and they are checked with the rest, before anything is made.
 """
 
 from __future__ import annotations
@@ -12,7 +17,8 @@ import math
 import os
 import re
 import shlex
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
@@ -58,8 +64,32 @@ LEGACY_ENV: dict[str, tuple[str, ...]] = {
 _PROVIDER_ALIASES = {"pre-existing": "preexisting"}
 
 _NAME_RE = re.compile(r"^[a-z0-9]([-a-z0-9]{0,38}[a-z0-9])?$")
+_NAME_RULE = "must be 1-40 lower-case letters, digits or '-', starting and ending with a letter or digit"
 _VERSION_RE = re.compile(r"^v\d+\.\d+\.\d+$")
 _FLAG_RE = re.compile(r"^--[a-z0-9][-a-z0-9.]*(=.*)?$", re.S)
+
+
+class ProviderSettings(BaseModel):
+    """A provider's own settings; each provider subclasses it (none: this, empty)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+@dataclass(frozen=True)
+class ProviderSpec:
+    """What resolve() needs to know of a provider to read its settings."""
+
+    model: type[ProviderSettings]
+    legacy_env: Mapping[str, tuple[str, ...]]
+
+
+def _check_name(value: str) -> str:
+    if not _NAME_RE.match(value):
+        raise ValueError(_NAME_RULE)
+    if value.isdigit():
+        # `-n 100` once meant a cluster named 100; a count is --nodes.
+        raise ValueError(f"{value!r} is all digits: a cluster name needs a letter (the node count is --nodes)")
+    return value
 
 
 class Settings(BaseModel):
@@ -117,13 +147,16 @@ class Settings(BaseModel):
     nodes_ready_timeout: float = Field(1800, gt=0)
     allowed_not_ready: int = Field(0, ge=0)
     stop_timeout: float = Field(30, gt=0)
+    # Hollow nodes started at once, each wave Ready before the next; 0 sizes it to the host.
+    node_start_wave: int = Field(0, ge=0)
+
+    # The chosen provider's own settings, checked by its ProviderSettings model.
+    provider_settings: dict[str, Any] = {}
 
     @field_validator("name")
     @classmethod
     def _name(cls, value: str) -> str:
-        if not _NAME_RE.match(value):
-            raise ValueError("must be 1-40 lower-case letters, digits or '-', starting and ending with a letter or digit")
-        return value
+        return _check_name(value)
 
     @field_validator("provider")
     @classmethod
@@ -245,25 +278,30 @@ class Settings(BaseModel):
         return int(low), int(high)
 
 
-_LIST_FIELDS = {name for name, f in Settings.model_fields.items() if f.annotation in (list[str],)} | {
-    "binary_sources"
-}
+def _list_fields(model: type[BaseModel]) -> set[str]:
+    return {name for name, f in model.model_fields.items() if f.annotation in (list[str], list[Literal["download", "build"]])}
 
 
-def env_names(field: str) -> tuple[str, ...]:
+def env_names(field: str, *, prefix: str = ENV_PREFIX, legacy: Mapping[str, tuple[str, ...]] = LEGACY_ENV) -> tuple[str, ...]:
     """The environment variables that set `field`, highest precedence first."""
-    return (ENV_PREFIX + field.upper(),) + LEGACY_ENV.get(field, ())
+    return (prefix + field.upper(),) + tuple(legacy.get(field, ()))
 
 
-def _from_env(environ: Mapping[str, str]) -> tuple[dict[str, Any], dict[str, str]]:
+def _from_env(
+    model: type[BaseModel], environ: Mapping[str, str], *, prefix: str, legacy: Mapping[str, tuple[str, ...]],
+    skip: frozenset[str] = frozenset(),
+) -> tuple[dict[str, Any], dict[str, str]]:
     values: dict[str, Any] = {}
     sources: dict[str, str] = {}
-    for field in Settings.model_fields:
-        for var in env_names(field):
+    lists = _list_fields(model)
+    for field in model.model_fields:
+        if field in skip:
+            continue
+        for var in env_names(field, prefix=prefix, legacy=legacy):
             raw = environ.get(var)
             if not raw:  # the legacy scripts export many variables empty: unset
                 continue
-            if field in _LIST_FIELDS:
+            if field in lists:
                 try:
                     values[field] = shlex.split(raw.replace(",", " ") if field == "binary_sources" else raw)
                 except ValueError as exc:
@@ -289,31 +327,94 @@ def _from_file(path: Path) -> dict[str, Any]:
     return data
 
 
+def provider_env_prefix(provider: str) -> str:
+    return f"{ENV_PREFIX}{provider.upper().replace('-', '_')}_"
+
+
+def _registry_spec(name: str) -> ProviderSpec:
+    from kubemark_up.providers import registry  # providers import this module
+
+    return registry.spec(name)
+
+
+def _registry_names() -> set[str]:
+    from kubemark_up.providers import registry
+
+    return {info.name for info in registry.available()}
+
+
 def resolve(
     *,
     flags: Mapping[str, Any] | None = None,
     config_file: Path | None = None,
     environ: Mapping[str, str] | None = None,
+    provider_spec: Callable[[str], ProviderSpec] = _registry_spec,
+    provider_names: Callable[[], set[str]] = _registry_names,
 ) -> Settings:
-    """Merge defaults < config file < environment < flags into one validated Settings."""
+    """Merge defaults < config file < environment < flags into one validated Settings,
+    the chosen provider's own settings included."""
     environ = os.environ if environ is None else environ
     merged: dict[str, Any] = {}
     sources: dict[str, str] = {}
+    sections: dict[str, Any] = {}
     if config_file is not None:
         file_values = _from_file(config_file)
+        providers = provider_names() if set(file_values) - set(Settings.model_fields) else set()
+        for key in list(file_values):
+            if key in providers and key not in Settings.model_fields:
+                sections[key] = file_values.pop(key)
         merged.update(file_values)
         sources.update({key: f"config file {config_file}" for key in file_values})
-    env_values, env_sources = _from_env(environ)
+    env_values, env_sources = _from_env(Settings, environ, prefix=ENV_PREFIX, legacy=LEGACY_ENV, skip=frozenset({"provider_settings"}))
     merged.update(env_values)
     sources.update(env_sources)
     for key, value in (flags or {}).items():
         if value is not None:
             merged[key] = value
             sources[key] = "--" + key.replace("_", "-")
+    provider = str(merged.get("provider") or Settings.model_fields["provider"].default)
+    provider = _PROVIDER_ALIASES.get(provider, provider)
+    merged["provider_settings"] = _provider_settings(
+        provider, provider_spec(provider), sections.get(provider), environ, config_file
+    )
     try:
-        return Settings.model_validate(merged)
+        settings = Settings.model_validate(merged)
     except ValidationError as exc:
         raise ConfigError(_describe(exc, sources)) from None
+    if settings.bin_dir is not None and not settings.bin_dir.expanduser().is_dir():
+        where = sources.get("bin_dir")
+        raise ConfigError(f"bin_dir: {settings.bin_dir} is not a folder" + (f" (from {where})" if where else ""))
+    return settings
+
+
+def _provider_settings(
+    provider: str, spec: ProviderSpec, section: Any, environ: Mapping[str, str], config_file: Path | None
+) -> dict[str, Any]:
+    if section is None:
+        section = {}
+    if not isinstance(section, dict):
+        raise ConfigError(f"config file {config_file}: {provider}: expected a mapping of setting: value")
+    values = dict(section)
+    sources = {key: f"config file {config_file}" for key in section}
+    prefix = provider_env_prefix(provider)
+    env_values, env_sources = _from_env(spec.model, environ, prefix=prefix, legacy=spec.legacy_env)
+    values.update(env_values)
+    sources.update(env_sources)
+    try:
+        return spec.model.model_validate(values).model_dump(mode="json")
+    except ValidationError as exc:
+        error = exc.errors()[0]
+        field = ".".join(str(part) for part in error["loc"] if not isinstance(part, int))
+        if error["type"] == "extra_forbidden":
+            raise ConfigError(f"unknown setting '{provider}.{field}' in {sources.get(field, 'the config file')}") from None
+        if error["type"] == "missing":
+            raise ConfigError(
+                f"{provider}.{field} is required: set it under `{provider}:` in the config file, "
+                f"or as {prefix}{field.upper()}"
+            ) from None
+        message = error["msg"].removeprefix("Value error, ")
+        where = sources.get(field)
+        raise ConfigError(f"{provider}.{field}: {message}" + (f" (from {where})" if where else "")) from None
 
 
 def _describe(exc: ValidationError, sources: Mapping[str, str]) -> str:
@@ -331,9 +432,10 @@ def cluster_name(flag: str | None, environ: Mapping[str, str] | None = None) -> 
     """The cluster a command acts on: --name, else KUBEMARK_UP_NAME, else the default."""
     environ = os.environ if environ is None else environ
     name = flag or environ.get(ENV_PREFIX + "NAME") or Settings.model_fields["name"].default
-    if not _NAME_RE.match(name):
-        raise ConfigError(f"name: {name!r} is not a valid cluster name")
-    return name
+    try:
+        return _check_name(name)
+    except ValueError as exc:
+        raise ConfigError(f"name: {name!r}: {exc}") from None
 
 
 def home_dir(environ: Mapping[str, str] | None = None) -> Path:

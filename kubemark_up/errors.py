@@ -4,10 +4,11 @@
     ├── ConfigError          exit 2  a bad flag, setting, file, or a name nobody knows
     ├── NotFoundError        exit 1  an unknown cluster or node
     ├── BinaryError          exit 1  a Kubernetes binary is missing or could not be had
+    ├── HostError            exit 1  a host cannot be reached, or refused what was asked of it
     └── ComponentError       exit 1  a process failed, exited or never became ready
 
-Only cli.py prints them. Errors from libraries are translated where they are
-called, keeping what the user needs (the command, the tail of its log).
+Only cli.py prints them. Errors from libraries (paramiko, the Kubernetes client) are translated where
+they are called, keeping what the user needs (the command, the tail of its log).
 """
 
 from __future__ import annotations
@@ -32,6 +33,10 @@ class NotFoundError(KubemarkUpError):
 
 
 class BinaryError(KubemarkUpError):
+    pass
+
+
+class HostError(KubemarkUpError):
     pass
 
 

@@ -1,5 +1,6 @@
 """Kubeconfig files: the admin's (certificates embedded, so it can be copied anywhere)
-and the components' (pointing at files in pki/, so a thousand of them stay small)."""
+and the components' (naming certificate files by their paths on the host that reads
+them, so a thousand of them stay small)."""
 
 from __future__ import annotations
 
@@ -11,26 +12,29 @@ import yaml
 from kubemark_up.pki import write_secret
 
 
-def build(
-    *,
-    server: str,
-    ca_file: Path,
-    cert_file: Path,
-    key_file: Path,
-    user: str,
-    cluster: str = "kubemark",
-    embed: bool = False,
-) -> dict:
-    if embed:
-        cluster_entry = {"server": server, "certificate-authority-data": _b64(ca_file)}
-        user_entry = {"client-certificate-data": _b64(cert_file), "client-key-data": _b64(key_file)}
-    else:
-        cluster_entry = {"server": server, "certificate-authority": str(ca_file)}
-        user_entry = {"client-certificate": str(cert_file), "client-key": str(key_file)}
+def embedded(*, server: str, ca: Path, cert: Path, key: Path, user: str, cluster: str) -> dict:
+    """A kubeconfig carrying the CA, certificate and key read from these local files."""
+    return _config(
+        server=server, user=user, cluster=cluster,
+        cluster_entry={"certificate-authority-data": _b64(ca)},
+        user_entry={"client-certificate-data": _b64(cert), "client-key-data": _b64(key)},
+    )
+
+
+def by_path(*, server: str, ca: str, cert: str, key: str, user: str, cluster: str) -> dict:
+    """A kubeconfig naming the CA, certificate and key by their paths where it is used."""
+    return _config(
+        server=server, user=user, cluster=cluster,
+        cluster_entry={"certificate-authority": ca},
+        user_entry={"client-certificate": cert, "client-key": key},
+    )
+
+
+def _config(*, server: str, user: str, cluster: str, cluster_entry: dict, user_entry: dict) -> dict:
     return {
         "apiVersion": "v1",
         "kind": "Config",
-        "clusters": [{"name": cluster, "cluster": cluster_entry}],
+        "clusters": [{"name": cluster, "cluster": {"server": server, **cluster_entry}}],
         "users": [{"name": user, "user": user_entry}],
         "contexts": [{"name": cluster, "context": {"cluster": cluster, "user": user}}],
         "current-context": cluster,

@@ -2,17 +2,17 @@
 
 render() turns Settings plus where things live into one record per component:
 the static-pod manifest, the command it runs, and its probes. A kubelet could run
-the manifests; the local provider runs the commands as processes and uses the
-startupProbe as its readiness check.
+the manifests; kubemark-up writes the commands into one start script on the
+master's host (start_script), runs each component through it under a supervisor,
+and uses the startupProbe as its readiness check.
 """
 
 from __future__ import annotations
 
 import ipaddress
 import json
-import ssl
-import urllib.error
-import urllib.request
+import posixpath
+import shlex
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,6 +20,7 @@ import jinja2
 import yaml
 
 from kubemark_up.config import Settings
+from kubemark_up.hosts import agent
 
 # Start order; stop runs it backwards (kube-apiserver keeps retrying a dead etcd
 # for 30 s after SIGTERM, so etcd goes last).
@@ -54,11 +55,27 @@ class Probe:
 
 @dataclass(frozen=True)
 class MasterPaths:
-    """Where the master's files are on the host that runs it."""
+    """Where the master's files are on the host that runs it (POSIX paths there)."""
 
     pki_dir: str
     kubeconfig_dir: str
-    data_dir: str
+    data_dir: str  # etcd's data, the rendered manifests, the start script
+    bin_dir: str
+    log_dir: str
+
+    @property
+    def start_script(self) -> str:
+        return posixpath.join(self.data_dir, "start-master.sh")
+
+    @property
+    def manifests_dir(self) -> str:
+        return posixpath.join(self.data_dir, "manifests")
+
+    def binary(self, name: str) -> str:
+        return posixpath.join(self.bin_dir, name)
+
+    def log(self, name: str) -> str:
+        return posixpath.join(self.log_dir, f"{name}.log")
 
 
 @dataclass(frozen=True)
@@ -98,6 +115,8 @@ def render(
     advertise_address: str,
     bind_address: str = "127.0.0.1",
 ) -> list[Component]:
+    """bind_address is where kube-apiserver listens; etcd and the other components
+    listen on loopback only, as kubeadm sets them up."""
     env = _environment()
     values = dict(
         settings.model_dump(),
@@ -108,7 +127,8 @@ def render(
         advertise_address=advertise_address,
         endpoint_reconciler_type="none" if ipaddress.ip_address(advertise_address).is_loopback else "lease",
         bind_address=bind_address,
-        probe_host=bind_address,
+        # A wildcard bind is probed, as a kubelet would, on loopback.
+        probe_host="127.0.0.1" if bind_address in ("0.0.0.0", "::") else bind_address,
         cluster_cidr=settings.pod_cidr,
         inflight=settings.inflight_limits,
     )
@@ -129,14 +149,30 @@ def render(
     return components
 
 
-def probe_ok(probe: Probe, timeout: float = 2.0) -> bool:
-    """An HTTP(S) GET that answers 2xx. Like the kubelet's probes, it does not verify
-    the serving certificate (the controller-manager's and scheduler's are self-signed)."""
-    context = ssl.create_default_context()
-    context.check_hostname = False
-    context.verify_mode = ssl.CERT_NONE
-    try:
-        with urllib.request.urlopen(probe.url, timeout=timeout, context=context) as response:
-            return 200 <= response.status < 300
-    except (urllib.error.URLError, OSError, ValueError):
-        return False
+def probe_ok(url: str, timeout: float = 2.0) -> bool:
+    """A GET of url from this machine that answers 2xx; like the kubelet's probes, the
+    serving certificate is not checked (the controller-manager's is self-signed)."""
+    return agent.probe([url], timeout)[0]
+
+
+def start_script(components: list[Component], paths: MasterPaths, *, cluster: str) -> str:
+    """The master's start script for its host: `sh start-master.sh COMPONENT` runs that
+    component in the foreground with exactly the command its manifest holds, so the
+    supervisor (and a person at that host) start each one the same way."""
+    cases = []
+    for component in components:
+        argv = [paths.binary(component.command[0]), *component.command[1:]]
+        lines = " \\\n      ".join(shlex.quote(arg) for arg in argv)
+        cases.append(f"  {component.name})\n    exec {lines}\n    ;;")
+    names = "|".join(component.name for component in components)
+    return (
+        "#!/bin/sh\n"
+        f"# The master of kubemark cluster {cluster}, written by kubemark-up from the static-pod\n"
+        f"# manifests in {paths.manifests_dir}. kubemark-up runs each component under its\n"
+        "# supervisor (restarted with the kubelet's crash-loop back-off); by hand:\n"
+        "#   sh start-master.sh COMPONENT\n"
+        "set -eu\n"
+        'case "${1:-}" in\n'
+        + "\n".join(cases)
+        + f"\n  *)\n    echo \"usage: $0 {names}\" >&2\n    exit 2\n    ;;\nesac\n"
+    )

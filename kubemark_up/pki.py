@@ -1,4 +1,4 @@
-"""Certificates, keys and tokens for a kubemark cluster, with the cryptography package.
+"""Certificates and keys for a kubemark cluster, with the cryptography package.
 
 Layout of a cluster's pki/ folder (0700; keys 0600):
 
@@ -24,7 +24,6 @@ from __future__ import annotations
 import datetime as dt
 import ipaddress
 import os
-import secrets
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -38,11 +37,6 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 CA_DAYS = 3650
 LEAF_DAYS = 365
 _CLOCK_SKEW = dt.timedelta(minutes=5)
-
-
-def new_token() -> str:
-    """A bearer token of 256 random bits, URL-safe."""
-    return secrets.token_urlsafe(32)
 
 
 def write_secret(path: Path, data: bytes) -> None:
@@ -258,9 +252,9 @@ def master_identities(*, addresses: Sequence[str], service_ip: str, dns_domain: 
         Identity("admin", "kubernetes-admin", ("system:masters",)),
         Identity("controller-manager", "system:kube-controller-manager"),
         Identity("scheduler", "system:kube-scheduler"),
-        Identity(
+        Identity(  # etcd listens on loopback only (master-manifests/etcd.yaml)
             "etcd/server", "kube-etcd", client=True, server=True,
-            dns_names=tuple(dns) or ("localhost",), ip_addresses=tuple(ips) or ("127.0.0.1",), ca="etcd/ca",
+            dns_names=("localhost",), ip_addresses=("127.0.0.1",), ca="etcd/ca",
         ),
         Identity("apiserver-etcd-client", "kube-apiserver-etcd-client", ca="etcd/ca"),
         Identity("front-proxy-client", "front-proxy-client", ca="front-proxy-ca"),

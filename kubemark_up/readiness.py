@@ -6,6 +6,7 @@ node, which adds up at thousands of nodes."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import time
 from collections.abc import Callable, Iterable
@@ -40,77 +41,87 @@ def _list_nodes(api: client.CoreV1Api, timeout: float = 30) -> dict:
     return json.loads(response.data)
 
 
-def wait_for_nodes(
-    kubeconfig: Path,
-    *,
-    names: Iterable[str],
-    need: int,
-    timeout: float,
-    ui: UI,
-    check: Callable[[], None],
-) -> float:
-    """Block until `need` of `names` are Ready; return the seconds it took. check() is
-    called between watch windows and raises to stop the wait (a component died)."""
-    wanted = set(names)
-    api = _api(kubeconfig)
-    started = time.monotonic()
-    deadline = started + timeout
-    ready: set[str] = set()
-    version: str | None = None
-    with ui.counter("hollow nodes Ready", total=len(wanted), unit="nodes") as update:
+class ReadyWatch:
+    """Watches the hollow nodes' Ready condition with one progress bar, across as many
+    waits as start has waves: the watch goes on from where the last wait left it."""
+
+    def __init__(self, kubeconfig: Path, *, names: Iterable[str], ui: UI) -> None:
+        self.wanted = set(names)
+        self.api = _api(kubeconfig)
+        self.ui = ui
+        self.ready: set[str] = set()
+        self._version: str | None = None
+        self._update: Callable[[int], None] = lambda done: None
+        self._progress: contextlib.ExitStack | None = None
+
+    def __enter__(self) -> ReadyWatch:
+        self._progress = contextlib.ExitStack()
+        self._update = self._progress.enter_context(
+            self.ui.counter("hollow nodes Ready", total=len(self.wanted), unit="nodes")
+        )
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._progress is not None:
+            self._progress.close()
+
+    def wait(self, *, need: int, deadline: float, check: Callable[[], None]) -> int:
+        """Block until `need` of the nodes are Ready; return how many are. check() is
+        called between watch windows and raises to stop the wait (a component died)."""
         while True:
             if time.monotonic() > deadline:  # also when every call below keeps failing
-                missing = sorted(wanted - ready, key=_node_index)
+                missing = sorted(self.wanted - self.ready, key=_node_index)
                 raise ComponentError(
-                    f"only {len(ready)} of {len(wanted)} hollow nodes were Ready after {timeout:.0f}s; "
+                    f"only {len(self.ready)} of {len(self.wanted)} hollow nodes were Ready in time; "
                     f"not Ready: {', '.join(missing[:10])}{' ...' if len(missing) > 10 else ''}"
                 )
             try:
-                if version is None:
-                    listing = _list_nodes(api, timeout=max(1.0, min(30.0, deadline - time.monotonic())))
-                    version = listing["metadata"]["resourceVersion"]
-                    ready = {
+                if self._version is None:
+                    listing = _list_nodes(self.api, timeout=max(1.0, min(30.0, deadline - time.monotonic())))
+                    self._version = listing["metadata"]["resourceVersion"]
+                    self.ready = {
                         n["metadata"]["name"] for n in listing["items"]
-                        if n["metadata"]["name"] in wanted and is_ready(n)
+                        if n["metadata"]["name"] in self.wanted and is_ready(n)
                     }
-                    update(len(ready))
-                if len(ready) >= need:
-                    return time.monotonic() - started
+                    self._update(len(self.ready))
+                if len(self.ready) >= need:
+                    return len(self.ready)
                 check()
                 remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    continue
-                window = max(1, int(min(remaining, WATCH_WINDOW)))
-                response = api.list_node(
-                    watch=True, resource_version=version, timeout_seconds=window,
-                    allow_watch_bookmarks=True, _preload_content=False, _request_timeout=window + 10,
-                )
-                try:
-                    for line in iter_resp_lines(response):
-                        event = json.loads(line)
-                        if event["type"] == "ERROR":  # e.g. 410 Gone: list again
-                            version = None
-                            break
-                        node = event["object"]
-                        version = node["metadata"]["resourceVersion"]
-                        name = node["metadata"].get("name")
-                        if event["type"] == "BOOKMARK" or name not in wanted:
-                            continue
-                        if event["type"] != "DELETED" and is_ready(node):
-                            ready.add(name)
-                        else:
-                            ready.discard(name)
-                        update(len(ready))
-                        if len(ready) >= need:
-                            break
-                finally:
-                    response.release_conn()
+                if remaining > 0:
+                    self._watch(max(1, int(min(remaining, WATCH_WINDOW))), need)
             except _TRANSIENT:
                 # The apiserver blinked or the watch broke: check() tells a dead master
                 # apart; otherwise list again after a moment.
                 check()
-                version = None
+                self._version = None
                 time.sleep(1)
+
+    def _watch(self, window: int, need: int) -> None:
+        response = self.api.list_node(
+            watch=True, resource_version=self._version, timeout_seconds=window,
+            allow_watch_bookmarks=True, _preload_content=False, _request_timeout=window + 10,
+        )
+        try:
+            for line in iter_resp_lines(response):
+                event = json.loads(line)
+                if event["type"] == "ERROR":  # e.g. 410 Gone: list again
+                    self._version = None
+                    return
+                node = event["object"]
+                self._version = node["metadata"]["resourceVersion"]
+                name = node["metadata"].get("name")
+                if event["type"] == "BOOKMARK" or name not in self.wanted:
+                    continue
+                if event["type"] != "DELETED" and is_ready(node):
+                    self.ready.add(name)
+                else:
+                    self.ready.discard(name)
+                self._update(len(self.ready))
+                if len(self.ready) >= need:
+                    return
+        finally:
+            response.release_conn()
 
 
 def _node_index(name: str) -> tuple[int, str]:

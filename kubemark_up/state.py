@@ -1,14 +1,18 @@
-"""A cluster's folder and its state.json: what exists, recorded before each action.
+"""A cluster's folder, its cluster.json and its state.json: what exists, recorded
+before each action.
 
     $KUBEMARK_UP_HOME/<name>/
-        state.json            this file's model, written atomically, 0600
+        cluster.json          who the cluster is: name, uid, provider, settings (written once)
+        state.json            what start made and how far it got, written atomically, 0600
         kubeconfig.kubemark   admin kubeconfig
         pki/                  keys and certificates (0700)
         pki/kubeconfigs/      the components' and hollow nodes' kubeconfigs
-        run/                  runtime files: etcd data, per-node temp dirs
+        run/                  runtime files: etcd data, rendered manifests, start script
         logs/                 one log per component and per hollow-node process
 
-Every later command (status, stop, pod-for-node) works from state alone.
+Every later command (status, stop, logs, pod-for-node) works from these two files
+alone. They are apart so that a damaged state.json still leaves stop knowing which
+provider, settings and marker to sweep with.
 """
 
 from __future__ import annotations
@@ -18,18 +22,37 @@ import datetime as dt
 import fcntl
 import json
 import os
+import secrets
 import shutil
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, Field, ValidationError
 
 from kubemark_up import __version__
-from kubemark_up.errors import KubemarkUpError, NotFoundError
+from kubemark_up.errors import ConfigError, KubemarkUpError, NotFoundError
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+
+
+def _now() -> str:
+    return dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
+
+
+class ClusterInfo(BaseModel):
+    """cluster.json: written once, before start creates anything."""
+
+    schema_version: int = SCHEMA_VERSION
+    tool_version: str = __version__
+    name: str
+    # Random per start: marks every process and remote folder of this very cluster,
+    # so that two machines with the same home path never take each other's.
+    uid: str = Field(default_factory=lambda: secrets.token_hex(8))
+    provider: str
+    created_at: str = Field(default_factory=_now)
+    settings: dict[str, Any]
 
 
 class ProcessRecord(BaseModel):
@@ -39,29 +62,55 @@ class ProcessRecord(BaseModel):
     role: Literal["master", "kubelet", "proxy"]
     node: str | None = None
     argv: list[str]
-    log: str
+    log: str  # a path on the host that runs it
     # Filled in once it runs. The start time tells our process from a later one with its PID.
     pid: int | None = None
-    create_time: float | None = None
+    start: int | None = None
+
+
+class Resource(BaseModel):
+    """Anything else start makes (a folder on a host, a cloud disk, an object in a root
+    cluster), recorded as planned before it is asked for and marked created after;
+    the step that made it undoes it."""
+
+    kind: str  # "folder", "gce-address", "k8s-object", ...
+    id: str  # unique within its kind: a path, a resource name, namespace/name
+    step: str
+    status: Literal["planned", "created"] = "planned"
+    details: dict[str, Any] = {}
+
+
+class MasterRecord(BaseModel):
+    """Where the master is: the host it runs on, the addresses clients reach it at, and
+    where its files are there."""
+
+    host: str
+    addresses: list[str]
+    bind_address: str
+    paths: dict[str, str]
 
 
 class ClusterState(BaseModel):
     schema_version: int = SCHEMA_VERSION
     tool_version: str = __version__
-    name: str
-    provider: str
     phase: Literal["starting", "running", "failed", "stopping"] = "starting"
-    created_at: str = Field(default_factory=lambda: dt.datetime.now(dt.UTC).isoformat(timespec="seconds"))
-    settings: dict
     # Step name -> "started" | "done", in the order the steps ran.
     steps: dict[str, str] = {}
     # Step name -> seconds it took.
     timings: dict[str, float] = {}
     ports: dict[str, int] = {}
     endpoint: str | None = None
+    master: MasterRecord | None = None
     binaries: dict[str, str] = {}
     nodes: list[str] = []
+    nodes_ready: int | None = None  # how many were Ready when start finished
     processes: dict[str, ProcessRecord] = {}
+    resources: list[Resource] = []
+    # SSH host keys by "user@host:port", pinned on first contact and required ever after.
+    host_keys: dict[str, str] = {}
+
+    def resource(self, kind: str, id: str) -> Resource | None:
+        return next((r for r in self.resources if r.kind == kind and r.id == id), None)
 
 
 class ClusterDir:
@@ -73,6 +122,7 @@ class ClusterDir:
         self.root = home / name
 
     state_file = property(lambda self: self.root / "state.json")
+    info_file = property(lambda self: self.root / "cluster.json")
     kubeconfig = property(lambda self: self.root / "kubeconfig.kubemark")
     pki = property(lambda self: self.root / "pki")
     run = property(lambda self: self.root / "run")
@@ -85,16 +135,17 @@ class ClusterDir:
     def component_kubeconfig(self, component: str) -> Path:
         return self.kubeconfigs / f"{component}.kubeconfig"
 
-    @property
-    def marker(self) -> str:
-        """Set as KUBEMARK_UP_CLUSTER on every process we start, so that `stop` finds even
-        a process started in the instant before its PID reached state.json."""
-        return str(self.root)
+    def marker(self, uid: str | None) -> str:
+        """Set as KUBEMARK_UP_CLUSTER on every master process we start, so that `stop`
+        finds even a process started in the instant before its PID reached state.json.
+        Without the uid (cluster.json lost), the bare folder: a marker matches all that
+        lie beneath it (agent.find_marked), so this finds every run of this name."""
+        return f"{self.root}#{uid}" if uid else str(self.root)
 
-    @property
-    def node_marker(self) -> str:
-        """The hollow nodes' marker: under marker, and apart from the master's."""
-        return f"{self.marker}#hollow"
+    def node_marker(self, uid: str | None) -> str:
+        """The hollow nodes' marker: apart from the master's, and, without the uid, one
+        that still finds the hollow nodes of every run of this name."""
+        return f"{self.root}#hollow#{uid}" if uid else f"{self.root}#hollow"
 
     def lock(self) -> contextlib.AbstractContextManager[None]:
         """One kubemark-up command at a time per cluster: a second one is refused."""
@@ -119,19 +170,38 @@ class ClusterDir:
         return claimed
 
     def exists(self) -> bool:
-        return self.state_file.exists()
+        return self.state_file.exists() or self.info_file.exists()
 
     def ensure(self) -> None:
         # The home folder may be the user's own (or shared): made 0700 if new, else left
         # as it is. The cluster's folders are ours, and only their owner may enter them.
-        self.home.mkdir(mode=0o700, parents=True, exist_ok=True)
-        for folder in (self.root, self.pki, self.run, self.logs):
-            folder.mkdir(mode=0o700, exist_ok=True)
-            os.chmod(folder, 0o700)
+        try:
+            self.home.mkdir(mode=0o700, parents=True, exist_ok=True)
+            for folder in (self.root, self.pki, self.run, self.logs):
+                folder.mkdir(mode=0o700, exist_ok=True)
+                os.chmod(folder, 0o700)
+        except OSError as exc:
+            raise ConfigError(
+                f"cannot make the cluster folder {self.root} ({exc.strerror}): set KUBEMARK_UP_HOME to a folder you can write"
+            ) from None
 
     def load(self) -> ClusterState:
+        data = self._read(self.state_file)
         try:
-            raw = self.state_file.read_text()
+            return ClusterState.model_validate(data)
+        except ValidationError as exc:
+            raise KubemarkUpError(f"{self.state_file} is damaged: {exc.errors()[0]['msg']}") from None
+
+    def load_info(self) -> ClusterInfo:
+        data = self._read(self.info_file)
+        try:
+            return ClusterInfo.model_validate(data)
+        except ValidationError as exc:
+            raise KubemarkUpError(f"{self.info_file} is damaged: {exc.errors()[0]['msg']}") from None
+
+    def _read(self, path: Path) -> dict:
+        try:
+            raw = path.read_text()
         except FileNotFoundError:
             raise NotFoundError(
                 f"no cluster named '{self.name}' in {self.home} (start one with: kubemark-up start --name {self.name})"
@@ -139,27 +209,28 @@ class ClusterDir:
         try:
             data = json.loads(raw)
         except json.JSONDecodeError as exc:
-            raise KubemarkUpError(f"{self.state_file} is not valid JSON ({exc})") from None
-        if data.get("schema_version") != SCHEMA_VERSION:
-            raise KubemarkUpError(
-                f"{self.state_file} has schema version {data.get('schema_version')}, "
-                f"this kubemark-up reads {SCHEMA_VERSION}"
-            )
-        try:
-            return ClusterState.model_validate(data)
-        except ValidationError as exc:
-            raise KubemarkUpError(f"{self.state_file} is damaged: {exc.errors()[0]['msg']}") from None
+            raise KubemarkUpError(f"{path} is not valid JSON ({exc})") from None
+        if not isinstance(data, dict) or data.get("schema_version") != SCHEMA_VERSION:
+            version = data.get("schema_version") if isinstance(data, dict) else None
+            raise KubemarkUpError(f"{path} has schema version {version}, this kubemark-up reads {SCHEMA_VERSION}")
+        return data
 
     def save(self, state: ClusterState) -> None:
-        """Write state.json atomically: a 0600 temp file in the same folder, then rename."""
+        self._write(self.state_file, state)
+
+    def save_info(self, info: ClusterInfo) -> None:
+        self._write(self.info_file, info)
+
+    def _write(self, path: Path, model: BaseModel) -> None:
+        """Write atomically: a 0600 temp file in the same folder, then rename."""
         self.ensure()
         fd, tmp = tempfile.mkstemp(prefix=".state.", dir=self.root)
         try:
             with os.fdopen(fd, "w") as handle:
-                handle.write(state.model_dump_json(indent=1))
+                handle.write(model.model_dump_json(indent=1))
                 handle.flush()
                 os.fsync(handle.fileno())
-            os.replace(tmp, self.state_file)
+            os.replace(tmp, path)
         except BaseException:
             Path(tmp).unlink(missing_ok=True)
             raise
@@ -189,7 +260,7 @@ class ClusterDir:
             return
         for child in (self.pki, self.run):
             shutil.rmtree(child, ignore_errors=True)
-        for path in (self.kubeconfig, self.state_file):
+        for path in (self.kubeconfig, self.state_file, self.info_file):
             path.unlink(missing_ok=True)
         for stray in self.root.glob(".state.*"):
             stray.unlink(missing_ok=True)
@@ -198,8 +269,14 @@ class ClusterDir:
 @contextlib.contextmanager
 def _flock(path: Path, *, refuse: str | None) -> Iterator[None]:
     """An exclusive lock on path: refused with that message if taken, else waited for."""
-    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-    with path.open("a") as handle:
+    try:
+        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        handle = path.open("a")
+    except OSError as exc:
+        raise ConfigError(
+            f"cannot use {path.parent} ({exc.strerror}): set KUBEMARK_UP_HOME to a folder you can write"
+        ) from None
+    with handle:
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | (fcntl.LOCK_NB if refuse else 0))
         except BlockingIOError:

@@ -3,12 +3,13 @@ it is started again after the kubelet's crash-loop back-off (10 s, doubling up t
 5 minutes, back to 10 s once it has run 10 minutes), and SIGTERM or SIGINT is passed
 on to it, after which the supervisor exits with it.
 
-    python -m kubemark_up.supervise STATUS_FILE -- COMMAND [ARG...]
+    python3 supervise.py STATUS_FILE -- COMMAND [ARG...]
 
-Its stdout and stderr are the component's log. It writes STATUS_FILE (JSON, replaced
-atomically; nobody else writes it): the component's current pid, how often it was
-restarted and its last exit code. It imports only the standard library, because it
-starts with every component.
+Its stdout and stderr are the component's log. It writes STATUS_FILE, named
+<component>.supervise.json (JSON, replaced atomically; nobody else writes it): the
+component's current pid, how often it was restarted and its last exit code. It
+imports only the standard library (Python 3.8 and later), because it runs on
+whatever host runs the master.
 """
 
 from __future__ import annotations
@@ -34,10 +35,10 @@ def _write(path: str, status: dict) -> None:
 
 def main(argv: list[str]) -> int:
     if len(argv) < 3 or argv[1] != "--":
-        print("usage: python -m kubemark_up.supervise STATUS_FILE -- COMMAND [ARG...]", file=sys.stderr)
+        print("usage: supervise.py STATUS_FILE -- COMMAND [ARG...]", file=sys.stderr)
         return 2
     status_file, command = argv[0], argv[2:]
-    name = os.path.basename(command[0])
+    name = os.path.basename(status_file).split(".supervise.json")[0]
     state = {"stopping": False, "child": None}
 
     def on_signal(signum: int, frame: object) -> None:

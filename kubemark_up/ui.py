@@ -14,22 +14,35 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 
+class StepStatus:
+    """Handed to a step's block: set failed when it ends with problems but no exception."""
+
+    failed = False
+
+
 class UI:
     def __init__(self, console: Console | None = None) -> None:
         # soft_wrap: a path in a status line stays whole when stderr is not a terminal.
         self.console = console or Console(stderr=True, highlight=False, soft_wrap=True)
 
     @contextmanager
-    def step(self, title: str) -> Iterator[None]:
+    def step(self, title: str, *, long: bool = False) -> Iterator[StepStatus]:
+        """A status line that ends ✓, or ✗ if the block raises or marks it failed. A long
+        step (a build, an upload) where stderr is no terminal (a CI log) also prints a
+        line as it begins, so that it does not look like a hang."""
         started = time.monotonic()
         title = escape(title)
+        status = StepStatus()
+        if long and not self.console.is_terminal:
+            self.console.print(f"… {title}")
         try:
             with self.console.status(f"{title} ...", spinner="dots"):
-                yield
+                yield status
         except BaseException:
             self.console.print(f"[red]✗[/red] {title} [dim]({time.monotonic() - started:.1f}s)[/dim]")
             raise
-        self.console.print(f"[green]✓[/green] {title} [dim]({time.monotonic() - started:.1f}s)[/dim]")
+        mark = "[red]✗[/red]" if status.failed else "[green]✓[/green]"
+        self.console.print(f"{mark} {title} [dim]({time.monotonic() - started:.1f}s)[/dim]")
 
     def info(self, message: str) -> None:
         self.console.print(message, markup=False)
@@ -58,8 +71,10 @@ class UI:
         started = time.monotonic()
 
         def update(done: int) -> None:
-            elapsed = max(time.monotonic() - started, 1e-6)
-            progress.update(task, completed=done, rate=f"{done / elapsed:.1f} {unit}/s")
+            elapsed = time.monotonic() - started
+            # Under a second, a rate says nothing (a bar that fills at once is not 900/s).
+            rate = f"{done / elapsed:.1f} {unit}/s" if elapsed >= 1 else ""
+            progress.update(task, completed=done, rate=rate)
 
         with progress:
             yield update

@@ -1,6 +1,10 @@
 """Shared test fixtures: the real Kubernetes binaries, a CLI runner, and one local
 kubemark cluster for the whole session (real etcd, kube-apiserver,
-kube-controller-manager, kube-scheduler and kubemark processes on loopback)."""
+kube-controller-manager, kube-scheduler and kubemark processes on loopback).
+
+A test that uses the binaries (the bin_dir fixture, directly or through another
+fixture) is marked `cluster` by itself; `pytest -m "not cluster"` runs the rest in
+seconds, with nothing built."""
 
 from __future__ import annotations
 
@@ -19,6 +23,12 @@ from kubemark_up.hosts import MARKER_ENV
 from kubemark_up.ui import UI
 
 CLUSTER_NODES = 3
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if "bin_dir" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.cluster)
 
 
 @pytest.fixture(scope="session")
@@ -68,7 +78,16 @@ class CLI:
 
 @pytest.fixture
 def cli(tmp_path: Path, bin_dir: Path) -> CLI:
+    """A CLI with the real binaries."""
     return CLI(home=tmp_path / "home", bin_dir=bin_dir)
+
+
+@pytest.fixture
+def bare_cli(tmp_path: Path) -> CLI:
+    """A CLI without binaries (an empty --bin-dir): for what must fail before needing them."""
+    empty = tmp_path / "no-binaries"
+    empty.mkdir()
+    return CLI(home=tmp_path / "home", bin_dir=empty)
 
 
 def marked_processes(cluster_dir: Path) -> list[psutil.Process]:

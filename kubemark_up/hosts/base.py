@@ -1,21 +1,31 @@
-"""The Host interface: start, find and stop processes, pick ports, read logs."""
+"""The Host interface: a machine that kubemark-up runs commands, processes and files on.
+
+A host implements four things: `call` (a verb of the host agent, agent.py), `run`
+(a command), `put` (write a file, its mode set before any content) and `get` (copy a
+file here). Everything else (processes, ports, probes, folders) is built on `call`
+once, here, and behaves the same on every host. Paths on a host are POSIX strings
+of that host, never this machine's Path objects.
+"""
 
 from __future__ import annotations
 
+import posixpath
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
-# Every process kubemark-up starts carries this variable, set to its cluster's
-# folder; `stop` looks for it to find processes whose PID never reached state.
-MARKER_ENV = "KUBEMARK_UP_CLUSTER"
+from kubemark_up.hosts.agent import MARKER_ENV
+
+__all__ = ["MARKER_ENV", "Completed", "Host", "ProcessHandle", "Supervision", "supervision_file"]
 
 
-def supervision_file(log: Path) -> Path:
+def supervision_file(log: str) -> str:
     """Where the supervisor of a restarted process says how it is doing (beside its log,
     so that the restart history stays with the logs)."""
-    return log.with_name(log.name.removesuffix(".log") + ".supervise.json")
+    stem = posixpath.basename(log).removesuffix(".log")
+    return posixpath.join(posixpath.dirname(log), f"{stem}.supervise.json")
 
 
 @dataclass(frozen=True)
@@ -29,61 +39,149 @@ class Supervision:
 @dataclass(frozen=True)
 class ProcessHandle:
     pid: int
-    # With the PID, tells our process from a later one that reused its PID.
-    create_time: float
+    # With the PID, tells our process from a later one that reused its PID: the start
+    # time in clock ticks since the host booted.
+    start: int
+
+
+@dataclass(frozen=True)
+class Completed:
+    argv: list[str]
+    code: int
+    stdout: str
+    stderr: str
 
 
 class Host(ABC):
-    name: str
+    name: str  # for messages: "localhost", "kubernetes@10.0.0.5:22"
+    supervisor: str  # the path of supervise.py on this host
+    python: str = "python3"  # the interpreter the agent and the supervisor run with there
+    is_this_machine: bool = False  # paths there are paths here
 
     @abstractmethod
-    def spawn(
-        self, argv: Sequence[str], *, log: Path, env: Mapping[str, str], marker: str, restart: bool = False
-    ) -> ProcessHandle:
-        """Start argv detached from us, stdout and stderr appended to log. With restart,
-        under a supervisor that restarts it as a kubelet restarts a static pod; the
-        handle is then the supervisor's, and stopping it stops both."""
+    def call(self, verb: str, **arguments: Any) -> Any:
+        """Run a verb of the host agent on this host and return its result."""
 
     @abstractmethod
-    def supervision(self, handle: ProcessHandle, log: Path) -> Supervision | None:
-        """How a process started with restart is doing, or None if it has no supervisor."""
+    def run(self, argv: Sequence[str], *, stdin: bytes = b"", timeout: float = 60) -> Completed:
+        """Run a command to its end (or timeout, a HostError) and return what it said."""
 
     @abstractmethod
+    def put(self, path: str, source: bytes | Path, *, mode: int) -> None:
+        """Write bytes, or a local file's content, to path; the mode is set before any
+        content is written, so a key is never readable by others for an instant."""
+
+    @abstractmethod
+    def get(self, path: str, local: Path) -> bool:
+        """Copy a file of this host to local; False if it does not exist."""
+
+    def close(self) -> None:  # noqa: B027 (optional: most hosts hold no connection)
+        """Let go of connections; the host can be used again afterwards."""
+
+    # Processes, built on the agent ------------------------------------------------
+
+    def spawn_many(self, specs: Sequence[tuple[Sequence[str], str]], *, env: Mapping[str, str], marker: str,
+                   restart: bool = False) -> list[ProcessHandle]:
+        """Start each (argv, log) detached, stdout and stderr appended to log. With
+        restart, under a supervisor that restarts it as a kubelet restarts a static pod;
+        the handle is then the supervisor's, and stopping it stops both."""
+        payload = []
+        for argv, log in specs:
+            command = list(argv)
+            if restart:
+                command = [self.python, self.supervisor, supervision_file(log), "--", *command]
+            payload.append({"argv": command, "log": log, "env": dict(env), "marker": marker})
+        return [ProcessHandle(pid, start) for pid, start in self.call("spawn", specs=payload)]
+
+    def spawn(self, argv: Sequence[str], *, log: str, env: Mapping[str, str], marker: str,
+              restart: bool = False) -> ProcessHandle:
+        return self.spawn_many([(argv, log)], env=env, marker=marker, restart=restart)[0]
+
+    def alive(self, handles: Iterable[ProcessHandle]) -> dict[ProcessHandle, bool]:
+        handles = list(handles)
+        if not handles:
+            return {}
+        answers = self.call("alive", handles=[[h.pid, h.start] for h in handles])
+        return dict(zip(handles, answers, strict=True))
+
     def running(self, handle: ProcessHandle) -> bool:
         """Whether that very process (not a PID reuse) is alive."""
+        return self.alive([handle])[handle]
 
-    @abstractmethod
-    def pause(self, handles: Iterable[ProcessHandle]) -> None:
-        """Freeze the processes (SIGSTOP) until stop(); they create nothing meanwhile."""
+    def signal(self, handles: Iterable[ProcessHandle], name: str) -> None:
+        """Send SIGname (STOP, CONT, ...) to those of handles still alive."""
+        payload = [[h.pid, h.start] for h in handles]
+        if payload:
+            self.call("send", handles=payload, name=name)
 
-    @abstractmethod
     def stop(self, handles: Iterable[ProcessHandle], *, timeout: float) -> list[ProcessHandle]:
-        """SIGTERM (and SIGCONT, for paused ones) them all, SIGKILL what is left after
+        """SIGTERM (and SIGCONT, for frozen ones) them all, SIGKILL what is left after
         timeout; return any still alive."""
+        payload = [[h.pid, h.start] for h in handles]
+        if not payload:
+            return []
+        return [ProcessHandle(pid, start) for pid, start in self.call("stop", handles=payload, timeout=timeout)]
 
-    @abstractmethod
     def find_marked(self, marker: str) -> list[ProcessHandle]:
         """Live processes started with MARKER_ENV=marker or a sub-marker, marker#<part>."""
+        return [ProcessHandle(pid, start) for pid, start in self.call("find_marked", marker=marker)]
 
-    @abstractmethod
+    def supervision(self, handle: ProcessHandle, log: str) -> Supervision | None:
+        """How a process started with restart is doing, or None if it has no supervisor."""
+        (status,) = self.call("supervision", status_files=[supervision_file(log)])
+        if status is None:
+            return None
+        alive = self.running(handle)
+        pid = status.get("pid") if alive else None
+        return Supervision(
+            pid=pid, restarts=int(status.get("restarts", 0)), last_exit_code=status.get("last_exit_code"),
+            running=alive and pid is not None,
+        )
+
+    def unix_listeners(self, handles: Iterable[ProcessHandle]) -> dict[ProcessHandle, list[str]]:
+        """Where the files of the unix sockets each process listens on are now."""
+        handles = list(handles)
+        if not handles:
+            return {}
+        found = self.call("unix_listeners", handles=[[h.pid, h.start] for h in handles])
+        return {h: found.get(str(h.pid), []) for h in handles}
+
+    # Ports and probes ---------------------------------------------------------------
+
     def free_ports(self, count: int, *, low: int, high: int, exclude: Iterable[int] = ()) -> list[int]:
         """count ports in [low, high] that nothing listens on."""
+        if count <= 0:
+            return []
+        return list(self.call("free_ports", count=count, low=low, high=high, exclude=sorted(set(exclude))))
 
-    @abstractmethod
     def port_in_use(self, port: int) -> bool:
-        """Whether something already listens on port."""
+        return bool(self.call("ports_in_use", ports=[port])[0])
 
-    @abstractmethod
-    def read_text(self, path: Path, *, limit: int = 64 * 1024, from_end: bool = False) -> str:
+    def probe(self, url: str, timeout: float = 2.0) -> bool:
+        """Whether a GET of url from this host answers 2xx (certificates not checked)."""
+        return bool(self.call("probe", urls=[url], timeout=timeout)[0])
+
+    # Files ------------------------------------------------------------------------
+
+    def read_text(self, path: str, *, limit: int = 64 * 1024, from_end: bool = False) -> str:
         """Up to limit bytes of a (log) file from its start or end, or '' if there is none."""
+        return str(self.call("read", path=path, limit=limit, from_end=from_end))
 
-    def tail(self, path: Path, lines: int = 20) -> str:
+    def tail(self, path: str, lines: int = 20) -> str:
         return "\n".join(self.read_text(path, from_end=True).splitlines()[-lines:])
 
-    @abstractmethod
-    def unix_sockets(self, handles: Iterable[ProcessHandle]) -> dict[ProcessHandle, list[str]]:
-        """Where the unix sockets each process listens on are now (after any rename)."""
+    def mkdirs(self, paths: Iterable[str], *, mode: int = 0o700) -> list[bool]:
+        """Make folders (and parents); True for each that did not exist."""
+        return list(self.call("mkdirs", paths=list(paths), mode=mode))
 
-    @abstractmethod
     def remove(self, paths: Iterable[str]) -> None:
         """Remove files and folder trees; what is already gone is fine."""
+        paths = list(paths)
+        if paths:
+            self.call("remove", paths=paths)
+
+    def sha256(self, paths: Iterable[str]) -> list[str | None]:
+        return list(self.call("sha256", paths=list(paths)))
+
+    def listdir(self, path: str) -> list[str]:
+        return list(self.call("listdir", path=path))

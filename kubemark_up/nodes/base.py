@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from kubemark_up.context import Context
 
@@ -13,26 +14,45 @@ class NodeLocation:
     """Where one hollow node really runs, for `pod-for-node`."""
 
     node: str
-    where: str  # a sentence: "processes on this machine", "pod kubemark/x on node y"
+    where: str  # a sentence: "kubemark processes on localhost", "pod kubemark/x on node y"
     details: list[dict] = field(default_factory=list)  # one entry per process or container
 
 
 @dataclass(frozen=True)
 class NodeFailure:
     why: str
-    log: str  # the log that tells more
+    log: str  # the log that tells more, on the host that runs the node
+    log_tail: str = ""
 
 
 class NodeEngine(ABC):
     name: str
 
+    @property
+    def where(self) -> str:
+        """Where the nodes run, for messages: a host, a root cluster."""
+        return "?"
+
+    def preflight(self, ctx: Context) -> None:
+        """Refuse, before anything is made, what this engine cannot run. Optional."""
+        return None
+
+    def wave_size(self, ctx: Context) -> int:
+        """How many hollow nodes to start at once when the settings do not say; 0: all."""
+        return 0
+
+    @abstractmethod
+    def prepare(self, ctx: Context, names: list[str]) -> None:
+        """Record, then put in place, what all the nodes need (binaries, identities); once."""
+
     @abstractmethod
     def start(self, ctx: Context, names: list[str]) -> None:
-        """Record, then start, hollow nodes with these names. Idempotent: what runs is kept."""
+        """Record, then start, hollow nodes with these names (one wave)."""
 
     @abstractmethod
     def stop(self, ctx: Context) -> list[str]:
-        """Stop every hollow node in state; return what could not be stopped."""
+        """Stop every hollow node in state, and any this engine finds by the cluster's
+        marker that state missed; return what could not be stopped. Idempotent."""
 
     @abstractmethod
     def locate(self, ctx: Context, node: str) -> NodeLocation:
@@ -41,3 +61,7 @@ class NodeEngine(ABC):
     @abstractmethod
     def failed(self, ctx: Context) -> dict[str, NodeFailure]:
         """Hollow nodes that can no longer become Ready (their process is gone)."""
+
+    @abstractmethod
+    def collect_logs(self, ctx: Context, out: Path) -> list[Path]:
+        """Copy every hollow node's logs into out; return the files written."""

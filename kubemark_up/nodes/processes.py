@@ -1,19 +1,37 @@
-"""Hollow nodes as stock kubemark processes on a Host: for each node a hollow
-kubelet (hollow-node-<i>.kubelet) and a hollow kube-proxy (hollow-node-<i>.proxy),
-each with its own log and temp folder, all recorded in state before they start."""
+"""Hollow nodes as stock kubemark processes on a Host (this machine for the local
+provider, the master's host for preexisting): for each node a hollow kubelet
+(hollow-node-<i>.kubelet) and a hollow kube-proxy (hollow-node-<i>.proxy), each
+with its own log, all recorded in state before they start.
+
+Stock kubemark also leaves things behind that only this engine knows of: its root
+folder and fake CRI socket in a hard-coded /tmp. stop freezes the processes, finds
+those files and removes them once the processes are gone.
+"""
 
 from __future__ import annotations
 
+import posixpath
 import re
 from pathlib import Path
 
+from kubemark_up import staging
 from kubemark_up.context import Context
+from kubemark_up.errors import ConfigError
 from kubemark_up.hosts import Host
+from kubemark_up.master import MasterPaths
 from kubemark_up.nodes.base import NodeEngine, NodeFailure, NodeLocation
 from kubemark_up.nodes.hollow import kubelet_command, proxy_command
 from kubemark_up.state import ProcessRecord
 
 MORPHS = ("kubelet", "proxy")
+
+# Measured on this project's machines: a hollow kubelet holds 2 inotify instances,
+# and the per-user default limit is 128 (legacy kubemark hit it too, kubernetes#41713).
+INOTIFY_PER_NODE = 2
+# Hollow nodes started at once per CPU of their host: each kubemark process spends
+# about a third of a CPU-second starting, so larger waves only queue on the cores
+# and starve the master (see the README's benchmark).
+WAVE_PER_CPU = 25
 
 # Stock kubemark puts two things in a hard-coded /tmp, whatever TMPDIR says: the hollow
 # kubelet's root folder (test/utils MakeTempDirOrDie) and its fake CRI socket
@@ -28,98 +46,126 @@ def instance(node: str, morph: str) -> str:
     return f"{node}.{morph}"
 
 
+def _node_identity(relative: Path) -> bool:
+    """The files of pki/ the hollow nodes read: their certificates and kubeconfigs,
+    kube-proxy's, and the CA that checks the apiserver."""
+    parts = relative.parts
+    if parts[0] == "kubeconfigs":
+        return parts[1:2] in (("nodes",), ("kube-proxy.kubeconfig",))
+    return parts[0] in ("nodes", "kube-proxy.crt", "kube-proxy.key", "ca.crt")
+
+
 class ProcessNodes(NodeEngine):
     name = "processes"
 
-    def __init__(self, host: Host) -> None:
+    def __init__(self, host: Host, paths: MasterPaths, *, upload: bool = True) -> None:
         self.host = host
+        self.paths = paths  # where the binaries, identities and logs are on host
+        self.upload = upload  # False: paths.bin_dir is the user's, holding kubemark already
+
+    @property
+    def where(self) -> str:
+        return self.host.name
 
     def _records(self, ctx: Context) -> list[ProcessRecord]:
         return [r for r in ctx.state.processes.values() if r.role in MORPHS]
 
-    def _plan(self, ctx: Context, names: list[str]) -> None:
+    def _facts(self) -> dict:
+        return dict(self.host.call("facts", paths=[]))
+
+    def preflight(self, ctx: Context) -> None:
+        limit = self._facts().get("inotify_max_user_instances")
+        needed = ctx.settings.nodes * INOTIFY_PER_NODE + 16
+        if ctx.settings.nodes and limit is not None and needed > limit:
+            raise ConfigError(
+                f"{ctx.settings.nodes} hollow nodes need about {needed} inotify instances and {self.host.name} "
+                f"allows {limit} per user: raise it with `sysctl -w fs.inotify.max_user_instances={needed * 2}`"
+            )
+
+    def wave_size(self, ctx: Context) -> int:
+        return WAVE_PER_CPU * int(self._facts().get("cpus") or 1)
+
+    def prepare(self, ctx: Context, names: list[str]) -> None:
+        """The kubemark binary and the nodes' identities on the host (on this machine
+        they are already where they are read)."""
+        staging.put_binaries(
+            self.host, {"kubemark": Path(ctx.state.binaries["kubemark"])}, self.paths.bin_dir, upload=self.upload
+        )
+        staging.put_tree(self.host, ctx.dir.pki, self.paths.pki_dir, include=_node_identity)
+
+    def _plan(self, ctx: Context, names: list[str]) -> list[ProcessRecord]:
         new = [name for name in names if instance(name, "kubelet") not in ctx.state.processes]
-        if not new:
-            return
         low, high = ctx.settings.port_bounds
-        with ctx.dir.lock_ports():
+        with ctx.dir.lock_ports():  # picked and recorded before another cluster picks
             taken = set(ctx.state.ports.values()) | ctx.dir.claimed_ports()
             ports = self.host.free_ports(len(new), low=low, high=high, exclude=taken)
-            self._record(ctx, new, ports)
-
-    def _record(self, ctx: Context, new: list[str], ports: list[int]) -> None:
-        binary = ctx.state.binaries["kubemark"]
-        proxy_kubeconfig = str(ctx.dir.component_kubeconfig("kube-proxy"))
-        for name, port in zip(new, ports, strict=True):
-            ctx.state.ports[instance(name, "kubelet")] = port
-            commands = {
-                "kubelet": kubelet_command(
-                    ctx.settings, binary=binary, name=name,
-                    kubeconfig=str(ctx.dir.node_kubeconfig(name)), port=port,
-                ),
-                "proxy": proxy_command(ctx.settings, binary=binary, name=name, kubeconfig=proxy_kubeconfig),
-            }
-            for morph, argv in commands.items():
-                key = instance(name, morph)
-                ctx.state.processes[key] = ProcessRecord(
-                    name=key, role=morph, node=name, argv=argv, log=str(ctx.dir.logs / f"{key}.log")
-                )
-        ctx.state.nodes = list(dict.fromkeys([*ctx.state.nodes, *new]))
-        ctx.save()  # every process is in state before the first one starts
+            binary = self.paths.binary("kubemark")
+            proxy_kubeconfig = posixpath.join(self.paths.kubeconfig_dir, "kube-proxy.kubeconfig")
+            for name, port in zip(new, ports, strict=True):
+                ctx.state.ports[instance(name, "kubelet")] = port
+                kubeconfig = posixpath.join(self.paths.kubeconfig_dir, "nodes", f"{name}.kubeconfig")
+                commands = {
+                    "kubelet": kubelet_command(ctx.settings, binary=binary, name=name, kubeconfig=kubeconfig, port=port),
+                    "proxy": proxy_command(ctx.settings, binary=binary, name=name, kubeconfig=proxy_kubeconfig),
+                }
+                for morph, argv in commands.items():
+                    key = instance(name, morph)
+                    ctx.state.processes[key] = ProcessRecord(
+                        name=key, role=morph, node=name, argv=argv, log=self.paths.log(key)
+                    )
+            ctx.state.nodes = list(dict.fromkeys([*ctx.state.nodes, *new]))
+            ctx.save()  # every process is in state before the first one starts
+        wanted = set(names)
+        return [r for r in self._records(ctx) if r.node in wanted and r.pid is None]
 
     def start(self, ctx: Context, names: list[str]) -> None:
-        self._plan(ctx, names)
-        wanted = set(names)
-        for record in self._records(ctx):
-            handle = ctx.handle(record)
-            if record.node not in wanted or (handle and self.host.running(handle)):
-                continue
-            # PIDs reach state after the last spawn; a SIGKILL before then leaves processes
-            # that stop finds by this marker.
-            started = self.host.spawn(record.argv, log=Path(record.log), env={}, marker=ctx.dir.node_marker)
-            record.pid, record.create_time = started.pid, started.create_time
+        records = self._plan(ctx, names)
+        # PIDs reach state after the spawn; a SIGKILL before then leaves processes that
+        # stop finds by this marker.
+        handles = self.host.spawn_many([(r.argv, r.log) for r in records], env={}, marker=ctx.node_marker)
+        for record, handle in zip(records, handles, strict=True):
+            record.pid, record.start = handle.pid, handle.start
         ctx.save()
 
     def stop(self, ctx: Context) -> list[str]:
         # Recorded processes, and any started but not yet recorded when start was killed.
         handles = {h for r in self._records(ctx) if (h := ctx.handle(r))}
-        handles.update(self.host.find_marked(ctx.dir.node_marker))
+        handles.update(self.host.find_marked(ctx.node_marker))
         # Frozen, a hollow kubelet still starting up cannot make its socket after the scan.
-        self.host.pause(handles)
+        self.host.signal(handles, "STOP")
         scratch = self._scratch(ctx, handles)
         left = self.host.stop(handles, timeout=ctx.settings.stop_timeout)
         if not left:
-            self.host.remove(scratch)
-        return [f"hollow-node process {h.pid} would not stop" for h in left]
+            self.host.remove(sorted(scratch))
+        return [f"hollow-node process {h.pid} on {self.host.name} would not stop" for h in left]
 
     def _scratch(self, ctx: Context, handles: set) -> set[str]:
         """What the hollow kubelets put in /tmp: from a live one's listening sockets (its
         podresources socket lies in its root folder), else from its log. The patterns
         match only hollow-kubelet files, so scanning every hollow process is safe."""
-        kubelets = [r for r in self._records(ctx) if r.role == "kubelet"]
-        sockets = self.host.unix_sockets(handles)
         paths: set[str] = set()
-        for socket_path in (path for found in sockets.values() for path in found):
-            if _CRI_SOCKET.match(socket_path):
-                paths.add(socket_path)
-            elif match := _ROOT_DIR.match(socket_path):
-                paths.add(match[1])
-        for record in kubelets:
-            paths.update(_ROOT_DIR_LOGGED.findall(self.host.read_text(Path(record.log), limit=256 * 1024)))
+        for found in self.host.unix_listeners(handles).values():
+            for socket_path in found:
+                if _CRI_SOCKET.match(socket_path):
+                    paths.add(socket_path)
+                elif match := _ROOT_DIR.match(socket_path):
+                    paths.add(match[1])
+        for record in self._records(ctx):
+            if record.role == "kubelet":
+                paths.update(_ROOT_DIR_LOGGED.findall(self.host.read_text(record.log, limit=256 * 1024)))
         return paths
 
     def locate(self, ctx: Context, node: str) -> NodeLocation:
+        records = [r for m in MORPHS if (r := ctx.state.processes.get(instance(node, m)))]
+        alive = self.host.alive(h for r in records if (h := ctx.handle(r)))
         details = []
-        for morph in MORPHS:
-            record = ctx.state.processes.get(instance(node, morph))
-            if record is None:
-                continue
+        for record in records:
             handle = ctx.handle(record)
             details.append(
                 {
-                    "process": morph,
+                    "process": record.role,
                     "pid": record.pid,
-                    "running": bool(handle and self.host.running(handle)),
+                    "running": bool(handle and alive.get(handle)),
                     "log": record.log,
                     "port": ctx.state.ports.get(record.name),
                 }
@@ -127,9 +173,19 @@ class ProcessNodes(NodeEngine):
         return NodeLocation(node=node, where=f"kubemark processes on {self.host.name}", details=details)
 
     def failed(self, ctx: Context) -> dict[str, NodeFailure]:
-        failed = {}
-        for record in self._records(ctx):
+        records = self._records(ctx)
+        alive = self.host.alive(h for r in records if (h := ctx.handle(r)))
+        failed: dict[str, NodeFailure] = {}
+        for record in records:
             handle = ctx.handle(record)
-            if handle is None or not self.host.running(handle):
-                failed.setdefault(record.node, NodeFailure(f"its hollow {record.role} process exited", record.log))
+            if (handle is None or not alive.get(handle)) and record.node and record.node not in failed:
+                failed[record.node] = NodeFailure(f"its hollow {record.role} process exited", record.log)
         return failed
+
+    def collect_logs(self, ctx: Context, out: Path) -> list[Path]:
+        written = []
+        for record in self._records(ctx):
+            target = out / posixpath.basename(record.log)
+            if self.host.get(record.log, target):
+                written.append(target)
+        return written

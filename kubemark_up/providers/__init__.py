@@ -3,7 +3,7 @@
 Every provider, built in or third-party, is a Provider subclass registered under
 the entry-point group `kubemark_up.providers` (see registry.py)."""
 
-from kubemark_up.providers.base import Provider
+from kubemark_up.providers.base import MasterSite, Provider
 from kubemark_up.providers.registry import available, load
 
-__all__ = ["Provider", "available", "load"]
+__all__ = ["MasterSite", "Provider", "available", "load"]

@@ -1,33 +1,50 @@
-"""The Provider interface. A provider composes the shared pieces: it says which Host
-runs the master, at which addresses clients reach it, where the master's files
-live there, and which NodeEngine runs the hollow nodes. The steps of start and
-stop (cluster.py) are the same for every provider."""
+"""The Provider interface. A provider composes the shared pieces: where the master
+runs (a MasterSite: the host, the addresses clients reach it at, where its files
+are there) and which NodeEngine runs the hollow nodes; it may add steps of its own
+to start (with their undo), and declares its own settings.
+
+Providers are built with their settings as keyword arguments' worth of one model,
+so a provider written today keeps working when the interface grows."""
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import ClassVar
 
+from kubemark_up.config import ProviderSettings
 from kubemark_up.context import Context
 from kubemark_up.hosts import Host
 from kubemark_up.master import MasterPaths
 from kubemark_up.nodes import NodeEngine
+from kubemark_up.steps import Step
+
+
+@dataclass(frozen=True)
+class MasterSite:
+    host: Host
+    # IPs or DNS names clients reach the master at; the first goes into kubeconfigs,
+    # all of them into the serving certificate.
+    addresses: list[str]
+    bind_address: str  # where kube-apiserver listens on its host
+    paths: MasterPaths
+    # False when paths.bin_dir is the user's, holding the binaries already: checked, never written.
+    upload_binaries: bool = True
 
 
 class Provider(ABC):
     name: str = ""
+    settings_model: ClassVar[type[ProviderSettings]] = ProviderSettings
+    # Setting name -> the legacy environment variables that set it, most specific first.
+    legacy_env: ClassVar[Mapping[str, tuple[str, ...]]] = {}
+
+    def __init__(self, settings: ProviderSettings | None = None) -> None:
+        self.settings = settings if settings is not None else self.settings_model()
 
     @abstractmethod
-    def master_host(self, ctx: Context) -> Host:
-        """The host the master's processes run on."""
-
-    @abstractmethod
-    def master_addresses(self, ctx: Context) -> list[str]:
-        """Addresses (IPs or DNS names) clients reach the master at; the first goes
-        into kubeconfigs, all of them into the serving certificate."""
-
-    @abstractmethod
-    def master_paths(self, ctx: Context) -> MasterPaths:
-        """Where the master's certificates, kubeconfigs and data live on its host."""
+    def master(self, ctx: Context) -> MasterSite:
+        """Where the master runs."""
 
     @abstractmethod
     def node_engine(self, ctx: Context) -> NodeEngine:
@@ -35,4 +52,23 @@ class Provider(ABC):
 
     def preflight(self, ctx: Context) -> None:
         """Check, before anything is created, what would make start fail later. Optional."""
+        return None
+
+    def steps(self, shared: list[Step]) -> list[Step]:
+        """The steps of start, in order: the shared ones with this provider's own put
+        among them (steps.insert). The keys of the result must not change between
+        start and stop: stop finds each recorded step's undo by its key."""
+        return shared
+
+    def sweep(self, ctx: Context) -> list[str]:
+        """Stop what may run although state does not say so (state.json is damaged):
+        the hollow nodes, then every process with the cluster's marker on the master's
+        host. Returns the problems left."""
+        errors = self.node_engine(ctx).stop(ctx)
+        host = self.master(ctx).host
+        left = host.stop(host.find_marked(ctx.marker), timeout=ctx.settings.stop_timeout)
+        return errors + [f"process {h.pid} on {host.name} would not stop" for h in left]
+
+    def close(self) -> None:
+        """Let go of connections at the end of a command."""
         return None

@@ -7,6 +7,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from importlib.metadata import entry_points
 
+from kubemark_up.config import ProviderSpec, Settings
 from kubemark_up.errors import ConfigError, KubemarkUpError
 from kubemark_up.providers.base import Provider
 
@@ -36,8 +37,8 @@ def available() -> list[ProviderInfo]:
     return sorted(infos, key=lambda info: info.name)
 
 
-def load(name: str) -> Provider:
-    """The provider registered as name, instantiated; a one-line error otherwise."""
+def provider_class(name: str) -> type[Provider]:
+    """The Provider subclass registered as name; a one-line error otherwise."""
     matches = [ep for ep in entry_points(group=GROUP) if ep.name == name]
     if not matches:
         known = ", ".join(info.name for info in available()) or "none installed"
@@ -49,6 +50,21 @@ def load(name: str) -> Provider:
         raise KubemarkUpError(f"provider '{name}' ({ep.value}) failed to load: {exc}") from None
     if not (isinstance(cls, type) and issubclass(cls, Provider)):
         raise KubemarkUpError(f"provider '{name}' ({ep.value}) is not a kubemark_up Provider subclass")
-    provider = cls()
-    provider.name = provider.name or name
+    return cls
+
+
+def spec(name: str) -> ProviderSpec:
+    """How to read the provider's own settings."""
+    cls = provider_class(name)
+    return ProviderSpec(model=cls.settings_model, legacy_env=cls.legacy_env)
+
+
+def load(settings: Settings) -> Provider:
+    """The provider settings name, built with its own settings."""
+    cls = provider_class(settings.provider)
+    try:
+        provider = cls(cls.settings_model.model_validate(settings.provider_settings))
+    except ValueError as exc:  # settings recorded by another version of the provider
+        raise ConfigError(f"the settings of provider '{settings.provider}' do not fit it: {exc}") from None
+    provider.name = provider.name or settings.provider
     return provider

@@ -1,0 +1,231 @@
+"""The preexisting provider: the master on a machine the user already has, reached
+over SSH. kubemark-up puts the binaries, PKI, manifests and start script into
+<remote_root>/<name>/ there and runs the master supervised, as it does locally. The
+hollow nodes run as stock kubemark processes on that same host (the Kubemark
+proposal's "Option 1"); pods on a root cluster come with the pods engine.
+
+On the host it makes one folder per cluster, marked with the cluster's uid, and
+removes only a folder that carries that mark (and remote_root itself only if it
+made it and it is empty).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import getpass
+import ipaddress
+import posixpath
+from collections.abc import Mapping
+from pathlib import Path
+from typing import ClassVar, Literal
+
+from pydantic import Field, field_validator
+
+from kubemark_up.config import ProviderSettings
+from kubemark_up.context import Context
+from kubemark_up.errors import ConfigError, HostError
+from kubemark_up.hosts.ssh import SSHHost, SSHTarget, fingerprint
+from kubemark_up.master import MasterPaths
+from kubemark_up.nodes import NodeEngine
+from kubemark_up.nodes.processes import ProcessNodes
+from kubemark_up.providers.base import MasterSite, Provider
+from kubemark_up.steps import Step, insert
+
+OWNER_FILE = ".kubemark-up-cluster"  # in the cluster's folder on the host: its uid
+MIN_PYTHON = (3, 8)
+
+
+class PreexistingSettings(ProviderSettings):
+    """Documented in config/default.yaml, under `preexisting:`."""
+
+    host: str
+    port: int = Field(22, ge=1, le=65535)
+    user: str | None = None
+    identity_file: Path | None = None
+    known_hosts: Path = Path("~/.ssh/known_hosts")
+    trust_unknown_host: bool = False
+    connect_timeout: float = Field(10, gt=0)
+    python: str = "python3"
+    address: str | None = None
+    bind_address: str | None = None
+    remote_root: str = "/etc/srv/kubernetes"
+    remote_bin_dir: str | None = None
+    hollow_nodes: Literal["master-host"] = "master-host"
+
+    @field_validator("host")
+    @classmethod
+    def _host(cls, value: str) -> str:
+        try:
+            ipaddress.ip_address(value)
+        except ValueError:
+            if ":" in value or not value:
+                raise ValueError("a host name or IP address, without a port (the SSH port is preexisting.port)") from None
+        return value
+
+    @field_validator("remote_root", "remote_bin_dir")
+    @classmethod
+    def _absolute(cls, value: str | None) -> str | None:
+        if value is not None and not posixpath.isabs(value):
+            raise ValueError("must be an absolute path on the host")
+        return posixpath.normpath(value) if value else value
+
+    @field_validator("bind_address")
+    @classmethod
+    def _ip(cls, value: str | None) -> str | None:
+        if value is not None:
+            try:
+                ipaddress.ip_address(value)
+            except ValueError:
+                raise ValueError("must be an IP address of the host, or 0.0.0.0") from None
+        return value
+
+
+class PreexistingProvider(Provider):
+    name = "preexisting"
+    settings_model = PreexistingSettings
+    # The legacy pre-existing provider's names (MASTER_IP without a port), and the SSH
+    # names clusterloader2 reads.
+    legacy_env: ClassVar[Mapping[str, tuple[str, ...]]] = {
+        "host": ("MASTER_IP",), "user": ("KUBE_SSH_USER",), "identity_file": ("KUBE_SSH_KEY_PATH",),
+    }
+    settings: PreexistingSettings
+
+    def __init__(self, settings: ProviderSettings | None = None) -> None:
+        super().__init__(settings)
+        self._host: SSHHost | None = None
+
+    # Where things are -----------------------------------------------------------
+
+    def _root(self, ctx: Context) -> str:
+        return posixpath.join(self.settings.remote_root, ctx.info.name)
+
+    def _ssh(self, ctx: Context) -> SSHHost:
+        if self._host is None:
+            s = self.settings
+            target = SSHTarget(
+                host=s.host, port=s.port, user=s.user or getpass.getuser(),
+                identity_file=s.identity_file.expanduser() if s.identity_file else None,
+                known_hosts=s.known_hosts.expanduser(), trust_unknown_host=s.trust_unknown_host,
+                connect_timeout=s.connect_timeout, python=s.python,
+            )
+            target = dataclasses.replace(target, pinned_key=ctx.state.host_keys.get(target.name))
+
+            def pin(key: str, on_trust: bool) -> None:
+                if on_trust:
+                    ctx.ui.warn(f"trusting the unknown host key of {target.name} ({fingerprint(key)}) on first use")
+                ctx.state.host_keys[target.name] = key  # saved with the next state write
+
+            self._host = SSHHost(target, supervisor=posixpath.join(self._bin_dir(ctx), "supervise.py"), on_host_key=pin)
+        return self._host
+
+    def _bin_dir(self, ctx: Context) -> str:
+        return posixpath.join(self._root(ctx), "bin")
+
+    def master(self, ctx: Context) -> MasterSite:
+        s, root = self.settings, self._root(ctx)
+        address = s.address or s.host
+        addresses = list(dict.fromkeys([address, s.host]))
+        bind = s.bind_address or (address if _is_ip(address) else "0.0.0.0")
+        paths = MasterPaths(
+            pki_dir=posixpath.join(root, "pki"), kubeconfig_dir=posixpath.join(root, "pki", "kubeconfigs"),
+            data_dir=posixpath.join(root, "run"), bin_dir=s.remote_bin_dir or self._bin_dir(ctx),
+            log_dir=posixpath.join(root, "logs"),
+        )
+        return MasterSite(host=self._ssh(ctx), addresses=addresses, bind_address=bind, paths=paths,
+                          upload_binaries=s.remote_bin_dir is None)
+
+    def node_engine(self, ctx: Context) -> NodeEngine:
+        site = self.master(ctx)
+        return ProcessNodes(site.host, site.paths, upload=site.upload_binaries)
+
+    # Start ------------------------------------------------------------------------
+
+    def preflight(self, ctx: Context) -> None:
+        host, root = self._ssh(ctx), self._root(ctx)
+        remote_root = self.settings.remote_root
+        facts = host.call("facts", paths=[remote_root, root])  # connects: host key and login checked here
+        if tuple(facts["python"][:2]) < MIN_PYTHON:
+            found = ".".join(str(part) for part in facts["python"])
+            raise HostError(f"{host.name} has Python {found}; kubemark-up needs 3.8 or later there (set preexisting.python)")
+        if facts["exists"][root]:
+            raise HostError(
+                f"{root} already exists on {host.name}: another cluster named '{ctx.info.name}' uses it, "
+                "or was not stopped; stop it, or choose another --name"
+            )
+        if not facts["writable"][remote_root]:
+            raise HostError(
+                f"{host.target.user} cannot write {remote_root} on {host.name}: set preexisting.remote_root to a folder "
+                "that user may write (the legacy /etc/srv/kubernetes needs root)"
+            )
+        port = ctx.settings.apiserver_port
+        if port and host.port_in_use(port):
+            raise ConfigError(f"apiserver_port {port} is already in use on {host.name}")
+        self.node_engine(ctx).preflight(ctx)
+
+    def steps(self, shared: list[Step]) -> list[Step]:
+        host_step = Step(
+            "host", "make the cluster's folder on the master host", self._prepare,
+            undo=self._release, undo_title="fetch the logs and remove the cluster's folder from the master host",
+        )
+        return insert(shared, before="ports", new=[host_step])
+
+    def _prepare(self, ctx: Context) -> None:
+        host, root = self._ssh(ctx), self._root(ctx)
+        remote_root = self.settings.remote_root
+        if not host.call("facts", paths=[remote_root])["exists"][remote_root]:
+            with ctx.creating("folder", remote_root, step="host", host=host.name):
+                host.mkdirs([remote_root], mode=0o755)
+        with ctx.creating("folder", root, step="host", host=host.name, owner=ctx.info.uid):
+            (made,) = host.mkdirs([root], mode=0o700)
+            if not made:
+                raise HostError(f"{root} appeared on {host.name} while start was preparing it; it is not ours")
+            host.put(posixpath.join(root, OWNER_FILE), f"{ctx.info.uid}\n".encode(), mode=0o600)
+            host.mkdirs([posixpath.join(root, "logs"), self._bin_dir(ctx)], mode=0o700)
+
+    # Stop -------------------------------------------------------------------------
+
+    def _release(self, ctx: Context) -> list[str]:
+        """Stop anything of the cluster still running there, fetch the logs (unless told
+        not to), remove the cluster's folder if it carries our uid, then remote_root if
+        we made it and it is empty."""
+        host, root = self._ssh(ctx), self._root(ctx)
+        left = host.stop(host.find_marked(ctx.marker), timeout=ctx.settings.stop_timeout)
+        if left:
+            return [f"process {h.pid} of this cluster on {host.name} would not stop" for h in left]
+        owner = host.read_text(posixpath.join(root, OWNER_FILE)).strip()
+        if owner and owner != ctx.info.uid:
+            return [f"{root} on {host.name} belongs to another cluster (uid {owner}); left as it is"]
+        if owner and ctx.fetch_logs:
+            logs = posixpath.join(root, "logs")
+            ctx.dir.logs.mkdir(mode=0o700, parents=True, exist_ok=True)
+            for name in host.listdir(logs):
+                host.get(posixpath.join(logs, name), ctx.dir.logs / name)
+        recorded = ctx.state.resource("folder", root)
+        if owner:
+            host.remove([root])
+        elif recorded is not None:
+            # Made, then killed before it was marked: ours only while it is still empty.
+            host.call("rmdir_if_empty", path=root)
+        if recorded is not None:
+            ctx.forget(recorded)
+        made_root = ctx.state.resource("folder", self.settings.remote_root)
+        if made_root is not None:
+            host.call("rmdir_if_empty", path=self.settings.remote_root)
+            ctx.forget(made_root)
+        return []
+
+    def sweep(self, ctx: Context) -> list[str]:
+        errors = super().sweep(ctx)
+        return errors or self._release(ctx)
+
+    def close(self) -> None:
+        if self._host is not None:
+            self._host.close()
+
+
+def _is_ip(value: str) -> bool:
+    try:
+        ipaddress.ip_address(value)
+    except ValueError:
+        return False
+    return True
