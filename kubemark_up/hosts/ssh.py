@@ -169,9 +169,10 @@ class SSHHost(Host):
             client.close()
             raise ConfigError(f"the private key {exc.filename} does not exist") from None
         except (paramiko.SSHException, OSError, EOFError) as exc:
+            transport = client.get_transport()
             client.close()
             message = str(exc) or type(exc).__name__
-            if "banner" in message.lower():
+            if "banner" in message.lower() or (transport is not None and not transport.remote_version):
                 message = f"no SSH server answered within {target.connect_timeout:g}s"
             raise HostError(f"{where}: {message}") from None
         transport = client.get_transport()
@@ -235,6 +236,8 @@ class SSHHost(Host):
                 raise HostError(f"`{command[:80]}` on {self.name} did not finish in {timeout:.0f}s") from None
             reader.join(timeout=5)
             channel.close()
+        if code == -1:  # closed without an exit status: the connection went away
+            raise HostError(f"lost the SSH connection to {self.name} (while running `{command[:40]}...`)")
         return code, b"".join(output), b"".join(errors)
 
     def run(self, argv: Sequence[str], *, stdin: bytes = b"", timeout: float = 60) -> Completed:
@@ -304,6 +307,8 @@ class SSHHost(Host):
             code = channel.recv_exit_status()
             error = channel.recv_stderr(4096).decode(errors="replace").strip()
             channel.close()
+        if code == -1:
+            raise HostError(f"lost the SSH connection to {self.name} (while writing {path})")
         if code != 0:
             raise HostError(f"{self.name}: cannot write {path} ({error or f'exit {code}'})")
 
