@@ -86,13 +86,13 @@ def start(
     total = sum(ctx.state.timings.values())
     name, count = ctx.info.name, len(ctx.state.nodes)
     if not count:
-        nodes = "a master-only cluster (no hollow nodes)"
+        summary = "a master-only cluster (no hollow nodes)"
     elif ctx.state.nodes_ready is not None and ctx.state.nodes_ready < count:
-        nodes = f"{ctx.state.nodes_ready} of {count} hollow nodes Ready (allowed_not_ready {settings.allowed_not_ready})"
+        summary = f"{ctx.state.nodes_ready} of {count} hollow nodes Ready (allowed_not_ready {settings.allowed_not_ready})"
     else:
-        nodes = f"{count} hollow nodes Ready"
+        summary = f"{count} hollow nodes Ready"
     out.print(
-        f"kubemark cluster '{name}' is up: {nodes}, {total:.1f}s after start\n"
+        f"kubemark cluster '{name}' is up: {summary}, {total:.1f}s after start\n"
         f"  API endpoint: {ctx.state.endpoint}\n"
         f"  kubeconfig:   {ctx.dir.kubeconfig}\n"
         f"  try:          kubectl --kubeconfig {ctx.dir.kubeconfig} get nodes\n"

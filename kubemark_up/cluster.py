@@ -111,6 +111,7 @@ def _shielded() -> Iterator[None]:
 def _refuse_existing(cdir: ClusterDir) -> None:
     if not cdir.exists():
         return
+    phase: str
     try:
         phase = cdir.load().phase
     except KubemarkUpError:

@@ -424,14 +424,14 @@ def _describe(exc: ValidationError, sources: Mapping[str, str]) -> str:
     if error["type"] == "extra_forbidden":
         where = sources.get(field, "")
         return f"unknown setting '{field}'" + (f" in {where}" if where else "")
-    where = sources.get(field)
-    return f"{field}: {message}" + (f" (from {where})" if where else "")
+    origin = sources.get(field)
+    return f"{field}: {message}" + (f" (from {origin})" if origin else "")
 
 
 def cluster_name(flag: str | None, environ: Mapping[str, str] | None = None) -> str:
     """The cluster a command acts on: --name, else KUBEMARK_UP_NAME, else the default."""
     environ = os.environ if environ is None else environ
-    name = flag or environ.get(ENV_PREFIX + "NAME") or Settings.model_fields["name"].default
+    name = str(flag or environ.get(ENV_PREFIX + "NAME") or Settings.model_fields["name"].default)
     try:
         return _check_name(name)
     except ValueError as exc:

@@ -11,6 +11,7 @@ import json
 import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
+from typing import Any
 
 import urllib3
 from kubernetes import client
@@ -37,7 +38,8 @@ def is_ready(node: dict) -> bool:
 
 
 def _list_nodes(api: client.CoreV1Api, timeout: float = 30) -> dict:
-    response = api.list_node(_preload_content=False, _request_timeout=timeout)
+    # Without preloading, the client returns the raw urllib3 response, whatever its types say.
+    response: Any = api.list_node(_preload_content=False, _request_timeout=timeout)
     return json.loads(response.data)
 
 
@@ -98,7 +100,7 @@ class ReadyWatch:
                 time.sleep(1)
 
     def _watch(self, window: int, need: int) -> None:
-        response = self.api.list_node(
+        response: Any = self.api.list_node(
             watch=True, resource_version=self._version, timeout_seconds=window,
             allow_watch_bookmarks=True, _preload_content=False, _request_timeout=window + 10,
         )

@@ -280,5 +280,5 @@ def _flock(path: Path, *, refuse: str | None) -> Iterator[None]:
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | (fcntl.LOCK_NB if refuse else 0))
         except BlockingIOError:
-            raise KubemarkUpError(refuse) from None
+            raise KubemarkUpError(refuse or "locked") from None
         yield

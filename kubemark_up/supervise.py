@@ -33,23 +33,32 @@ def _write(path: str, status: dict) -> None:
     os.replace(tmp, path)
 
 
+class _State:
+    """What the signal handler and the loop share."""
+
+    def __init__(self) -> None:
+        self.stopping = False
+        self.child: subprocess.Popen | None = None
+
+
 def main(argv: list[str]) -> int:
     if len(argv) < 3 or argv[1] != "--":
         print("usage: supervise.py STATUS_FILE -- COMMAND [ARG...]", file=sys.stderr)
         return 2
     status_file, command = argv[0], argv[2:]
     name = os.path.basename(status_file).split(".supervise.json")[0]
-    state = {"stopping": False, "child": None}
+    state = _State()
 
     def on_signal(signum: int, frame: object) -> None:
-        state["stopping"] = True
-        child = state["child"]
+        state.stopping = True
+        child = state.child
         if child is not None and child.poll() is None:
             child.send_signal(signum)
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
-    status = {"pid": None, "restarts": 0, "last_exit_code": None}
+    restarts = 0
+    status: dict = {"pid": None, "restarts": restarts, "last_exit_code": None}
     backoff = BACKOFF_START
     while True:
         started = time.monotonic()
@@ -58,21 +67,22 @@ def main(argv: list[str]) -> int:
         except OSError as exc:
             print(f"kubemark-up supervise: cannot start {command[0]}: {exc}", flush=True)
             return 127
-        state["child"] = child
-        if state["stopping"]:  # a signal came while it was being started
+        state.child = child
+        if state.stopping:  # a signal came while it was being started
             child.terminate()
         status["pid"] = child.pid
         _write(status_file, status)
         code = child.wait()
         code = 128 - code if code < 0 else code  # killed by a signal: 128 + its number
         status["last_exit_code"] = code
-        if state["stopping"]:
+        if state.stopping:
             status["pid"] = None
             _write(status_file, status)
             return code
         if time.monotonic() - started >= RESET_AFTER:
             backoff = BACKOFF_START
-        status["restarts"] += 1
+        restarts += 1
+        status["restarts"] = restarts
         status["pid"] = None
         _write(status_file, status)
         print(
@@ -81,9 +91,9 @@ def main(argv: list[str]) -> int:
             flush=True,
         )
         deadline = time.monotonic() + backoff
-        while not state["stopping"] and time.monotonic() < deadline:
+        while not state.stopping and time.monotonic() < deadline:
             time.sleep(0.2)
-        if state["stopping"]:
+        if state.stopping:
             return code
         backoff = min(backoff * 2, BACKOFF_MAX)
 

@@ -34,6 +34,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
+from typing import Any, Callable
 
 # Every process kubemark-up starts carries this variable, set to its cluster's marker;
 # `stop` looks for it to find processes whose PID never reached state.
@@ -411,7 +412,7 @@ class AgentError(Exception):
     """A failure the caller should see as one line."""
 
 
-VERBS = {
+VERBS: dict[str, Callable[..., Any]] = {
     "alive": alive, "spawn": spawn, "send": send, "stop": stop, "find_marked": find_marked,
     "supervision": supervision, "unix_listeners": unix_listeners,
     "ports_in_use": ports_in_use, "free_ports": free_ports, "probe": probe,

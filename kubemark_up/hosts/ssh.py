@@ -179,8 +179,8 @@ class SSHHost(Host):
         assert transport is not None
         transport.set_keepalive(15)
         if self._on_host_key is not None and not target.pinned_key:
-            key = transport.get_remote_server_key()
-            self._on_host_key(f"{key.get_name()} {key.get_base64()}", decide.accepted)
+            server_key = transport.get_remote_server_key()
+            self._on_host_key(f"{server_key.get_name()} {server_key.get_base64()}", decide.accepted)
         return client
 
     def close(self) -> None:

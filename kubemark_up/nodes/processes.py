@@ -13,6 +13,7 @@ from __future__ import annotations
 import posixpath
 import re
 from pathlib import Path
+from typing import Literal
 
 from kubemark_up import staging
 from kubemark_up.context import Context
@@ -23,7 +24,7 @@ from kubemark_up.nodes.base import NodeEngine, NodeFailure, NodeLocation
 from kubemark_up.nodes.hollow import kubelet_command, proxy_command
 from kubemark_up.state import ProcessRecord
 
-MORPHS = ("kubelet", "proxy")
+MORPHS: tuple[Literal["kubelet"], Literal["proxy"]] = ("kubelet", "proxy")
 
 # Measured on this project's machines: a hollow kubelet holds 2 inotify instances,
 # and the per-user default limit is 128 (legacy kubemark hit it too, kubernetes#41713).
@@ -104,7 +105,7 @@ class ProcessNodes(NodeEngine):
             for name, port in zip(new, ports, strict=True):
                 ctx.state.ports[instance(name, "kubelet")] = port
                 kubeconfig = posixpath.join(self.paths.kubeconfig_dir, "nodes", f"{name}.kubeconfig")
-                commands = {
+                commands: dict[Literal["kubelet", "proxy"], list[str]] = {
                     "kubelet": kubelet_command(ctx.settings, binary=binary, name=name, kubeconfig=kubeconfig, port=port),
                     "proxy": proxy_command(ctx.settings, binary=binary, name=name, kubeconfig=proxy_kubeconfig),
                 }
