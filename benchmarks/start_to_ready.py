@@ -1,17 +1,22 @@
 """Benchmark: time from `kubemark-up start` to all hollow nodes Ready, and the cost of
-each hollow node at steady state, for the local provider.
+each hollow node at steady state.
 
-    python3 benchmarks/start_to_ready.py --nodes 10 --nodes 50 [--settle 30] [--sample 60]
+    python3 benchmarks/start_to_ready.py --nodes 10 --nodes 50 [--repeat 5] [--wave W]
+        [--provider local|preexisting] [--settle 30] [--sample 60 | --sample 0]
 
-For each node count it runs the real CLI in a fresh KUBEMARK_UP_HOME (binaries from
-the normal cache or KUBEMARK_UP_BIN_DIR), then:
-  - wall seconds from launching `start` until it exits with every node Ready, and the
-    per-step timings start recorded in state.json;
+For each node count (and each repeat) it runs the real CLI in a fresh
+KUBEMARK_UP_HOME (binaries from the normal cache or KUBEMARK_UP_BIN_DIR), then:
+  - wall seconds from launching `start` until it exits with every node Ready, the
+    per-step timings start recorded in state.json, and how often each master
+    component restarted meanwhile (its supervisor's count);
   - after --settle seconds, CPU (cputime delta over --sample seconds) and PSS of every
     process, grouped as hollow kubelet, hollow proxy and each master component. PSS,
     not RSS: RSS counts the binary's file pages once per process although all copies
     share them;
   - wall seconds for `stop`.
+With --provider preexisting the master and the nodes run on "another" host: this
+machine through a real unprivileged sshd on a loopback port (tests/sshd.py), so
+every file and command goes through SSH.
 Results: one JSON file per run in benchmarks/results/, and a summary on stdout.
 """
 
@@ -29,14 +34,12 @@ from pathlib import Path
 
 import psutil
 
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
 from kubemark_up.hosts import supervision_file
+from tests.sshd import SSHServer
 
 RESULTS = Path(__file__).parent / "results"
-
-
-def _cli(home: Path, *args: str) -> subprocess.CompletedProcess:
-    env = dict(os.environ, KUBEMARK_UP_HOME=str(home))
-    return subprocess.run([sys.executable, "-m", "kubemark_up", *args], env=env, capture_output=True, text=True)
 
 
 def _bin_dir() -> str:
@@ -49,6 +52,13 @@ def _bin_dir() -> str:
     return str(found["kubemark"].path.parent)
 
 
+def _supervised(record: dict) -> dict:
+    try:
+        return json.loads(Path(supervision_file(record["log"])).read_text())
+    except (OSError, ValueError):
+        return {}
+
+
 def _sample(state: dict, seconds: float) -> dict:
     """CPU over `seconds` and PSS at the end, per role group."""
     processes = {}
@@ -56,14 +66,13 @@ def _sample(state: dict, seconds: float) -> dict:
         pids = {name: record["pid"]}
         if record["role"] == "master":
             # state holds the supervisor's pid; the component is its child.
-            status = json.loads(Path(supervision_file(record["log"])).read_text())
-            pids = {name: status["pid"], "supervisor": record["pid"]}
+            pids = {name: _supervised(record).get("pid"), "supervisor": record["pid"]}
         for group_name, pid in pids.items():
             try:
                 process = psutil.Process(pid)
                 role = "supervisor" if group_name == "supervisor" else record["role"]
                 processes[f"{name}/{group_name}"] = (role, group_name, process, sum(process.cpu_times()[:2]))
-            except psutil.NoSuchProcess:
+            except (psutil.NoSuchProcess, TypeError):
                 continue
     time.sleep(seconds)
     groups: dict[str, dict[str, list[float]]] = {}
@@ -89,24 +98,47 @@ def _sample(state: dict, seconds: float) -> dict:
     }
 
 
-def run(nodes: int, settle: float, sample: float, bin_dir: str) -> dict:
+def _config(home: Path, provider: str, sshd: SSHServer | None) -> list[str]:
+    if provider == "local":
+        return []
+    assert sshd is not None
+    path = home / "config.yaml"
+    path.write_text(
+        "provider: preexisting\npreexisting:\n"
+        f"  host: {sshd.host}\n  port: {sshd.port}\n  user: {sshd.user}\n"
+        f"  identity_file: {sshd.client_key}\n  known_hosts: {sshd.known_hosts}\n"
+        f"  remote_root: {sshd.home}/kmup-bench\n"
+    )
+    return ["--config", str(path)]
+
+
+def run(nodes: int, *, provider: str, wave: int | None, settle: float, sample: float, bin_dir: str,
+        sshd: SSHServer | None) -> dict:
     with tempfile.TemporaryDirectory(prefix="kmup-bench-") as tmp:
         home = Path(tmp)
+        env = dict(os.environ, KUBEMARK_UP_HOME=str(home), KUBEMARK_UP_BIN_DIR=bin_dir)
+        if wave:
+            env["KUBEMARK_UP_NODE_START_WAVE"] = str(wave)
         name = f"bench-{nodes}"
+        extra = _config(home, provider, sshd)
         began = time.monotonic()
         start = subprocess.run(
-            [sys.executable, "-m", "kubemark_up", "start", "--name", name, "--nodes", str(nodes), "--bin-dir", bin_dir],
-            env=dict(os.environ, KUBEMARK_UP_HOME=str(home)), capture_output=True, text=True,
+            [sys.executable, "-m", "kubemark_up", "start", "--name", name, "--nodes", str(nodes), *extra],
+            env=env, capture_output=True, text=True,
         )
         start_seconds = time.monotonic() - began
         if start.returncode != 0:
-            _cli(home, "stop", "--name", name)
+            subprocess.run([sys.executable, "-m", "kubemark_up", "stop", "--name", name], env=env)
             raise SystemExit(f"start of {nodes} nodes failed:\n{start.stderr[-3000:]}")
         state = json.loads((home / name / "state.json").read_text())
-        time.sleep(settle)
-        usage = _sample(state, sample)
+        restarts = {n: _supervised(r).get("restarts", 0) for n, r in state["processes"].items() if r["role"] == "master"}
+        usage = {}
+        if sample > 0:
+            time.sleep(settle)
+            usage = _sample(state, sample)
         began = time.monotonic()
-        stop = _cli(home, "stop", "--name", name, "--purge")
+        stop = subprocess.run([sys.executable, "-m", "kubemark_up", "stop", "--name", name, "--purge"],
+                              env=env, capture_output=True, text=True)
         stop_seconds = time.monotonic() - began
         if stop.returncode != 0:
             raise SystemExit(f"stop failed:\n{stop.stderr[-3000:]}")
@@ -117,9 +149,13 @@ def run(nodes: int, settle: float, sample: float, bin_dir: str) -> dict:
         "rss_mib": round(kubelet.get("mean_rss_mib", 0) + proxy.get("mean_rss_mib", 0), 3),
     }
     return {
+        "provider": provider,
         "nodes": nodes,
+        "wave": wave or "default",
         "start_to_ready_seconds": round(start_seconds, 2),
+        "nodes_ready": state.get("nodes_ready"),
         "step_seconds": state["timings"],
+        "master_restarts_during_start": restarts,
         "stop_seconds": round(stop_seconds, 2),
         "settle_seconds": settle,
         "sample_seconds": sample,
@@ -129,27 +165,43 @@ def run(nodes: int, settle: float, sample: float, bin_dir: str) -> dict:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--nodes", type=int, action="append", help="node counts (repeatable) [10, 50]")
+    parser.add_argument("--repeat", type=int, default=1, help="starts of each node count, one after another")
+    parser.add_argument("--wave", type=int, default=None, help="node_start_wave [the default: sized to the host]")
+    parser.add_argument("--provider", choices=["local", "preexisting"], default="local")
     parser.add_argument("--settle", type=float, default=30, help="seconds after Ready before sampling")
-    parser.add_argument("--sample", type=float, default=60, help="seconds of CPU sampling")
+    parser.add_argument("--sample", type=float, default=60, help="seconds of CPU sampling (0: none)")
     args = parser.parse_args()
     bin_dir = _bin_dir()
     machine = {"cpus": psutil.cpu_count(), "memory_gib": round(psutil.virtual_memory().total / 2**30, 1)}
     RESULTS.mkdir(exist_ok=True)
-    for nodes in args.nodes or [10, 50]:
-        result = run(nodes, args.settle, args.sample, bin_dir)
-        result["machine"] = machine
-        result["when"] = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
-        path = RESULTS / f"start-to-ready-{nodes}-{result['when'].replace(':', '')}.json"
-        path.write_text(json.dumps(result, indent=1))
-        node = result["per_hollow_node"]
-        print(
-            f"{nodes} hollow nodes: Ready {result['start_to_ready_seconds']}s after start; per node "
-            f"{node['millicpu']} mCPU, {node['pss_mib']} MiB PSS ({node['rss_mib']} MiB RSS); "
-            f"stop {result['stop_seconds']}s  [{path}]",
-            flush=True,
-        )
+    sshd = SSHServer() if args.provider == "preexisting" else None
+    if sshd is not None:
+        sshd.start()
+    try:
+        for nodes in args.nodes or [10, 50]:
+            for attempt in range(1, args.repeat + 1):
+                result = run(nodes, provider=args.provider, wave=args.wave, settle=args.settle, sample=args.sample,
+                             bin_dir=bin_dir, sshd=sshd)
+                result["machine"] = machine
+                result["attempt"] = attempt
+                result["when"] = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
+                stamp = result["when"].replace(":", "")
+                path = RESULTS / f"start-to-ready-{args.provider}-{nodes}-{stamp}-{attempt}.json"
+                path.write_text(json.dumps(result, indent=1))
+                node = result["per_hollow_node"]
+                restarted = {n: r for n, r in result["master_restarts_during_start"].items() if r}
+                cost = f"; per node {node['millicpu']} mCPU, {node['pss_mib']} MiB PSS" if args.sample > 0 else ""
+                print(
+                    f"{args.provider} {nodes} hollow nodes (run {attempt}/{args.repeat}, wave {result['wave']}): "
+                    f"Ready {result['start_to_ready_seconds']}s after start{cost}; master restarts {restarted or 0}; "
+                    f"stop {result['stop_seconds']}s  [{path}]",
+                    flush=True,
+                )
+    finally:
+        if sshd is not None:
+            sshd.cleanup()
 
 
 if __name__ == "__main__":

@@ -119,6 +119,8 @@ def test_the_full_cycle_through_ssh(remote, tmp_path):
     empty.write_text("")
     result = remote.start("remote", 2, known_hosts=str(empty), trust_unknown_host=True)
     assert result.returncode == 0, result.stderr
+    # Not a terminal: a long step says when it begins, not only when it ends.
+    assert "… put the master's binaries in" in result.stderr
     assert f"trusting the unknown host key of {remote.sshd.user}@127.0.0.1:{remote.sshd.port}" in result.stderr
     assert remote.sshd.host_key_fingerprint in result.stderr
     state = remote.state("remote")
@@ -234,8 +236,52 @@ def test_a_master_component_that_crashes_on_the_host_is_restarted(remote):
     assert again["restarts"] == 1 and again["pid"] != apiserver["pid"]
     log = (remote.cluster_root("crash") / "logs" / "kube-apiserver.log").read_text()
     assert "kube-apiserver exited with code 137; restart 1 in 10s" in log
-    assert remote.cli.run("stop", "--name", "crash").returncode == 0
+    # Told not to, stop leaves the host's logs behind with everything else it removes.
+    assert remote.cli.run("stop", "--name", "crash", "--no-fetch-logs").returncode == 0
     assert_nothing_left(remote, "crash")
+    assert not (remote.cli.home / "crash" / "logs" / "kube-apiserver.log").exists()
+
+
+def test_binaries_already_on_the_host_are_checked_not_uploaded(remote, bin_dir):
+    """remote_bin_dir: the user's folder of the same build, checked by SHA-256 and
+    never written; another build there is refused before the master starts."""
+    theirs = remote.sshd.home / f"bins-{os.getpid()}"
+    theirs.mkdir()
+    try:
+        for name in ("kube-master", "kubemark"):
+            (theirs / name).write_bytes((bin_dir / name).read_bytes())
+            (theirs / name).chmod(0o755)
+        for name in ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler"):
+            (theirs / name).symlink_to("kube-master")
+        subprocess.run(["chown", "-R", remote.sshd.user, str(theirs)], check=True)
+        before = {p.name: p.stat().st_mtime_ns for p in theirs.iterdir()}
+        result = remote.start("shared-bins", 1, remote_bin_dir=str(theirs))
+        assert result.returncode == 0, result.stderr
+        assert f"check the master's binaries in {theirs}" in result.stderr
+        assert not (remote.cluster_root("shared-bins") / "bin" / "kube-master").exists()
+        record = remote.state("shared-bins")["processes"]["hollow-node-0.kubelet"]
+        assert record["argv"][0] == f"{theirs}/kubemark"
+        assert remote.cli.run("stop", "--name", "shared-bins").returncode == 0
+        assert_nothing_left(remote, "shared-bins")
+        assert {p.name: p.stat().st_mtime_ns for p in theirs.iterdir()} == before  # untouched, and kept
+        (theirs / "kube-master").write_bytes(b"#!/bin/sh\nexit 0\n")  # another build
+        result = remote.start("other-bins", 1, remote_bin_dir=str(theirs))
+        assert_one_line_error(result, 1, f"{theirs}/kube-master on {remote.sshd.user}@127.0.0.1", "is another build")
+        assert_nothing_left(remote, "other-bins")
+    finally:
+        subprocess.run(["rm", "-rf", str(theirs)], check=True)
+
+
+def test_logs_after_a_failed_start(remote, tmp_path):
+    result = remote.cli.run("start", "--name", "failed", "--nodes", "1", "--config", str(remote.config()),
+                            KUBEMARK_UP_APISERVER_EXTRA_ARGS="--no-such-apiserver-flag=1", timeout=600)
+    assert_one_line_error(result, 1, "kube-apiserver exited with code 1 during start-up")
+    assert_nothing_left(remote, "failed")
+    out = tmp_path / "logs"
+    logs = remote.cli.run("logs", "--name", "failed", "--out", str(out))
+    assert logs.returncode == 0, logs.stderr
+    assert "no-such-apiserver-flag" in (out / "kube-apiserver.log").read_text()
+    assert (out / "etcd.log").stat().st_size > 0
 
 
 # Faults ----------------------------------------------------------------------------

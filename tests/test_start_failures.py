@@ -156,3 +156,16 @@ def test_stop_with_both_files_lost_sweeps_this_machine(cli):
     assert marked_processes(cluster_dir) == []
     assert kubemark_tmp_files() - tmp_before == set()
     assert not cluster_dir.exists()
+
+
+def test_start_tells_the_true_count_when_nodes_may_fail(cli):
+    # Every hollow kubelet exits at once on a flag it does not know; two may fail.
+    result = cli.run("start", "--name", "lenient", "--nodes", "2", HOLLOW_KUBELET_TEST_ARGS="--no-such-kubelet-flag=1",
+                     ALLOWED_NOTREADY_NODES="2")
+    try:
+        assert result.returncode == 0, result.stderr
+        assert "is up: 0 of 2 hollow nodes Ready (allowed_not_ready 2)" in result.stdout
+        status = cli.run("status", "--name", "lenient")
+        assert status.returncode == 3 and "hollow nodes: 0/2 Ready" in status.stdout
+    finally:
+        assert cli.run("stop", "--name", "lenient", "--purge").returncode == 0

@@ -275,9 +275,12 @@ class SSHHost(Host):
 
     def put(self, path: str, source: bytes | Path, *, mode: int) -> None:
         if isinstance(source, Path):
-            self._stream(path, source, mode)
-            return
-        # Small files by SFTP: a few round trips each, no shell started.
+            if source.stat().st_size > _CHUNK:
+                self._stream(path, source, mode)
+                return
+            source = source.read_bytes()
+        # Small files (keys, certificates, kubeconfigs) by SFTP: a few round trips each,
+        # no shell started, and the mode set on the open file before a byte is written.
         sftp = self._sftp_client()
         with self._lost():
             try:
