@@ -149,6 +149,18 @@ def render(
     return components
 
 
+def stop_wave(argv: list[str] | None) -> int:
+    """When a process of the master stops, from its command line: the controllers
+    first, then the apiserver, etcd last (the apiserver keeps retrying a dead etcd for
+    30 s after SIGTERM); anything else with them first."""
+    waves = {"kube-scheduler": 0, "kube-controller-manager": 0, "kube-apiserver": 1, "etcd": 2}
+    if not argv:
+        return 0
+    # A supervisor ends with its component's name (start-master.sh NAME); the component
+    # itself runs as bin/NAME.
+    return waves.get(argv[-1], waves.get(posixpath.basename(argv[0]), 0))
+
+
 def probe_ok(url: str, timeout: float = 2.0) -> bool:
     """A GET of url from this machine that answers 2xx; like the kubelet's probes, the
     serving certificate is not checked (the controller-manager's is self-signed)."""

@@ -168,6 +168,19 @@ def find_marked(marker: str) -> list[list[int]]:
     return found
 
 
+def cmdlines(handles: list[list[int]]) -> list[list[str] | None]:
+    """The command line of each live one, or None."""
+    found: list[list[str] | None] = []
+    for handle in handles:
+        try:
+            with open(f"/proc/{handle[0]}/cmdline", "rb") as stream:
+                argv = [part.decode(errors="replace") for part in stream.read().split(b"\0") if part]
+        except OSError:
+            argv = None
+        found.append(argv if argv is not None and _alive(handle) else None)
+    return found
+
+
 def supervision(status_files: list[str]) -> list[dict | None]:
     """What each supervisor (supervise.py) says of its component, or None."""
     result: list[dict | None] = []
@@ -413,7 +426,7 @@ class AgentError(Exception):
 
 
 VERBS: dict[str, Callable[..., Any]] = {
-    "alive": alive, "spawn": spawn, "send": send, "stop": stop, "find_marked": find_marked,
+    "alive": alive, "spawn": spawn, "send": send, "stop": stop, "find_marked": find_marked, "cmdlines": cmdlines,
     "supervision": supervision, "unix_listeners": unix_listeners,
     "ports_in_use": ports_in_use, "free_ports": free_ports, "probe": probe,
     "read": read, "mkdirs": mkdirs, "remove": remove, "rmdir_if_empty": rmdir_if_empty,

@@ -126,6 +126,12 @@ class Host(ABC):
         """Live processes started with MARKER_ENV=marker or a sub-marker, marker#<part>."""
         return [ProcessHandle(pid, start) for pid, start in self.call("find_marked", marker=marker)]
 
+    def cmdlines(self, handles: Iterable[ProcessHandle]) -> dict[ProcessHandle, list[str] | None]:
+        handles = list(handles)
+        if not handles:
+            return {}
+        return dict(zip(handles, self.call("cmdlines", handles=[[h.pid, h.start] for h in handles]), strict=True))
+
     def supervision(self, handle: ProcessHandle, log: str) -> Supervision | None:
         """How a process started with restart is doing, or None if it has no supervisor."""
         (status,) = self.call("supervision", status_files=[supervision_file(log)])

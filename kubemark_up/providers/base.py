@@ -16,7 +16,7 @@ from typing import ClassVar
 from kubemark_up.config import ProviderSettings
 from kubemark_up.context import Context
 from kubemark_up.hosts import Host
-from kubemark_up.master import MasterPaths
+from kubemark_up.master import MasterPaths, stop_wave
 from kubemark_up.nodes import NodeEngine
 from kubemark_up.steps import Step
 
@@ -63,11 +63,16 @@ class Provider(ABC):
     def sweep(self, ctx: Context) -> list[str]:
         """Stop what may run although state does not say so (state.json is damaged):
         the hollow nodes, then every process with the cluster's marker on the master's
-        host. Returns the problems left."""
+        host, in the master's stop order (told apart by their command lines). Returns
+        the problems left."""
         errors = self.node_engine(ctx).stop(ctx)
         host = self.master(ctx).host
-        left = host.stop(host.find_marked(ctx.marker), timeout=ctx.settings.stop_timeout)
-        return errors + [f"process {h.pid} on {host.name} would not stop" for h in left]
+        marked = host.cmdlines(host.find_marked(ctx.marker))
+        for wave in sorted({stop_wave(argv) for argv in marked.values()}):
+            handles = [h for h, argv in marked.items() if stop_wave(argv) == wave]
+            left = host.stop(handles, timeout=ctx.settings.stop_timeout)
+            errors += [f"process {h.pid} on {host.name} would not stop" for h in left]
+        return errors
 
     def close(self) -> None:
         """Let go of connections at the end of a command."""
