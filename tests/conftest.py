@@ -109,6 +109,20 @@ def kubemark_tmp_files() -> set[str]:
     return {str(p) for pattern in ("hollow-kubelet.*", "kubelet_remote_*.sock") for p in Path("/tmp").glob(pattern)}
 
 
+def host_tables() -> str:
+    """This machine's iptables and ip6tables rules and chains, without counters or the
+    comment lines iptables-save stamps with the time: what a test compares before and after."""
+    dumps = []
+    for tool in ("iptables-save", "ip6tables-save"):
+        result = subprocess.run([tool], capture_output=True, text=True, check=True)
+        dumps += [line.split(" [")[0] for line in result.stdout.splitlines() if not line.startswith("#")]
+    return "\n".join(dumps)
+
+
+def mounts() -> list[str]:
+    return sorted(Path("/proc/self/mounts").read_text().splitlines())
+
+
 def listening(ports) -> list[int]:
     wanted = set(ports)
     return sorted(
@@ -133,6 +147,7 @@ class RunningCluster:
     name: str
     start: subprocess.CompletedProcess
     tmp_before: set[str]
+    host_before: tuple[str, list[str]] | None = None  # iptables and mounts before start
 
     @property
     def dir(self) -> Path:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
 import stat
 import time
 from pathlib import Path
@@ -16,9 +17,11 @@ from tests.conftest import (
     CLUSTER_NODES,
     RunningCluster,
     assert_one_line_error,
+    host_tables,
     kubemark_tmp_files,
     listening,
     marked_processes,
+    mounts,
 )
 
 NODE_NAMES = {f"hollow-node-{i}" for i in range(CLUSTER_NODES)}
@@ -197,8 +200,10 @@ def _status(cluster) -> dict:
 def own_cluster(cli):
     """A cluster of one hollow node for a test that kills or stops something in it."""
     before = kubemark_tmp_files()
+    tables, mounted = host_tables(), mounts()
     result = cli.run("start", "--name", "own", "--nodes", "1", timeout=300)
     cluster = RunningCluster(cli, "own", result, before)
+    cluster.host_before = (tables, mounted)
     assert result.returncode == 0, result.stderr
     yield cluster
     if (cluster.dir / "state.json").exists():
@@ -257,10 +262,21 @@ def test_stop_leaves_nothing_and_is_idempotent(own_cluster):
             for root_dir in re.findall(r"Using (/tmp/hollow-kubelet\.\d+) as root dir", log):
                 assert not Path(root_dir).exists()
     assert kubemark_tmp_files() - local_cluster.tmp_before == set()
+    # The host's iptables and mounts are as start found them.
+    assert (host_tables(), mounts()) == local_cluster.host_before
     again = local_cluster.cli.run("stop", "--name", local_cluster.name)
     assert again.returncode == 0 and "nothing to stop" in again.stdout
     purge = local_cluster.cli.run("stop", "--name", local_cluster.name, "--purge")
     assert purge.returncode == 0 and not local_cluster.dir.exists()
+
+
+def test_hollow_nodes_leave_the_hosts_iptables_alone(local_cluster):
+    # CI installs iptables; a stock hollow kubelet would add KUBE-IPTABLES-HINT,
+    # KUBE-KUBELET-CANARY and KUBE-FIREWALL to this machine's tables.
+    assert shutil.which("iptables-save"), "iptables is a test dependency (.ci/run installs it)"
+    assert "KUBE-" not in host_tables()
+    log = (local_cluster.dir / "logs" / "hollow-node-0.kubelet.log").read_text()
+    assert "No iptables support on this system" in log
 
 
 def test_logs_collects_every_component_and_node(local_cluster, tmp_path):

@@ -95,14 +95,17 @@ def alive(handles: list[list[int]]) -> list[bool]:
 
 
 def spawn(specs: list[dict]) -> list[list[int]]:
-    """Start each {argv, log, env, marker} detached: its own session (a Ctrl-C in the
-    user's terminal reaches `start`, which stops everything in order), stdin from
-    /dev/null, stdout and stderr appended to log. Returns their handles."""
+    """Start each {argv, log, env, marker, path_first} detached: its own session (a
+    Ctrl-C in the user's terminal reaches `start`, which stops everything in order),
+    stdin from /dev/null, stdout and stderr appended to log, path_first (folders)
+    ahead of the host's PATH. Returns their handles."""
     handles = []
     for spec in specs:
         env = {key: os.environ[key] for key in PASSED_ENV if key in os.environ}
         env.update(spec.get("env") or {})
         env[MARKER_ENV] = spec["marker"]
+        if spec.get("path_first"):
+            env["PATH"] = ":".join([*spec["path_first"], env.get("PATH", os.defpath)])
         os.makedirs(os.path.dirname(spec["log"]), mode=0o700, exist_ok=True)
         with open(spec["log"], "ab") as out:
             try:

@@ -81,16 +81,18 @@ class Host(ABC):
     # Processes, built on the agent ------------------------------------------------
 
     def spawn_many(self, specs: Sequence[tuple[Sequence[str], str]], *, env: Mapping[str, str], marker: str,
-                   restart: bool = False) -> list[ProcessHandle]:
-        """Start each (argv, log) detached, stdout and stderr appended to log. With
-        restart, under a supervisor that restarts it as a kubelet restarts a static pod;
-        the handle is then the supervisor's, and stopping it stops both."""
+                   restart: bool = False, path_first: Sequence[str] = ()) -> list[ProcessHandle]:
+        """Start each (argv, log) detached, stdout and stderr appended to log, with
+        path_first ahead of the host's PATH. With restart, under a supervisor that
+        restarts it as a kubelet restarts a static pod; the handle is then the
+        supervisor's, and stopping it stops both."""
         payload = []
         for argv, log in specs:
             command = list(argv)
             if restart:
                 command = [self.python, self.supervisor, supervision_file(log), "--", *command]
-            payload.append({"argv": command, "log": log, "env": dict(env), "marker": marker})
+            payload.append({"argv": command, "log": log, "env": dict(env), "marker": marker,
+                            "path_first": list(path_first)})
         return [ProcessHandle(pid, start) for pid, start in self.call("spawn", specs=payload)]
 
     def spawn(self, argv: Sequence[str], *, log: str, env: Mapping[str, str], marker: str,

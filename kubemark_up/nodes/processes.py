@@ -34,6 +34,14 @@ INOTIFY_PER_NODE = 2
 # and starve the master (see the README's benchmark).
 WAVE_PER_CPU = 25
 
+# A hollow kubelet on a host with iptables adds KUBE-IPTABLES-HINT, KUBE-KUBELET-CANARY and
+# KUBE-FIREWALL (a DROP rule) to the host's tables, and nothing removes them. Ahead of
+# the host's PATH, these refuse, and the kubelet goes on without its iptables rules (it
+# logs "Failed to initialize iptables rules"), as it does in the kubemark image.
+_HIDDEN_TOOLS = ("iptables", "ip6tables", "iptables-save", "ip6tables-save", "iptables-restore",
+                 "ip6tables-restore", "iptables-legacy", "ip6tables-legacy", "iptables-nft", "ip6tables-nft")
+_REFUSE = b'#!/bin/sh\necho "kubemark-up: hollow nodes leave the iptables of this host alone" >&2\nexit 1\n'
+
 # Stock kubemark puts two things in a hard-coded /tmp, whatever TMPDIR says: the hollow
 # kubelet's root folder (test/utils MakeTempDirOrDie) and its fake CRI socket
 # (k8s.io/cri-client/pkg/fake GenerateEndpoint). stop removes them; these patterns
@@ -93,6 +101,13 @@ class ProcessNodes(NodeEngine):
             self.host, {"kubemark": Path(ctx.state.binaries["kubemark"])}, self.paths.bin_dir, upload=self.upload
         )
         staging.put_tree(self.host, ctx.dir.pki, self.paths.pki_dir, include=_node_identity)
+        shims = self._shims()
+        self.host.mkdirs([shims])
+        for tool in _HIDDEN_TOOLS:
+            self.host.put(posixpath.join(shims, tool), _REFUSE, mode=0o700)
+
+    def _shims(self) -> str:
+        return posixpath.join(self.paths.data_dir, "hollow-path")
 
     def _plan(self, ctx: Context, names: list[str]) -> list[ProcessRecord]:
         new = [name for name in names if instance(name, "kubelet") not in ctx.state.processes]
@@ -123,7 +138,8 @@ class ProcessNodes(NodeEngine):
         records = self._plan(ctx, names)
         # PIDs reach state after the spawn; a SIGKILL before then leaves processes that
         # stop finds by this marker.
-        handles = self.host.spawn_many([(r.argv, r.log) for r in records], env={}, marker=ctx.node_marker)
+        handles = self.host.spawn_many([(r.argv, r.log) for r in records], env={}, marker=ctx.node_marker,
+                                       path_first=[self._shims()])
         for record, handle in zip(records, handles, strict=True):
             record.pid, record.start = handle.pid, handle.start
         ctx.save()
