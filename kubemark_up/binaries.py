@@ -33,9 +33,46 @@ from kubemark_up.ui import UI
 
 MASTER = ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler")
 NAMES = MASTER + ("kubemark",)
+# Built on demand only, by the commands that need them: crane pushes the hollow-node
+# image (`kubemark-up image push`), node-problem-detector goes into that image; the
+# kubelet runs a real root cluster (the tests').
+TOOLS = ("crane", "node-problem-detector", "kubelet")
+NPD_VERSION = "v1.34.0"  # as kubemark_up/gobuild/tools/go.mod requires it
 
 GO_RECIPE = Path(__file__).parent / "gobuild"
 _DOWNLOAD_TIMEOUT = 60
+
+
+@dataclass(frozen=True)
+class Output:
+    """One executable of the Go recipe: where its module is, what `go build` builds,
+    and the recipe files whose content it depends on."""
+
+    name: str
+    module: str  # folder under gobuild/ holding its go.mod
+    package: str
+    files: tuple[str, ...]
+    ldflags: str | None = None  # None: the Kubernetes version stamps
+
+
+OUTPUTS = {
+    output.name: output
+    for output in (
+        Output("kube-master", ".", ".", ("go.mod", "go.sum", "main.go")),
+        Output("kubemark", ".", "k8s.io/kubernetes/cmd/kubemark", ("go.mod", "go.sum")),
+        Output("kubelet", ".", "k8s.io/kubernetes/cmd/kubelet", ("go.mod", "go.sum")),
+        Output("crane", "tools", "github.com/google/go-containerregistry/cmd/crane",
+               ("tools/go.mod", "tools/go.sum"), ldflags="-s -w"),
+        Output("node-problem-detector", "tools", "k8s.io/node-problem-detector/cmd/nodeproblemdetector",
+               ("tools/go.mod", "tools/go.sum"),
+               ldflags=f"-s -w -X k8s.io/node-problem-detector/pkg/version.version={NPD_VERSION}"),
+    )
+}
+
+
+def built_by(name: str) -> Output:
+    """The Go build output a binary comes from (the four master names share kube-master)."""
+    return OUTPUTS["kube-master" if name in MASTER else name]
 
 
 @dataclass(frozen=True)
@@ -57,12 +94,14 @@ def pinned_version() -> str:
     return match[1]
 
 
-def recipe_hash() -> str:
-    """Changes whenever the Go recipe does, so a stale build in the cache is rebuilt."""
-    digest = hashlib.sha256()
-    for name in ("go.mod", "go.sum", "main.go"):
+def recipe_hash(output: str = "kube-master") -> str:
+    """Changes whenever that output's part of the Go recipe does, so a stale build in
+    the cache is rebuilt (and only that one)."""
+    spec = OUTPUTS[output]
+    digest = hashlib.sha256(spec.package.encode())
+    for name in spec.files:
         digest.update((GO_RECIPE / name).read_bytes())
-    digest.update(_ldflags(pinned_version()).encode())
+    digest.update((spec.ldflags or _ldflags(pinned_version())).encode())
     return digest.hexdigest()[:16]
 
 
@@ -90,14 +129,14 @@ class _Cache:
         if not entry or not _executable(self.folder / name):
             return False
         if entry.get("source") == "build":
-            return entry.get("recipe") == recipe_hash()
+            return entry.get("recipe") == recipe_hash(built_by(name).name)
         # The folder is per Kubernetes release; a downloaded etcd must also be the one asked for.
         return name != "etcd" or entry.get("version") == settings.etcd_version
 
     def record(self, name: str, source: str, settings: Settings) -> None:
         entry = {"source": source}
         if source == "build":
-            entry["recipe"] = recipe_hash()
+            entry["recipe"] = recipe_hash(built_by(name).name)
         elif name == "etcd":
             entry["version"] = settings.etcd_version
         self.manifest[name] = entry
@@ -252,11 +291,12 @@ def _ldflags(version: str) -> str:
 
 
 def build_commands(out: Path, version: str) -> dict[str, list[str]]:
-    """The go build command lines, by output name (the recipe, in one place)."""
-    common = ["go", "build", "-trimpath", "-ldflags", _ldflags(version)]
+    """The go build command lines, by output name (the recipe, in one place); each runs
+    in its output's module folder."""
     return {
-        "kube-master": common + ["-o", str(out / "kube-master"), "."],
-        "kubemark": common + ["-o", str(out / "kubemark"), "k8s.io/kubernetes/cmd/kubemark"],
+        name: ["go", "build", "-trimpath", "-ldflags", spec.ldflags or _ldflags(version), "-o", str(out / name),
+               spec.package]
+        for name, spec in OUTPUTS.items()
     }
 
 
@@ -275,16 +315,17 @@ def _build(names: list[str], settings: Settings, cache: _Cache, ui: UI) -> None:
         )
     env = dict(os.environ, GOTOOLCHAIN="local", CGO_ENABLED="0", GOFLAGS="-mod=readonly")
     log = cache.folder / "build.log"
-    outputs = ["kube-master"] if any(n in MASTER for n in names) else []
-    outputs += ["kubemark"] if "kubemark" in names else []
+    outputs = list(dict.fromkeys(built_by(name).name for name in names))
     commands = build_commands(cache.folder, pinned)
     for output in outputs:
         argv = commands[output]
-        with ui.step(f"build {output} {pinned} with {go} (cold: about 6 minutes; log: {log})", long=True):
+        what = output if OUTPUTS[output].ldflags else f"{output} {pinned}"
+        with ui.step(f"build {what} with {go} (cold: about 6 minutes; log: {log})", long=True):
             with log.open("ab") as handle:
                 handle.write(f"$ {' '.join(argv)}\n".encode())
                 handle.flush()
-                result = subprocess.run(argv, cwd=GO_RECIPE, env=env, stdout=handle, stderr=subprocess.STDOUT)
+                result = subprocess.run(argv, cwd=GO_RECIPE / OUTPUTS[output].module, env=env, stdout=handle,
+                                        stderr=subprocess.STDOUT)
             if result.returncode != 0:
                 tail = "\n".join(log.read_text(errors="replace").splitlines()[-15:])
                 raise BinaryError(f"go build of {output} failed (exit {result.returncode}); log: {log}", detail=tail)
@@ -295,6 +336,15 @@ def _build(names: list[str], settings: Settings, cache: _Cache, ui: UI) -> None:
                 link.unlink()
             link.symlink_to("kube-master")
         cache.record(name, "build", settings)
+
+
+def tool(name: str, settings: Settings, home: Path, ui: UI) -> Path:
+    """One of TOOLS from the cache, built from the recipe if it is not there (or stale)."""
+    cache = _Cache(cache_dir(home, settings.kubernetes_version))
+    if not cache.valid(name, settings):
+        cache.folder.mkdir(parents=True, exist_ok=True)
+        _build([name], settings, cache, ui)
+    return cache.folder / name
 
 
 def version_of(binary: Binary) -> str:

@@ -185,9 +185,12 @@ def pod_for_node(
         print(json.dumps(where, indent=1))
         return
     out.print(f"{where['node']}: {where['where']}")
-    for process in where["processes"]:
-        state = "running" if process["running"] else "not running"
-        out.print(f"  {process['process']:<8} pid {process['pid']}  {state}  log {process['log']}")
+    for part in where["processes"]:
+        if "process" in part:
+            state = "running" if part["running"] else "not running"
+            out.print(f"  {part['process']:<8} pid {part['pid']}  {state}  log {part['log']}")
+        else:
+            out.print(f"  {part['container']:<30} {part['state']:<10} restarts {part['restarts']}  {part['logs']}")
 
 
 @app.command()
@@ -203,6 +206,42 @@ def logs(
     folder = (out_dir or Path(f"kubemark-logs-{cluster_name}")).absolute()
     written = cluster.collect_logs(cluster_name, config_mod.home_dir(), folder, ui)
     out.print(f"{len(written)} log file(s) of cluster '{cluster_name}' in {folder}")
+
+
+image_app = typer.Typer(help="Build the hollow-node image (no Docker needed) and push it to a registry.",
+                        no_args_is_help=True)
+app.add_typer(image_app, name="image")
+LayoutOption = Annotated[
+    Path | None, typer.Option("--layout", help="The OCI image layout folder [default: <home>/images/kubemark-VERSION].")
+]
+
+
+@image_app.command("build")
+def image_build(layout: LayoutOption = None) -> None:
+    """Write the hollow-node image (kubemark and node-problem-detector) as an OCI image layout."""
+    from kubemark_up import image
+
+    built = image.build_for(config_mod.resolve(flags={}), config_mod.home_dir(), ui, out=layout)
+    out.print(f"{built.layout} {built.digest}")
+
+
+@image_app.command("push")
+def image_push(
+    reference: Annotated[str, typer.Argument(help="Where to push it: registry/repository[:tag].")],
+    layout: LayoutOption = None,
+    insecure: Annotated[bool, typer.Option(help="Allow a registry without TLS.")] = False,
+) -> None:
+    """Push the hollow-node image (built first if there is none) over the OCI distribution API; prints REF@DIGEST."""
+    from kubemark_up import binaries as binaries_mod
+    from kubemark_up import image
+
+    settings, home = config_mod.resolve(flags={}), config_mod.home_dir()
+    folder = layout or image.default_layout(home, settings.kubernetes_version)
+    built = image.read(folder) if (folder / "index.json").exists() else image.build_for(settings, home, ui, out=folder)
+    crane = binaries_mod.tool("crane", settings, home, ui)
+    with ui.step(f"push {built.digest[:19]}... to {reference}", long=True):
+        pushed = image.push(built, reference, crane=crane, insecure=insecure)
+    out.print(pushed)
 
 
 @app.command("binaries")

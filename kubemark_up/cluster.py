@@ -29,6 +29,7 @@ from kubemark_up import kubeconfig, master, pki, readiness, staging, supervise
 from kubemark_up.config import Settings
 from kubemark_up.context import Context
 from kubemark_up.errors import ComponentError, ConfigError, KubemarkUpError, NotFoundError
+from kubemark_up.nodes import NodeEngine
 from kubemark_up.providers import MasterSite, Provider, load
 from kubemark_up.state import ClusterDir, ClusterInfo, ClusterState, MasterRecord, ProcessRecord
 from kubemark_up.steps import Step
@@ -353,17 +354,30 @@ def _step_nodes(ctx: Context) -> None:
                     detail=failure.log_tail or site.host.tail(failure.log, LOG_TAIL_LINES),
                 )
 
-        with readiness.ReadyWatch(ctx.dir.kubeconfig, names=names, ui=ctx.ui) as watch:
+        with readiness.ReadyWatch(ctx.dir.kubeconfig, names=names, ui=ctx.ui,
+                                  also=lambda: engine.progress(ctx)) as watch:
             for first in range(0, len(names), wave):
                 engine.start(ctx, names[first : first + wave])
                 started = min(len(names), first + wave)
-                ready = watch.wait(need=max(0, started - ctx.settings.allowed_not_ready), deadline=deadline,
-                                   check=check)
+                try:
+                    ready = watch.wait(need=max(0, started - ctx.settings.allowed_not_ready), deadline=deadline,
+                                       check=check)
+                except ComponentError as exc:
+                    if exc.detail or not (why := _diagnose(engine, ctx)):
+                        raise
+                    raise ComponentError(exc.message, detail=why) from None
         ctx.state.nodes_ready = ready
     # Long healthy by now; checked after the nodes so that the wait above starts at once.
     remaining = max(1.0, min(ctx.settings.master_ready_timeout, deadline - time.monotonic()))
     for name in ("kube-controller-manager", "kube-scheduler"):
         _wait_healthy(ctx, name, remaining, restarts_allowed=CRASH_LOOP_RESTARTS - 1)
+
+
+def _diagnose(engine: NodeEngine, ctx: Context) -> str:
+    try:
+        return engine.diagnose(ctx)
+    except KubemarkUpError as exc:
+        return f"(could not tell why: {exc.message})"
 
 
 def _check_master(ctx: Context, site: MasterSite, warned: set[str]) -> None:

@@ -20,7 +20,7 @@ import shlex
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -69,10 +69,47 @@ _VERSION_RE = re.compile(r"^v\d+\.\d+\.\d+$")
 _FLAG_RE = re.compile(r"^--[a-z0-9][-a-z0-9.]*(=.*)?$", re.S)
 
 
-class ProviderSettings(BaseModel):
-    """A provider's own settings; each provider subclasses it (none: this, empty)."""
+class Section(BaseModel):
+    """A group of settings with a section of its own in the config file (`pods:`) and
+    KUBEMARK_UP_<SECTION>_<NAME> in the environment."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
+    # Setting name -> the legacy environment variables that set it, most specific first.
+    legacy_env: ClassVar[Mapping[str, tuple[str, ...]]] = {}
+
+
+class ProviderSettings(Section):
+    """A provider's own settings; each provider subclasses it (none: this, empty)."""
+
+
+class PodsSettings(Section):
+    """Hollow nodes as pods on a root cluster (hollow_nodes: pods). Field docs live in
+    config/default.yaml, under `pods:`."""
+
+    # legacy: the root cluster was kubectl's current one
+    kubeconfig: Path | None = None
+    context: str | None = None
+    namespace: str = "kubemark"
+    image: str | None = None
+    template: Path | None = None
+    kubelet_millicpu: int = Field(40, ge=1)
+    kubelet_mem_ki: int = Field(102400, ge=1)
+    proxy_millicpu: int | None = Field(None, ge=1)
+    proxy_mem_per_node_ki: int = Field(50, ge=0)
+    legacy_env: ClassVar[Mapping[str, tuple[str, ...]]] = {
+        "kubeconfig": ("KUBEMARK_ROOT_KUBECONFIG", "KUBECONFIG"),
+        "kubelet_millicpu": ("KUBEMARK_HOLLOW_KUBELET_MILLICPU",),
+        "kubelet_mem_ki": ("KUBEMARK_HOLLOW_KUBELET_MEM_KB",),
+        "proxy_millicpu": ("KUBEMARK_HOLLOW_PROXY_MILLICPU",),
+        "proxy_mem_per_node_ki": ("KUBEMARK_HOLLOW_PROXY_MEM_PER_NODE_KB",),
+    }
+
+    @field_validator("namespace")
+    @classmethod
+    def _namespace(cls, value: str) -> str:
+        if not re.fullmatch(r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?", value):
+            raise ValueError("must be a DNS label (lower-case letters, digits, '-')")
+        return value
 
 
 @dataclass(frozen=True)
@@ -149,6 +186,9 @@ class Settings(BaseModel):
     stop_timeout: float = Field(30, gt=0)
     # Hollow nodes started at once, each wave Ready before the next; 0 sizes it to the host.
     node_start_wave: int = Field(0, ge=0)
+    # Where the hollow nodes run: on the master's host, or as pods on a root cluster.
+    hollow_nodes: Literal["host", "pods"] = "host"
+    pods: PodsSettings = PodsSettings()
 
     # The chosen provider's own settings, checked by its ProviderSettings model.
     provider_settings: dict[str, Any] = {}
@@ -278,6 +318,14 @@ class Settings(BaseModel):
         return int(low), int(high)
 
 
+def _sections() -> dict[str, type[Section]]:
+    """The shared settings that are sections of their own (pods: ...)."""
+    return {
+        name: field.annotation for name, field in Settings.model_fields.items()
+        if isinstance(field.annotation, type) and issubclass(field.annotation, Section)
+    }
+
+
 def _list_fields(model: type[BaseModel]) -> set[str]:
     return {name for name, f in model.model_fields.items() if f.annotation in (list[str], list[Literal["download", "build"]])}
 
@@ -357,15 +405,17 @@ def resolve(
     merged: dict[str, Any] = {}
     sources: dict[str, str] = {}
     sections: dict[str, Any] = {}
+    shared = _sections()
     if config_file is not None:
         file_values = _from_file(config_file)
         providers = provider_names() if set(file_values) - set(Settings.model_fields) else set()
         for key in list(file_values):
-            if key in providers and key not in Settings.model_fields:
+            if key in shared or (key in providers and key not in Settings.model_fields):
                 sections[key] = file_values.pop(key)
         merged.update(file_values)
         sources.update({key: f"config file {config_file}" for key in file_values})
-    env_values, env_sources = _from_env(Settings, environ, prefix=ENV_PREFIX, legacy=LEGACY_ENV, skip=frozenset({"provider_settings"}))
+    skip = frozenset({"provider_settings", *shared})
+    env_values, env_sources = _from_env(Settings, environ, prefix=ENV_PREFIX, legacy=LEGACY_ENV, skip=skip)
     merged.update(env_values)
     sources.update(env_sources)
     for key, value in (flags or {}).items():
@@ -374,9 +424,11 @@ def resolve(
             sources[key] = "--" + key.replace("_", "-")
     provider = str(merged.get("provider") or Settings.model_fields["provider"].default)
     provider = _PROVIDER_ALIASES.get(provider, provider)
-    merged["provider_settings"] = _provider_settings(
-        provider, provider_spec(provider), sections.get(provider), environ, config_file
-    )
+    spec = provider_spec(provider)
+    merged["provider_settings"] = _section(provider, spec.model, spec.legacy_env, sections.get(provider), environ,
+                                           config_file)
+    for name, model in shared.items():
+        merged[name] = _section(name, model, model.legacy_env, sections.get(name), environ, config_file)
     try:
         settings = Settings.model_validate(merged)
     except ValidationError as exc:
@@ -387,9 +439,12 @@ def resolve(
     return settings
 
 
-def _provider_settings(
-    provider: str, spec: ProviderSpec, section: Any, environ: Mapping[str, str], config_file: Path | None
+def _section(
+    provider: str, model: type[BaseModel], legacy: Mapping[str, tuple[str, ...]], section: Any,
+    environ: Mapping[str, str], config_file: Path | None,
 ) -> dict[str, Any]:
+    """A section's settings (a provider's, or a shared one like pods:) from its part of
+    the config file and its environment variables, checked by its model."""
     if section is None:
         section = {}
     if not isinstance(section, dict):
@@ -397,11 +452,11 @@ def _provider_settings(
     values = dict(section)
     sources = {key: f"config file {config_file}" for key in section}
     prefix = provider_env_prefix(provider)
-    env_values, env_sources = _from_env(spec.model, environ, prefix=prefix, legacy=spec.legacy_env)
+    env_values, env_sources = _from_env(model, environ, prefix=prefix, legacy=legacy)
     values.update(env_values)
     sources.update(env_sources)
     try:
-        return spec.model.model_validate(values).model_dump(mode="json")
+        return model.model_validate(values).model_dump(mode="json")
     except ValidationError as exc:
         error = exc.errors()[0]
         field = ".".join(str(part) for part in error["loc"] if not isinstance(part, int))

@@ -261,10 +261,14 @@ def master_identities(*, addresses: Sequence[str], service_ip: str, dns_domain: 
     ]
 
 
+NPD_USER = "system:kubemark-up:node-problem-detector"
+
+
 def node_identities(node_names: Iterable[str]) -> list[Identity]:
     """One kubelet identity per hollow node, and the kube-proxy identity they share, as
-    kube-proxies on a real cluster share one."""
-    identities = [Identity("kube-proxy", "system:kube-proxy")]
+    kube-proxies on a real cluster share one; and the node-problem-detectors' (bound to
+    the system:node-problem-detector role, as its DaemonSet's service account is)."""
+    identities = [Identity("kube-proxy", "system:kube-proxy"), Identity("node-problem-detector", NPD_USER)]
     identities += [
         Identity(f"nodes/{name}", f"system:node:{name}", ("system:nodes",)) for name in node_names
     ]

@@ -47,13 +47,16 @@ class ReadyWatch:
     """Watches the hollow nodes' Ready condition with one progress bar, across as many
     waits as start has waves: the watch goes on from where the last wait left it."""
 
-    def __init__(self, kubeconfig: Path, *, names: Iterable[str], ui: UI) -> None:
+    def __init__(self, kubeconfig: Path, *, names: Iterable[str], ui: UI,
+                 also: Callable[[], tuple[str, int] | None] = lambda: None) -> None:
+        """also() gives a second count to show (pods Running), asked between windows."""
         self.wanted = set(names)
         self.api = _api(kubeconfig)
         self.ui = ui
+        self.also = also
         self.ready: set[str] = set()
         self._version: str | None = None
-        self._update: Callable[[int], None] = lambda done: None
+        self._update: Callable[..., None] = lambda done, **_: None
         self._progress: contextlib.ExitStack | None = None
 
     def __enter__(self) -> ReadyWatch:
@@ -89,6 +92,8 @@ class ReadyWatch:
                 if len(self.ready) >= need:
                     return len(self.ready)
                 check()
+                if (other := self.also()) is not None:
+                    self._update(other[1], title=other[0])
                 remaining = deadline - time.monotonic()
                 if remaining > 0:
                     self._watch(max(1, int(min(remaining, WATCH_WINDOW))), need)

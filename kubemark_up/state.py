@@ -104,6 +104,8 @@ class ClusterState(BaseModel):
     binaries: dict[str, str] = {}
     nodes: list[str] = []
     nodes_ready: int | None = None  # how many were Ready when start finished
+    # The hollow-node image of pods on a root cluster: reference, digest, what the pods run.
+    image: dict[str, str | None] = {}
     processes: dict[str, ProcessRecord] = {}
     resources: list[Resource] = []
     # SSH host keys by "user@host:port", pinned on first contact and required ever after.

@@ -11,7 +11,7 @@ from contextlib import contextmanager
 
 from rich.console import Console
 from rich.markup import escape
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
 
 
 class StepStatus:
@@ -56,8 +56,10 @@ class UI:
             self.console.print(detail, style="dim", markup=False)
 
     @contextmanager
-    def counter(self, title: str, total: int, unit: str) -> Iterator[Callable[[int], None]]:
-        """A progress bar for `total` things becoming done: done/total, rate, elapsed."""
+    def counter(self, title: str, total: int, unit: str) -> Iterator[Callable[..., None]]:
+        """A progress bar for `total` things becoming done: done/total, rate, elapsed.
+        update(done) moves it; update(done, title=T) moves a second bar titled T, shown
+        from its first update (pods Running beside nodes Ready)."""
         progress = Progress(
             TextColumn("{task.description}"),
             BarColumn(),
@@ -67,14 +69,20 @@ class UI:
             console=self.console,
             transient=False,
         )
-        task = progress.add_task(escape(title), total=total, rate="")
         started = time.monotonic()
+        tasks: dict[str, TaskID] = {}
 
-        def update(done: int) -> None:
+        main = title
+
+        def update(done: int, title: str = title) -> None:
+            if title not in tasks:
+                tasks[title] = progress.add_task(escape(title), total=total, rate="")
             elapsed = time.monotonic() - started
             # Under a second, a rate says nothing (a bar that fills at once is not 900/s).
-            rate = f"{done / elapsed:.1f} {unit}/s" if elapsed >= 1 else ""
-            progress.update(task, completed=done, rate=rate)
+            rate = f"{done / elapsed:.1f} {unit}/s" if elapsed >= 1 and title == main else ""
+            progress.update(tasks[title], completed=done, rate=rate)
+
+        update(0)
 
         with progress:
             yield update

@@ -161,7 +161,8 @@ def test_a_build_from_another_recipe_is_stale(tmp_path, bin_dir):
     with pytest.raises(BinaryError):  # stale, and nothing may be fetched or built here
         binaries.resolve(config.Settings(), tmp_path, UI(), sources=[])
     (cache / "manifest.json").write_text(
-        json.dumps({n: {"source": "build", "recipe": binaries.recipe_hash()} for n in binaries.NAMES})
+        json.dumps({n: {"source": "build", "recipe": binaries.recipe_hash(binaries.built_by(n).name)}
+                    for n in binaries.NAMES})
     )
     assert {b.source for b in binaries.resolve(config.Settings(), tmp_path, UI(), sources=[]).values()} == {"cache"}
 
@@ -192,3 +193,15 @@ def test_sources_are_tried_in_their_order(release_server, tmp_path, monkeypatch)
     with pytest.raises(BinaryError) as caught:
         binaries.resolve(_settings("http://127.0.0.1:9"), tmp_path / "other", UI(), sources=["download", "build"])
     assert caught.value.message == "no Go here" and sorted(built) == sorted(binaries.NAMES)
+
+
+def test_each_output_has_its_own_recipe(tmp_path):
+    """A change to one part of the recipe makes only what depends on it stale: the
+    master's main.go is not the kubelet's, and crane lives in a module of its own."""
+    hashes = {name: binaries.recipe_hash(name) for name in binaries.OUTPUTS}
+    assert len(set(hashes.values())) == len(hashes)
+    assert binaries.built_by("kube-scheduler").name == "kube-master"
+    assert binaries.built_by("crane").module == "tools"
+    commands = binaries.build_commands(tmp_path, VERSION)
+    assert commands["kubelet"][-1] == "k8s.io/kubernetes/cmd/kubelet"
+    assert "gitVersion=v1.36.3" in " ".join(commands["kubelet"]) and "gitVersion" not in " ".join(commands["crane"])

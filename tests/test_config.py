@@ -18,6 +18,8 @@ DEFAULT_YAML = Path(__file__).parent.parent / "config" / "default.yaml"
 
 
 BUILT_IN_PROVIDERS = {"local": LocalProvider, "preexisting": PreexistingProvider}
+# What resolve() gives with nothing set: the defaults, the local provider's own included.
+DEFAULTS = config.Settings(provider_settings=LocalProvider.settings_model().model_dump(mode="json"))
 
 
 def _block(text: str, key: str, indent: str = "") -> str:
@@ -29,7 +31,12 @@ def test_default_yaml_documents_every_setting_with_its_default():
     documented = yaml.safe_load(DEFAULT_YAML.read_text())
     sections = {name for name, cls in BUILT_IN_PROVIDERS.items() if cls.settings_model.model_fields}
     assert set(documented) == (set(config.Settings.model_fields) - {"provider_settings"}) | sections
-    assert config.resolve(config_file=DEFAULT_YAML, environ={}) == config.Settings()
+    pods = documented["pods"]
+    assert pods == {k: (str(v) if isinstance(v, Path) else v) for k, v in config.PodsSettings().model_dump().items()}
+    for field, names in config.PodsSettings.legacy_env.items():
+        for name in names:
+            assert name in _block(text_of_default(), field, indent="  "), f"pods.{field}: legacy {name} undocumented"
+    assert config.resolve(config_file=DEFAULT_YAML, environ={}) == DEFAULTS
     text = DEFAULT_YAML.read_text()
     for field, names in config.LEGACY_ENV.items():
         block = _block(text, field)
@@ -37,7 +44,11 @@ def test_default_yaml_documents_every_setting_with_its_default():
             assert name in block, f"{field}: legacy name {name} is not documented next to it"
 
 
-@pytest.mark.parametrize("provider", ["preexisting"])
+def text_of_default() -> str:
+    return DEFAULT_YAML.read_text()
+
+
+@pytest.mark.parametrize("provider", ["local", "preexisting"])
 def test_default_yaml_documents_each_providers_settings(provider):
     cls = BUILT_IN_PROVIDERS[provider]
     section = yaml.safe_load(DEFAULT_YAML.read_text())[provider]
@@ -65,7 +76,8 @@ def test_provider_settings_precedence(tmp_path):
     settings = config.resolve(config_file=file, environ={"MASTER_IP": "legacy", "KUBEMARK_UP_PREEXISTING_HOST": "new"})
     assert settings.provider_settings["host"] == "new"
     # Another provider's section is left alone when it is not the provider.
-    assert config.resolve(config_file=file, flags={"provider": "local"}, environ={}).provider_settings == {}
+    local = config.resolve(config_file=file, flags={"provider": "local"}, environ={}).provider_settings
+    assert local == {"address": "127.0.0.1", "bind_address": None}
 
 
 def test_precedence(tmp_path):
@@ -101,7 +113,7 @@ def test_legacy_names_most_specific_first():
 
 def test_empty_variables_count_as_unset():
     # The legacy scripts export many variables empty.
-    assert config.resolve(environ={"NUM_NODES": "", "DNS_DOMAIN": ""}) == config.Settings()
+    assert config.resolve(environ={"NUM_NODES": "", "DNS_DOMAIN": ""}) == DEFAULTS
     # An empty KUBEMARK_ variable does not hide the plain one.
     settings = config.resolve(environ={"KUBEMARK_APISERVER_TEST_ARGS": "", "APISERVER_TEST_ARGS": "--v=3"})
     assert settings.apiserver_extra_args == ["--v=3"]

@@ -39,7 +39,7 @@ def subject(cert: x509.Certificate) -> tuple[str, tuple[str, ...]]:
 def test_openssl_verifies_every_certificate(tmp_path, algorithm):
     make(tmp_path, algorithm)
     certs = [p for p in tmp_path.rglob("*.crt") if not p.name.endswith("ca.crt")]
-    assert len(certs) == 8 + 1 + len(NODES)
+    assert len(certs) == 8 + 2 + len(NODES)  # master, proxy and node-problem-detector, nodes
     for cert in certs:
         ca = tmp_path / "ca.crt"
         if cert.parent.name == "etcd" or "etcd-client" in cert.name:
@@ -109,7 +109,7 @@ def test_modes_keys_0600_folders_0700(tmp_path):
             assert mode == 0o700, path
         elif path.suffix == ".key":
             assert mode == 0o600, path
-    assert len(list(folder.rglob("*.key"))) == 3 + 1 + 8 + 1 + len(NODES)  # CAs, sa, master, proxy, nodes
+    assert len(list(folder.rglob("*.key"))) == 3 + 1 + 8 + 2 + len(NODES)  # CAs, sa, master, proxy, npd, nodes
 
 
 def test_service_account_key_is_rsa_2048(tmp_path):

@@ -23,6 +23,7 @@ import errno
 import hashlib
 import json
 import os
+import random
 import re
 import shutil
 import signal
@@ -286,9 +287,14 @@ def ports_in_use(ports: list[int]) -> list[bool]:
 
 
 def free_ports(count: int, low: int, high: int, exclude: list[int]) -> list[int]:
+    """count ports of [low, high] that nothing listens on, taken at random: another
+    kubemark-up (another home, another user) picking at the same moment seldom picks
+    the same ones, where lowest-first would."""
     excluded = set(exclude)
     ports: list[int] = []
-    for port in range(low, high + 1):
+    candidates = list(range(low, high + 1))
+    random.shuffle(candidates)
+    for port in candidates:
         if len(ports) == count:
             break
         if port not in excluded and not _port_in_use(port):

@@ -65,3 +65,11 @@ class NodeEngine(ABC):
     @abstractmethod
     def collect_logs(self, ctx: Context, out: Path) -> list[Path]:
         """Copy every hollow node's logs into out; return the files written."""
+
+    def progress(self, ctx: Context) -> tuple[str, int] | None:
+        """A second count to show beside nodes Ready while start waits (pods Running), or None."""
+        return None
+
+    def diagnose(self, ctx: Context) -> str:
+        """Why nodes are not coming up, for a wait that ran out; '' when there is nothing to add."""
+        return ""

@@ -1,13 +1,35 @@
 """The stock kubemark command lines, one builder per morph. Every engine that runs
-stock kubemark (processes here, pods on a root cluster) takes its flags from here."""
+stock kubemark (processes on a host, pods on a root cluster) takes its flags from
+here: the flags that follow from the settings, and, for processes, where each one's
+identity and port are."""
 
 from __future__ import annotations
 
 from kubemark_up.config import Settings
 
 
+def kubelet_args(settings: Settings) -> list[str]:
+    """The hollow kubelet's flags that follow from the settings alone."""
+    args = [f"--max-pods={settings.max_pods}"]
+    if settings.hollow_node_labels:
+        args.append(f"--node-labels={settings.hollow_node_labels}")
+    if settings.register_with_taints:
+        args.append(f"--register-with-taints={settings.register_with_taints}")
+    if settings.extended_resources:
+        args.append(f"--extended-resources={settings.extended_resources}")
+    if settings.kube_api_content_type:
+        args.append(f"--kube-api-content-type={settings.kube_api_content_type}")
+    return [*args, settings.kubelet_log_level, *settings.hollow_kubelet_extra_args]
+
+
+def proxy_args(settings: Settings) -> list[str]:
+    """The hollow proxy's flags that follow from the settings alone."""
+    args = [f"--kube-api-content-type={settings.kube_api_content_type}"] if settings.kube_api_content_type else []
+    return [*args, settings.proxy_log_level, *settings.hollow_proxy_extra_args]
+
+
 def kubelet_command(settings: Settings, *, binary: str, name: str, kubeconfig: str, port: int) -> list[str]:
-    argv = [
+    return [
         binary,
         "--morph=kubelet",
         f"--name={name}",
@@ -17,21 +39,9 @@ def kubelet_command(settings: Settings, *, binary: str, name: str, kubeconfig: s
         f"--kubelet-port={port}",
         "--kubelet-read-only-port=0",
         "--use-host-image-service=false",
-        f"--max-pods={settings.max_pods}",
+        *kubelet_args(settings),
     ]
-    if settings.hollow_node_labels:
-        argv.append(f"--node-labels={settings.hollow_node_labels}")
-    if settings.register_with_taints:
-        argv.append(f"--register-with-taints={settings.register_with_taints}")
-    if settings.extended_resources:
-        argv.append(f"--extended-resources={settings.extended_resources}")
-    if settings.kube_api_content_type:
-        argv.append(f"--kube-api-content-type={settings.kube_api_content_type}")
-    return argv + [settings.kubelet_log_level, *settings.hollow_kubelet_extra_args]
 
 
 def proxy_command(settings: Settings, *, binary: str, name: str, kubeconfig: str) -> list[str]:
-    argv = [binary, "--morph=proxy", f"--name={name}", f"--kubeconfig={kubeconfig}"]
-    if settings.kube_api_content_type:
-        argv.append(f"--kube-api-content-type={settings.kube_api_content_type}")
-    return argv + [settings.proxy_log_level, *settings.hollow_proxy_extra_args]
+    return [binary, "--morph=proxy", f"--name={name}", f"--kubeconfig={kubeconfig}", *proxy_args(settings)]

@@ -33,6 +33,18 @@ class MasterSite:
     upload_binaries: bool = True
 
 
+def node_engine_for(ctx: Context, site: MasterSite) -> NodeEngine:
+    """The engine the settings ask for, running beside this master: kubemark processes
+    on its host (hollow_nodes: host), or pods on a root cluster (hollow_nodes: pods)."""
+    if ctx.settings.hollow_nodes == "pods":
+        from kubemark_up.nodes.pods import PodNodes
+
+        return PodNodes(ctx.settings.pods)
+    from kubemark_up.nodes.processes import ProcessNodes
+
+    return ProcessNodes(site.host, site.paths, upload=site.upload_binaries)
+
+
 class Provider(ABC):
     name: str = ""
     settings_model: ClassVar[type[ProviderSettings]] = ProviderSettings

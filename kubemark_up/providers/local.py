@@ -3,8 +3,11 @@ machine, all on loopback. No cloud, no containers."""
 
 from __future__ import annotations
 
+import ipaddress
 import os
 from pathlib import Path
+
+from pydantic import field_validator
 
 from kubemark_up.config import ProviderSettings
 from kubemark_up.context import Context
@@ -12,12 +15,30 @@ from kubemark_up.errors import ConfigError
 from kubemark_up.hosts import LocalHost
 from kubemark_up.master import MasterPaths
 from kubemark_up.nodes import NodeEngine
-from kubemark_up.nodes.processes import ProcessNodes
-from kubemark_up.providers.base import MasterSite, Provider
+from kubemark_up.providers.base import MasterSite, Provider, node_engine_for
+
+
+class LocalSettings(ProviderSettings):
+    """Documented in config/default.yaml, under `local:`."""
+
+    address: str = "127.0.0.1"
+    bind_address: str | None = None
+
+    @field_validator("address", "bind_address")
+    @classmethod
+    def _ip(cls, value: str | None) -> str | None:
+        if value is not None:
+            try:
+                ipaddress.ip_address(value)
+            except ValueError:
+                raise ValueError("must be an IP address of this machine") from None
+        return value
 
 
 class LocalProvider(Provider):
     name = "local"
+    settings_model = LocalSettings
+    settings: LocalSettings
 
     def __init__(self, settings: ProviderSettings | None = None) -> None:
         super().__init__(settings)
@@ -31,16 +52,20 @@ class LocalProvider(Provider):
             pki_dir=str(ctx.dir.pki), kubeconfig_dir=str(ctx.dir.kubeconfigs), data_dir=str(ctx.dir.run),
             bin_dir=bin_dir, log_dir=str(ctx.dir.logs),
         )
-        return MasterSite(host=self.host, addresses=["127.0.0.1", "localhost"], bind_address="127.0.0.1",
+        address = self.settings.address
+        # The serving certificate names loopback too, whatever the address others use.
+        addresses = list(dict.fromkeys([address, "127.0.0.1", "localhost"]))
+        return MasterSite(host=self.host, addresses=addresses, bind_address=self.settings.bind_address or address,
                           paths=paths)
 
     def node_engine(self, ctx: Context) -> NodeEngine:
-        return ProcessNodes(self.host, self.master(ctx).paths)
+        site = self.master(ctx)
+        return node_engine_for(ctx, site)
 
     def preflight(self, ctx: Context) -> None:
         port = ctx.settings.apiserver_port
         if port and port < 1024 and os.geteuid() != 0:
             raise ConfigError(f"apiserver_port {port} is a privileged port; choose one from 1024 up")
         if port and self.host.port_in_use(port):
-            raise ConfigError(f"apiserver_port {port} is already in use on 127.0.0.1")
+            raise ConfigError(f"apiserver_port {port} is already in use on this machine")
         self.node_engine(ctx).preflight(ctx)

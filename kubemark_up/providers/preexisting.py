@@ -2,7 +2,7 @@
 over SSH. kubemark-up puts the binaries, PKI, manifests and start script into
 <remote_root>/<name>/ there and runs the master supervised, as it does locally. The
 hollow nodes run as stock kubemark processes on that same host (the Kubemark
-proposal's "Option 1"); pods on a root cluster come with the pods engine.
+proposal's "Option 1"), or as pods on a root cluster (hollow_nodes: pods).
 
 On the host it makes one folder per cluster, marked with the cluster's uid, and
 removes only a folder that carries that mark (and remote_root itself only if it
@@ -17,7 +17,7 @@ import ipaddress
 import posixpath
 from collections.abc import Mapping
 from pathlib import Path
-from typing import ClassVar, Literal
+from typing import ClassVar
 
 from pydantic import Field, field_validator
 
@@ -27,8 +27,7 @@ from kubemark_up.errors import ConfigError, HostError
 from kubemark_up.hosts.ssh import SSHHost, SSHTarget, fingerprint
 from kubemark_up.master import MasterPaths
 from kubemark_up.nodes import NodeEngine
-from kubemark_up.nodes.processes import ProcessNodes
-from kubemark_up.providers.base import MasterSite, Provider
+from kubemark_up.providers.base import MasterSite, Provider, node_engine_for
 from kubemark_up.steps import Step, insert
 
 OWNER_FILE = ".kubemark-up-cluster"  # in the cluster's folder on the host: its uid
@@ -50,7 +49,6 @@ class PreexistingSettings(ProviderSettings):
     bind_address: str | None = None
     remote_root: str = "/etc/srv/kubernetes"
     remote_bin_dir: str | None = None
-    hollow_nodes: Literal["master-host"] = "master-host"
 
     @field_validator("host")
     @classmethod
@@ -135,8 +133,7 @@ class PreexistingProvider(Provider):
                           upload_binaries=s.remote_bin_dir is None)
 
     def node_engine(self, ctx: Context) -> NodeEngine:
-        site = self.master(ctx)
-        return ProcessNodes(site.host, site.paths, upload=site.upload_binaries)
+        return node_engine_for(ctx, self.master(ctx))
 
     # Start ------------------------------------------------------------------------
 
