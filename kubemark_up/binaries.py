@@ -339,7 +339,10 @@ def _build(names: list[str], settings: Settings, cache: _Cache, ui: UI) -> None:
 
 
 def tool(name: str, settings: Settings, home: Path, ui: UI) -> Path:
-    """One of TOOLS from the cache, built from the recipe if it is not there (or stale)."""
+    """One of TOOLS: from --bin-dir when it holds it, else the cache, built from the
+    recipe if it is not there (or stale)."""
+    if settings.bin_dir is not None and _executable(settings.bin_dir.expanduser() / name):
+        return settings.bin_dir.expanduser().absolute() / name
     cache = _Cache(cache_dir(home, settings.kubernetes_version))
     if not cache.valid(name, settings):
         cache.folder.mkdir(parents=True, exist_ok=True)

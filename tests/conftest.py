@@ -141,6 +141,17 @@ def assert_one_line_error(result: subprocess.CompletedProcess, code: int, *needl
         assert needle in result.stderr, (needle, result.stderr)
 
 
+@pytest.fixture(scope="session")
+def sshd():
+    """A real, unprivileged OpenSSH server on loopback (tests/sshd.py)."""
+    from tests.sshd import SSHServer
+
+    server = SSHServer()
+    server.start()
+    yield server
+    server.cleanup()
+
+
 @dataclass
 class RunningCluster:
     cli: CLI

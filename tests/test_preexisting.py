@@ -24,14 +24,6 @@ from tests.conftest import CLI, assert_one_line_error, kubemark_tmp_files, liste
 from tests.sshd import SSHServer
 
 
-@pytest.fixture(scope="session")
-def sshd():
-    server = SSHServer()
-    server.start()
-    yield server
-    server.cleanup()
-
-
 @dataclass
 class Remote:
     """A kubemark-up home here whose clusters' master is the sshd's host."""

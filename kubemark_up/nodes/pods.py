@@ -160,8 +160,8 @@ class PodNodes(NodeEngine):
         except ApiException as exc:
             raise HostError(f"the root cluster refused to {what}: {exc.status} {_reason(exc)}") from None
         except (urllib3.exceptions.HTTPError, OSError) as exc:
-            raise HostError(f"the root cluster ({self._kubeconfig()}) did not answer to {what}: "
-                            f"{type(exc).__name__}") from None
+            raise HostError(f"the root cluster ({self._kubeconfig()}) did not answer when asked to {what} "
+                            f"({type(exc).__name__})") from None
 
     # Start ------------------------------------------------------------------------
 
@@ -173,7 +173,7 @@ class PodNodes(NodeEngine):
             )
         root = self.root()
         namespace = self.settings.namespace
-        self._call("answer", root.core.list_namespace, limit=1)
+        self._call("list namespaces", root.core.list_namespace, limit=1)
         try:
             existing = root.apps.read_namespaced_stateful_set(STATEFULSET, namespace, _request_timeout=30)
         except ApiException as exc:
