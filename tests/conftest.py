@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -184,8 +185,10 @@ def local_cluster(tmp_path_factory: pytest.TempPathFactory, bin_dir: Path):
     cli = CLI(home=tmp_path_factory.mktemp("home"), bin_dir=bin_dir)
     name = "shared"
     before = kubemark_tmp_files()
+    tables = host_tables() if shutil.which("iptables-save") else ""
     result = cli.run("start", "--name", name, "--nodes", str(CLUSTER_NODES), timeout=600)
     cluster = RunningCluster(cli, name, result, before)
+    cluster.host_before = (tables, mounts())
     try:
         assert result.returncode == 0, result.stderr
         yield cluster

@@ -18,6 +18,7 @@ Facts about running this on these machines: ../shared/reference/root-cluster.md.
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import random
@@ -43,6 +44,13 @@ CLUSTER_CIDR = "10.244.0.0/16"
 NODE = "root-node"
 CNI_NETWORK = "kmup-root"
 PAUSE = "pause:3.10"
+# One root cluster at a time on a machine (the bridge, the FORWARD rule and the kubelet's
+# device-plugin socket are machine-wide): a lock serializes them, and a record of what the
+# holder changed lets the next one undo a fixture that was killed before its stop.
+LOCK = Path("/run/lock/kmup-root-cluster.lock")
+RECORD = Path("/var/tmp/kmup-root-cluster.json")
+FORWARD_RULE = ("FORWARD", "-i", BRIDGE, "!", "-o", BRIDGE, "-m", "comment", "--comment", "kubemark-up tests",
+                "-j", "DROP")
 # Where the kubelet, libcni and containerd's shims write whatever they are told: the
 # device-plugin socket, the CNI result cache, the shims' sockets, log links. Each
 # folder is removed if the fixture made it, else what is new in it under these names.
@@ -84,7 +92,10 @@ def _free_port() -> int:
 
 
 def _run(*argv: str, check: bool = True) -> subprocess.CompletedProcess:
-    return subprocess.run(list(argv), capture_output=True, text=True, check=check)
+    result = subprocess.run(list(argv), capture_output=True, text=True)
+    if check and result.returncode != 0:
+        raise RuntimeError(f"{' '.join(argv)} exited {result.returncode}: {result.stderr.strip()}")
+    return result
 
 
 def _wait(what: str, ready, timeout: float = 60, log: Path | None = None) -> None:
@@ -105,6 +116,7 @@ class RootCluster:
     registry_port: int = field(default_factory=_free_port)
     processes: dict[str, subprocess.Popen] = field(default_factory=dict)
     _undo: list = field(default_factory=list)
+    _lock_file: object = None
 
     @property
     def registry(self) -> str:
@@ -122,6 +134,7 @@ class RootCluster:
     # Start ----------------------------------------------------------------------
 
     def start(self) -> None:
+        self._lock()
         self.folder.mkdir(parents=True, exist_ok=True)
         self._outside_before = {path: set(os.listdir(path)) if path.is_dir() else None for path in _OUTSIDE}
         try:
@@ -134,6 +147,25 @@ class RootCluster:
         except BaseException:
             self.stop()
             raise
+
+    def _lock(self, timeout: float = 1800) -> None:
+        LOCK.parent.mkdir(parents=True, exist_ok=True)
+        self._lock_file = LOCK.open("a")
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                fcntl.flock(self._lock_file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"another root cluster held {LOCK} for {timeout:.0f}s") from None
+                time.sleep(1)
+        if RECORD.exists():
+            _undo_record(json.loads(RECORD.read_text()))
+        RECORD.write_text(json.dumps({
+            "folder": str(self.folder), "ip_forward": Path("/proc/sys/net/ipv4/ip_forward").read_text(),
+            "absent": [str(path) for path in _OUTSIDE if not path.exists()],
+        }))
 
     def _spawn(self, name: str, argv: list[str]) -> subprocess.Popen:
         log = (self.folder / f"{name}.log").open("ab")
@@ -190,10 +222,8 @@ class RootCluster:
         self._undo.append(lambda: _run("ip", "link", "delete", BRIDGE, check=False))
         _run("ip", "addr", "add", f"{GATEWAY}/24", "dev", BRIDGE)
         _run("ip", "link", "set", BRIDGE, "up")
-        rule = ["FORWARD", "-i", BRIDGE, "!", "-o", BRIDGE, "-m", "comment", "--comment", "kubemark-up tests", "-j",
-                "DROP"]
-        _run("iptables", "-I", *rule)
-        self._undo.append(lambda: _run("iptables", "-D", *rule, check=False))
+        _run("iptables", "-I", *FORWARD_RULE)
+        self._undo.append(lambda: _run("iptables", "-D", *FORWARD_RULE, check=False))
         cni = self.folder / "cni"
         cni.mkdir(exist_ok=True)
         (cni / "10-kmup-root.conflist").write_text(json.dumps({
@@ -318,6 +348,10 @@ class RootCluster:
         self._unmount()
         self._sweep_outside()
         shutil.rmtree(self.folder, ignore_errors=True)
+        if self._lock_file is not None:
+            RECORD.unlink(missing_ok=True)
+            self._lock_file.close()  # type: ignore[attr-defined]  # releases the lock
+            self._lock_file = None
 
     def _kill_containers(self) -> None:
         ctr = ["ctr", "--address", str(self.socket), "-n", "k8s.io"]
@@ -349,6 +383,24 @@ class RootCluster:
                 if any(entry.startswith(prefix) for prefix in _OUTSIDE[path] if prefix is not None):
                     target = path / entry
                     shutil.rmtree(target) if target.is_dir() and not target.is_symlink() else target.unlink()
+
+
+def _undo_record(record: dict) -> None:
+    """What a root cluster that was killed before its stop left on the machine (its
+    processes ended with it): mounts under its folder, the bridge, the FORWARD rule."""
+    folder = record["folder"]
+    mounted = [line.split()[1] for line in Path("/proc/self/mounts").read_text().splitlines()]
+    for point in sorted((m for m in mounted if m == folder or m.startswith(f"{folder}/")), key=len, reverse=True):
+        _run("umount", "-l", point, check=False)
+    _run("ip", "link", "delete", BRIDGE, check=False)
+    for _ in range(10):
+        if _run("iptables", "-D", *FORWARD_RULE, check=False).returncode != 0:
+            break
+    Path("/proc/sys/net/ipv4/ip_forward").write_text(record["ip_forward"])
+    for made in sorted(record.get("absent", []), key=len):  # folders it made outside its own
+        shutil.rmtree(made, ignore_errors=True)
+    shutil.rmtree(folder, ignore_errors=True)
+    RECORD.unlink(missing_ok=True)
 
 
 def _stop(process: subprocess.Popen, timeout: float = 20) -> None:

@@ -233,6 +233,20 @@ def test_start_killed_while_it_prepares_the_pods_is_cleaned_by_stop(root_cluster
     assert _root_pods(root_cluster) == []
 
 
+def test_a_master_only_cluster_makes_nothing_on_the_root_cluster(root_cluster, tmp_path, bin_dir):
+    cli = CLI(home=tmp_path / "home", bin_dir=bin_dir)
+    config = pods_config(tmp_path / "c.yaml", root_cluster, "unused")
+    result = cli.run("start", "--name", "empty", "--nodes", "0", "--config", str(config), timeout=300)
+    try:
+        assert result.returncode == 0, result.stderr
+        assert "master-only" in result.stdout
+        assert root_cluster.kubectl("get", "namespace", "kubemark").returncode != 0
+    finally:
+        assert cli.run("stop", "--name", "empty").returncode == 0
+    negative = cli.run("start", "--name", "empty", "--nodes", "-2", "--config", str(config))
+    assert_one_line_error(negative, 2, "nodes: Input should be greater than or equal to 0")
+
+
 @pytest.mark.parametrize("case", ["missing", "garbage", "nowhere", "context", "no-image"])
 def test_bad_root_cluster_input_is_one_line(case, root_cluster, hollow_image, tmp_path, bin_dir):
     cli = CLI(home=tmp_path / "home", bin_dir=bin_dir)

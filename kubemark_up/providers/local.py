@@ -68,4 +68,5 @@ class LocalProvider(Provider):
             raise ConfigError(f"apiserver_port {port} is a privileged port; choose one from 1024 up")
         if port and self.host.port_in_use(port):
             raise ConfigError(f"apiserver_port {port} is already in use on this machine")
-        self.node_engine(ctx).preflight(ctx)
+        if ctx.settings.nodes:
+            self.node_engine(ctx).preflight(ctx)

@@ -157,7 +157,8 @@ class PreexistingProvider(Provider):
         port = ctx.settings.apiserver_port
         if port and host.port_in_use(port):
             raise ConfigError(f"apiserver_port {port} is already in use on {host.name}")
-        self.node_engine(ctx).preflight(ctx)
+        if ctx.settings.nodes:
+            self.node_engine(ctx).preflight(ctx)
 
     def steps(self, shared: list[Step]) -> list[Step]:
         host_step = Step(
