@@ -74,10 +74,15 @@ def start(
     config: Annotated[Path | None, typer.Option("--config", "-c", help="A settings file (YAML).")] = None,
     bin_dir: Annotated[Path | None, typer.Option(help="A folder holding the Kubernetes binaries.")] = None,
     apiserver_port: Annotated[int | None, typer.Option(help="Port for kube-apiserver [default: a free one].")] = None,
+    node_engine: Annotated[
+        str | None, typer.Option(help="kubemark (a process pair per node) or fleet [default: kubemark].")
+    ] = None,
+    fleet_processes: Annotated[int | None, typer.Option(help="Fleet processes sharing the nodes [default: 1].")] = None,
 ) -> None:
     """Start a kubemark cluster and wait until every hollow node is Ready."""
     settings = config_mod.resolve(
-        flags={"provider": provider, "name": name, "nodes": nodes, "bin_dir": bin_dir, "apiserver_port": apiserver_port},
+        flags={"provider": provider, "name": name, "nodes": nodes, "bin_dir": bin_dir, "apiserver_port": apiserver_port,
+               "node_engine": node_engine, "fleet_processes": fleet_processes},
         config_file=config,
     )
     # SIGTERM is an interruption like Ctrl-C: start stops what it started, in order.

@@ -188,6 +188,10 @@ class Settings(BaseModel):
     node_start_wave: int = Field(0, ge=0)
     # Where the hollow nodes run: on the master's host, or as pods on a root cluster.
     hollow_nodes: Literal["host", "pods"] = "host"
+    # What a hollow node is: stock kubemark processes, or nodes of a fleet process.
+    node_engine: Literal["kubemark", "fleet"] = "kubemark"
+    fleet_processes: int = Field(1, ge=1)
+    fleet_start_window: float = Field(10, ge=0)
     pods: PodsSettings = PodsSettings()
 
     # The chosen provider's own settings, checked by its ProviderSettings model.

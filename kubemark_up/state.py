@@ -59,7 +59,7 @@ class ProcessRecord(BaseModel):
     """One process we start, keyed by its instance name (kube-apiserver, hollow-node-3.kubelet)."""
 
     name: str
-    role: Literal["master", "kubelet", "proxy"]
+    role: Literal["master", "kubelet", "proxy", "fleet"]
     node: str | None = None
     argv: list[str]
     log: str  # a path on the host that runs it

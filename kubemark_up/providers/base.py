@@ -40,6 +40,10 @@ def node_engine_for(ctx: Context, site: MasterSite) -> NodeEngine:
         from kubemark_up.nodes.pods import PodNodes
 
         return PodNodes(ctx.settings.pods)
+    if ctx.settings.node_engine == "fleet":
+        from kubemark_up.nodes.fleet.engine import FleetNodes
+
+        return FleetNodes(site.host, site.paths)
     from kubemark_up.nodes.processes import ProcessNodes
 
     return ProcessNodes(site.host, site.paths, upload=site.upload_binaries)

@@ -1,0 +1,152 @@
+"""The fleet NodeEngine: hollow nodes as fleet processes on the master's host (this
+machine for now), `fleet_processes` of them sharing the nodes of each start, each
+recorded in state before it starts and carrying the cluster's node marker.
+
+Each node authenticates with its own certificate (system:node:<name>, made by the PKI
+step like every node's), its kube-proxy and node-problem-detector with theirs; each
+gets a unique loopback InternalIP, so nothing that dials a node leaves the machine."""
+
+from __future__ import annotations
+
+import json
+import posixpath
+import re
+import sys
+from pathlib import Path
+from typing import Any
+
+from kubernetes import client as k8s
+from kubernetes import config as k8s_config
+from kubernetes.client.exceptions import ApiException
+
+from kubemark_up import binaries, pki
+from kubemark_up.context import Context
+from kubemark_up.errors import ComponentError, ConfigError
+from kubemark_up.hosts import Host
+from kubemark_up.master import MasterPaths
+from kubemark_up.nodes.base import NodeEngine, NodeFailure, NodeLocation
+from kubemark_up.state import ProcessRecord
+
+ROLE = "fleet"
+_INDEX = re.compile(r"(\d+)$")
+
+
+def node_address(index: int) -> str:
+    """127.1.0.1 for node 0, and so on: unique, and on loopback."""
+    n = index + 1
+    return f"127.{1 + n // 65536}.{n // 256 % 256}.{n % 256}"
+
+
+class FleetNodes(NodeEngine):
+    name = "fleet"
+
+    def __init__(self, host: Host, paths: MasterPaths) -> None:
+        self.host, self.paths = host, paths
+
+    @property
+    def where(self) -> str:
+        return f"fleet processes on {self.host.name}"
+
+    def _records(self, ctx: Context) -> list[ProcessRecord]:
+        return [r for r in ctx.state.processes.values() if r.role == ROLE]
+
+    def preflight(self, ctx: Context) -> None:
+        if not self.host.is_this_machine:
+            raise ConfigError("node_engine fleet runs its processes on this machine only (so far): "
+                              "use hollow_nodes: host with node_engine kubemark on another host")
+
+    def wave_size(self, ctx: Context) -> int:
+        return 0  # one start: a fleet spreads its nodes over fleet_start_window itself
+
+    def prepare(self, ctx: Context, names: list[str]) -> None:
+        """node-problem-detector's role on the master, as its DaemonSet's binding gives it."""
+        api = k8s.RbacAuthorizationV1Api(k8s_config.new_client_from_config(str(ctx.dir.kubeconfig)))
+        body: Any = {
+            "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding",
+            "metadata": {"name": "kubemark-up:node-problem-detector"},
+            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "system:node-problem-detector"},
+            "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": pki.NPD_USER}],
+        }
+        try:
+            api.create_cluster_role_binding(body=body, _request_timeout=30)
+        except ApiException as exc:
+            if exc.status != 409:
+                raise ComponentError(f"the kubemark master refused the node-problem-detector binding: {exc.status}") from None
+
+    def start(self, ctx: Context, names: list[str]) -> None:
+        new = [n for n in names if n not in ctx.state.nodes]
+        if not new:
+            return
+        shards = max(1, min(ctx.settings.fleet_processes, len(new)))
+        first = len(self._records(ctx))
+        records = []
+        for shard in range(shards):
+            key = f"fleet-{first + shard}"
+            config_path = posixpath.join(self.paths.data_dir, f"{key}.json")
+            self.host.put(config_path, json.dumps(self._config(ctx, new[shard::shards])).encode(), mode=0o600)
+            record = ProcessRecord(name=key, role=ROLE, node=None, log=self.paths.log(key),
+                                   argv=[sys.executable, "-m", "kubemark_up.nodes.fleet", config_path])
+            ctx.state.processes[key] = record
+            records.append(record)
+        ctx.state.nodes = [*ctx.state.nodes, *new]
+        ctx.save()  # every fleet process is in state before the first one starts
+        handles = self.host.spawn_many([(r.argv, r.log) for r in records], env={}, marker=ctx.node_marker)
+        for record, handle in zip(records, handles, strict=True):
+            record.pid, record.start = handle.pid, handle.start
+        ctx.save()
+
+    def _config(self, ctx: Context, names: list[str]) -> dict:
+        there = self.paths.pki_dir
+
+        def identity(stem: str) -> dict:
+            return {"cert": f"{there}/{stem}.crt", "key": f"{there}/{stem}.key"}
+
+        nodes: list[dict] = []
+        for name in names:
+            match = _INDEX.search(name)
+            index = int(match[1]) if match else len(nodes)
+            nodes.append({"name": name, "address": node_address(index), **identity(f"nodes/{name}")})
+        return {
+            "server": ctx.state.endpoint, "ca": f"{there}/ca.crt", "version": binaries.pinned_version(),
+            "start_window": ctx.settings.fleet_start_window, "max_pods": ctx.settings.max_pods,
+            "proxy": identity("kube-proxy"), "npd": identity("node-problem-detector"), "nodes": nodes,
+        }
+
+    def _nodes_of(self, record: ProcessRecord) -> list[str]:
+        config = json.loads(self.host.read_text(record.argv[-1], limit=64 * 1024 * 1024) or "{}")
+        return [n["name"] for n in config.get("nodes", [])]
+
+    def stop(self, ctx: Context) -> list[str]:
+        handles = {h for r in self._records(ctx) if (h := ctx.handle(r))}
+        handles.update(self.host.find_marked(ctx.node_marker))
+        left = self.host.stop(handles, timeout=ctx.settings.stop_timeout)
+        return [f"fleet process {h.pid} on {self.host.name} would not stop" for h in left]
+
+    def locate(self, ctx: Context, node: str) -> NodeLocation:
+        for record in self._records(ctx):
+            if node in self._nodes_of(record):
+                handle = ctx.handle(record)
+                running = bool(handle and self.host.alive([handle]).get(handle))
+                return NodeLocation(node=node, where=f"fleet process {record.name} on {self.host.name}", details=[
+                    {"process": record.name, "pid": record.pid, "running": running, "log": record.log}])
+        return NodeLocation(node=node, where="in no fleet process (not started yet?)")
+
+    def failed(self, ctx: Context) -> dict[str, NodeFailure]:
+        records = self._records(ctx)
+        alive = self.host.alive(h for r in records if (h := ctx.handle(r)))
+        failed: dict[str, NodeFailure] = {}
+        for record in records:
+            handle = ctx.handle(record)
+            if handle is None or not alive.get(handle):
+                for node in self._nodes_of(record):
+                    failed[node] = NodeFailure(f"its fleet process {record.name} exited", record.log)
+        return failed
+
+    def collect_logs(self, ctx: Context, out: Path) -> list[Path]:
+        written = []
+        for record in self._records(ctx):
+            for source in (record.log, record.argv[-1].removesuffix(".json") + ".status.json"):
+                target = out / posixpath.basename(source)
+                if self.host.get(source, target):
+                    written.append(target)
+        return written
