@@ -62,6 +62,15 @@ class Provider(ABC):
     def node_engine(self, ctx: Context) -> NodeEngine:
         """What runs the hollow nodes."""
 
+    def apiserver_port(self, ctx: Context) -> int:
+        """kube-apiserver's port; 0 picks a free one. A provider whose firewall opens
+        one port fixes it."""
+        return ctx.settings.apiserver_port
+
+    def plan(self, ctx: Context) -> list[str]:
+        """What start would do, for --dry-run, creating nothing. Optional."""
+        return [f"{step.key}: {step.title}" for step in self.steps([]) if step.title]
+
     def preflight(self, ctx: Context) -> None:
         """Check, before anything is created, what would make start fail later. Optional."""
         return None
