@@ -291,7 +291,8 @@ _LABEL_VALUE = re.compile(r"[a-z0-9_-]{0,63}")
 class Fault:
     """What happens to the next `times` requests of one method: an HTTP error
     (status, reason, message), or an operation that ends in error (op_error: its
-    code), or a hold: the request waits until release() (held is set when it arrives)."""
+    code), or a hold: the request waits until release() (held is set when it arrives),
+    or vanish: someone else deletes the resource the request names just before it."""
 
     method_id: str
     status: int = 0
@@ -300,6 +301,7 @@ class Fault:
     op_error: str = ""
     times: int = 1
     hold: bool = False
+    vanish: bool = False
     held: threading.Event = field(default_factory=threading.Event)
     released: threading.Event = field(default_factory=threading.Event)
 
@@ -440,6 +442,11 @@ class ComputeEndpoint:
             if fault is not None and fault.hold:
                 fault.held.set()
                 fault.released.wait(timeout=300)
+                fault = None
+            if fault is not None and fault.vanish:
+                collection = COLLECTIONS[method_id.split(".")[1]]
+                self.remove(collection.name, path_params["project"], _scope_of(collection.scope, path_params),
+                            path_params[collection.param])
                 fault = None
             if fault is not None and fault.status:
                 raise Rejected(fault.status, fault.message or f"injected {fault.status}", fault.reason or "injected")
