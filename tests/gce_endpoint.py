@@ -345,7 +345,8 @@ class ComputeEndpoint:
         self._ids = itertools.count(1_000_000_001)
         self._server: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
-        self._granted_keys: dict[str, list[str]] = {}  # instance selfLink -> key lines it added
+        self._granted_keys: dict[str, list[str]] = {}
+        self._by_request: dict[str, Operation] = {}  # requestId -> the operation it started  # instance selfLink -> key lines it added
 
     # Life ---------------------------------------------------------------------------
 
@@ -450,18 +451,27 @@ class ComputeEndpoint:
                 fault = None
             if fault is not None and fault.status:
                 raise Rejected(fault.status, fault.message or f"injected {fault.status}", fault.reason or "injected")
+            request_id = query.get("requestId", [""])[0]
             with self._lock:
                 self._advance()
+                if request_id and request_id in self._by_request:
+                    # The same request again (a retry): the operation it started, done once.
+                    return self._logged(verb, parts.path, method_id, 200, dict(self._by_request[request_id].body))
                 answer = self._dispatch(method_id, path_params, {k: v[0] for k, v in query.items()}, parsed,
                                         fault.op_error if fault is not None else "",
                                         fault.message if fault is not None else "")
+                if request_id and answer.get("kind") == "compute#operation":
+                    self._by_request[request_id] = self.operations[(path_params["project"], _op_scope(answer), answer["name"])]
             status = 200
         except Rejected as exc:
             status = exc.code
             answer = {"error": {"code": exc.code, "message": exc.message,
                                 "errors": [{"message": exc.message, "domain": "global", "reason": exc.reason}]}}
+        return self._logged(verb, parts.path, method_id, status, answer)
+
+    def _logged(self, verb: str, path: str, method_id: str, status: int, answer: dict) -> tuple[int, dict]:
         with self._lock:
-            self.log.append(Logged(time.time(), verb, parts.path, method_id, status))
+            self.log.append(Logged(time.time(), verb, path, method_id, status))
         return status, answer
 
     def _take_fault(self, method_id: str) -> Fault | None:
@@ -721,6 +731,13 @@ class ComputeEndpoint:
 @functools.cache
 def _discovery() -> Discovery:
     return Discovery(discovery_document())
+
+
+def _op_scope(op: dict) -> str:
+    for key in ("zone", "region"):
+        if key in op:
+            return op[key].split("/projects/", 1)[1].split("/", 1)[1]
+    return "global"
 
 
 def _scope_of(kind: str, params: dict[str, str]) -> str:

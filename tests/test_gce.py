@@ -115,3 +115,21 @@ def test_gce_is_a_registered_provider(bare_cli: CLI):
     result = bare_cli.run("providers")
     assert result.returncode == 0
     assert "kubemark_up.providers.gce:GCEProvider" in result.stdout
+
+
+def test_transient_errors_are_retried_and_a_repeated_request_is_done_once(monkeypatch, endpoint):
+    from google.cloud import compute_v1
+
+    from kubemark_up.providers.gce_api import AlreadyExists, Compute, Scope
+
+    monkeypatch.setenv("KUBEMARK_UP_GCE_ENDPOINT", endpoint.url)
+    endpoint.fault("compute.disks.insert", status=503, reason="backendError", message="try again", times=2)
+    compute = Compute(PROJECT)
+    zone = Scope("zone", "us-central1-b")
+    compute.insert("Disks", zone, "create disk d", "disk_resource", compute_v1.Disk(name="d"), "8a7c4f2e-0000-4000-8000-000000000001")
+    assert [e.status for e in endpoint.log if e.method_id == "compute.disks.insert"] == [503, 503, 200]
+    # The same requestId again (a retry whose first answer was lost): no second disk, no 409.
+    compute.insert("Disks", zone, "create disk d", "disk_resource", compute_v1.Disk(name="d"), "8a7c4f2e-0000-4000-8000-000000000001")
+    assert [d["name"] for d in endpoint.items("disks")] == ["d"]
+    with pytest.raises(AlreadyExists, match="already exists"):
+        compute.insert("Disks", zone, "create disk d", "disk_resource", compute_v1.Disk(name="d"), "another-request")

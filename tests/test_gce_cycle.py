@@ -312,3 +312,16 @@ def test_a_second_stop_finds_nothing(cloud):
     again = cloud.stop("twice")
     assert again.returncode == 0 and "nothing to stop" in again.stdout
     assert_nothing_left(cloud, "twice")
+
+
+def test_a_vm_deleted_behind_our_back_excuses_what_ran_on_it(cloud):
+    assert cloud.start("novm", 1).returncode == 0
+    # The VM goes (its keys with it: SSH is refused now), and what ran on it.
+    cloud.endpoint.remove("instances", PROJECT, f"zones/{ZONE}", "kubemark-up-novm-master")
+    for process in marked_processes(cloud.cli.home / "novm") + remote_processes(cloud.sshd.user):
+        process.kill()
+    psutil.wait_procs(remote_processes(cloud.sshd.user), timeout=10)
+    result = cloud.stop("novm")
+    assert result.returncode == 0, result.stderr
+    shutil.rmtree(cloud.root / "novm", ignore_errors=True)  # the VM's disk, in real life
+    assert_nothing_left(cloud, "novm")

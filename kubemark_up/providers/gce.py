@@ -17,6 +17,7 @@ kubemark-up-<name>-{master,pd,events-pd,ip,https}.
 
 from __future__ import annotations
 
+import dataclasses
 import ipaddress
 import posixpath
 import re
@@ -295,7 +296,26 @@ class GCEProvider(Provider):
             Step("host", "wait for SSH to the master VM and make the cluster's folder there", self._step_host,
                  undo=self._undo_host, undo_title="fetch the logs and remove the cluster's folder from the master VM"),
         ]
+        # What runs on the VM goes with it: a VM found deleted excuses their undo.
+        # (Hollow nodes as pods are on the root cluster: they do not.)
+        on_vm = {"etcd", "kube-apiserver", "controllers", "nodes"}
+        shared = [dataclasses.replace(step, undo=self._unless_gone(step.undo, nodes=step.key == "nodes"))
+                  if step.key in on_vm and step.undo else step for step in shared]
         return insert(shared, before="ports", new=own)
+
+    def _unless_gone(self, undo: Callable[[Context], list[str]], *, nodes: bool) -> Callable[[Context], list[str]]:
+        def guarded(ctx: Context) -> list[str]:
+            if nodes and ctx.settings.hollow_nodes != "host":
+                return undo(ctx)
+            try:
+                problems = undo(ctx)
+            except HostError as exc:
+                problems = [exc.message]
+            if problems and self._instance_gone(ctx):
+                return []
+            return problems
+
+        return guarded
 
     def close(self) -> None:
         if self._remote is not None:
@@ -477,6 +497,7 @@ class GCEProvider(Provider):
         return self.remote(ctx)._release(ctx)
 
     def _instance_gone(self, ctx: Context) -> bool:
+        """The master VM no longer exists (and with it what ran there)."""
         name = names(ctx.info.name)["instance"]
         try:
             self.compute.get("Instances", self._zone(), f"read VM {name}", instance=name)
