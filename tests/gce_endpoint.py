@@ -617,6 +617,15 @@ class ComputeEndpoint:
         region = zone.split("/")[1].rsplit("-", 1)[0]
         link = instance["selfLink"]
         for disk in instance["disks"]:
+            params = disk.get("initializeParams")
+            if params is not None and not disk.get("source"):
+                # The boot disk is made with the instance, named after it unless told.
+                boot = self._fill(COLLECTIONS["disks"], project, zone, {
+                    "name": params.get("diskName") or instance["name"], "sizeGb": params.get("diskSizeGb", "10"),
+                    "sourceImage": params.get("sourceImage", ""), "labels": dict(params.get("labels", {}))}, "READY")
+                boot["users"] = [link]
+                self.resources[("disks", project, zone, boot["name"])] = boot
+                disk["source"] = boot["selfLink"]
             if disk.get("source"):
                 found = self.resources.get(("disks", project, zone, disk["source"].rsplit("/", 1)[1]))
                 if found is not None:
@@ -637,6 +646,11 @@ class ComputeEndpoint:
 
     def _detach(self, instance: dict) -> None:
         link = instance["selfLink"]
+        for disk in instance["disks"]:
+            if disk.get("autoDelete") and disk.get("source"):
+                # .../projects/<project>/zones/<zone>/disks/<name>
+                project, _, zone, _, name = disk["source"].split("/projects/", 1)[1].split("/")
+                self.resources.pop(("disks", project, f"zones/{zone}", name), None)
         for (c, *_), r in self.resources.items():
             if c in ("disks", "addresses") and r.get("users") == [link]:
                 r.pop("users")

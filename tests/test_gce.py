@@ -133,3 +133,20 @@ def test_transient_errors_are_retried_and_a_repeated_request_is_done_once(monkey
     assert [d["name"] for d in endpoint.items("disks")] == ["d"]
     with pytest.raises(AlreadyExists, match="already exists"):
         compute.insert("Disks", zone, "create disk d", "disk_resource", compute_v1.Disk(name="d"), "another-request")
+
+
+def test_a_refusal_that_does_not_name_the_permission_is_named_for_it(monkeypatch, endpoint):
+    from google.cloud import compute_v1
+
+    from kubemark_up.providers.gce_api import Compute, GCEError, Scope
+
+    monkeypatch.setenv("KUBEMARK_UP_GCE_ENDPOINT", endpoint.url)
+    endpoint.fault("compute.addresses.insert", status=403, reason="forbidden", message="Forbidden")
+    with pytest.raises(GCEError, match=r"lack the permission compute\.addresses\.create"):
+        Compute(PROJECT).insert("Addresses", Scope("region", "us-central1"), "create address a", "address_resource",
+                                compute_v1.Address(name="a"), "r-1")
+    endpoint.fault("compute.disks.insert", status=403, reason="quotaExceeded", message="Quota 'DISKS_TOTAL_GB' exceeded.")
+    with pytest.raises(GCEError, match="quota exceeded"):
+        Compute(PROJECT).insert("Disks", Scope("zone", "us-central1-b"), "create disk d", "disk_resource",
+                                compute_v1.Disk(name="d"), "r-2")
+    assert endpoint.items() == []

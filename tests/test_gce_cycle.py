@@ -74,18 +74,22 @@ class Cloud:
         return [r for r in self.endpoint.items() if r.get("labels", {}).get(LABEL) or r["kind"] == "compute#firewall"]
 
 
-def remote_processes(user: str) -> list[psutil.Process]:
+def remote_processes(user: str, root: Path) -> list[psutil.Process]:
+    """The live processes of the SSH user that run from under root (the sshd user is
+    shared with other tests: only what runs from this test's folder is this test's)."""
     found = []
-    for process in psutil.process_iter(["username", "name", "status"]):
+    for process in psutil.process_iter(["username", "name", "status", "cmdline"]):
         info = process.info
-        if info["username"] == user and info["status"] != psutil.STATUS_ZOMBIE and info["name"] not in ("sshd", "sh"):
+        if info["username"] != user or info["status"] == psutil.STATUS_ZOMBIE or info["name"] in ("sshd", "sh"):
+            continue
+        if str(root) in " ".join(info["cmdline"] or []):
             found.append(process)
     return found
 
 
 def assert_nothing_left(cloud: Cloud, name: str) -> None:
     assert cloud.endpoint.items() == [], cloud.endpoint.names()
-    assert remote_processes(cloud.sshd.user) == []
+    assert remote_processes(cloud.sshd.user, cloud.root) == []
     assert list(cloud.root.iterdir()) == []
     assert (cloud.sshd.dir / "authorized_keys").read_text() == cloud.keys_before
     assert not (cloud.cli.home / name / "state.json").exists()
@@ -122,10 +126,15 @@ def test_start_and_stop_a_master_on_the_vm(cloud):
     began = time.time()
     result = cloud.start("gce1")
     assert result.returncode == 0, result.stderr
-    made = {r["kind"].split("#")[1]: r for r in cloud.endpoint.items()}
-    assert sorted(made) == ["address", "disk", "firewall", "instance"]
-    for kind in ("address", "disk", "instance"):
-        assert made[kind]["labels"] == {LABEL: "gce1"}
+    items = {(r["kind"].split("#")[1], r["name"]): r for r in cloud.endpoint.items()}
+    # The VM's boot disk is made with it, named after it.
+    assert sorted(items) == [("address", "kubemark-up-gce1-ip"), ("disk", "kubemark-up-gce1-master"),
+                             ("disk", "kubemark-up-gce1-pd"), ("firewall", "kubemark-up-gce1-https"),
+                             ("instance", "kubemark-up-gce1-master")]
+    for key, item in items.items():
+        if key[0] != "firewall":
+            assert item["labels"] == {LABEL: "gce1"}, key
+    made = {kind: item for (kind, name), item in items.items() if name != "kubemark-up-gce1-master" or kind != "disk"}
     firewall = made["firewall"]
     assert firewall["name"] == "kubemark-up-gce1-https" and firewall["sourceRanges"] == ["127.0.0.1/32"]
     assert firewall["description"].startswith("kubemark-up cluster gce1 ")
@@ -267,9 +276,9 @@ def test_state_lost_after_start_is_found_by_label(cloud):
     # Deleting the VM ends what ran on it; here the "VM" is this machine's sshd user.
     for process in marked_processes(cloud.cli.home / "lost"):
         process.kill()
-    for process in remote_processes(cloud.sshd.user):
+    for process in remote_processes(cloud.sshd.user, cloud.root):
         process.kill()
-    psutil.wait_procs(remote_processes(cloud.sshd.user), timeout=10)
+    psutil.wait_procs(remote_processes(cloud.sshd.user, cloud.root), timeout=10)
     shutil.rmtree(cloud.root / "lost", ignore_errors=True)
     assert_nothing_left(cloud, "lost")
 
@@ -283,16 +292,17 @@ def test_gc_lists_and_deletes_what_has_no_state_here(cloud):
     listed = cloud.cli.run("gc", "--provider", "gce", "--project", PROJECT, **cloud.env())
     assert listed.returncode == 0, listed.stderr
     lines = listed.stdout.splitlines()
-    assert sum("of cluster orphan" in line for line in lines) == 4, listed.stdout
-    assert len(cloud.endpoint.items()) == 4  # listed, not deleted
+    # The firewall rule, the address, the master disk, the VM and its boot disk.
+    assert sum("of cluster orphan" in line for line in lines) == 5, listed.stdout
+    assert len(cloud.endpoint.items()) == 5  # listed, not deleted
     deleted = cloud.cli.run("gc", "--provider", "gce", "--project", PROJECT, "--yes", **cloud.env())
     assert deleted.returncode == 0, deleted.stderr
     assert cloud.endpoint.items() == []
     again = cloud.cli.run("gc", "--provider", "gce", "--project", PROJECT, **cloud.env())
     assert "no resources of kubemark-up clusters without state here" in again.stdout
-    for process in survivors + remote_processes(cloud.sshd.user):
+    for process in survivors + remote_processes(cloud.sshd.user, cloud.root):
         process.kill()
-    psutil.wait_procs(remote_processes(cloud.sshd.user), timeout=10)
+    psutil.wait_procs(remote_processes(cloud.sshd.user, cloud.root), timeout=10)
     shutil.rmtree(cloud.root / "orphan", ignore_errors=True)
 
 
@@ -301,7 +311,7 @@ def test_gc_leaves_clusters_with_state_alone(cloud):
     listed = cloud.cli.run("gc", "--provider", "gce", "--project", PROJECT, "--yes", **cloud.env())
     assert listed.returncode == 0, listed.stderr
     assert "no resources of kubemark-up clusters without state here" in listed.stdout
-    assert len(cloud.endpoint.items()) == 4
+    assert len(cloud.endpoint.items()) == 5
     assert cloud.stop("kept").returncode == 0
     assert_nothing_left(cloud, "kept")
 
@@ -318,9 +328,9 @@ def test_a_vm_deleted_behind_our_back_excuses_what_ran_on_it(cloud):
     assert cloud.start("novm", 1).returncode == 0
     # The VM goes (its keys with it: SSH is refused now), and what ran on it.
     cloud.endpoint.remove("instances", PROJECT, f"zones/{ZONE}", "kubemark-up-novm-master")
-    for process in marked_processes(cloud.cli.home / "novm") + remote_processes(cloud.sshd.user):
+    for process in marked_processes(cloud.cli.home / "novm") + remote_processes(cloud.sshd.user, cloud.root):
         process.kill()
-    psutil.wait_procs(remote_processes(cloud.sshd.user), timeout=10)
+    psutil.wait_procs(remote_processes(cloud.sshd.user, cloud.root), timeout=10)
     result = cloud.stop("novm")
     assert result.returncode == 0, result.stderr
     shutil.rmtree(cloud.root / "novm", ignore_errors=True)  # the VM's disk, in real life

@@ -81,7 +81,7 @@ def test_start_to_nodes_ready_and_stop_leaves_nothing(root_cluster, hollow_image
             assert result.returncode == 0, result.stderr
             assert endpoint.items() == []
             assert root_cluster.kubectl("get", "namespace", "kubemark-gce").returncode != 0
-            assert remote_processes(vm_sshd.user) == []
+            assert remote_processes(vm_sshd.user, remote_root) == []
             assert list(remote_root.iterdir()) == []
             assert keys.read_text() == keys_before
             assert start_calls > 0 and len(endpoint.calls(stopped)) > 0
@@ -90,5 +90,5 @@ def test_start_to_nodes_ready_and_stop_leaves_nothing(root_cluster, hollow_image
                 cli.run("stop", "--name", "gcepods", timeout=600, **env)
             for process in marked_processes(cli.home / "gcepods"):
                 process.kill()
-            psutil.wait_procs(remote_processes(vm_sshd.user), timeout=10)
+            psutil.wait_procs(remote_processes(vm_sshd.user, remote_root), timeout=10)
             shutil.rmtree(remote_root, ignore_errors=True)

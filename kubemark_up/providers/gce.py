@@ -477,10 +477,17 @@ class GCEProvider(Provider):
         s = self.settings
 
         def reachable() -> None:
+            # Retried while the VM boots: no answer yet, or the guest environment has not
+            # put the key in place, or the start-up script has not made remote_root.
+            # The connection that answered stays open: its host key is the one pinned.
             host = remote.master(ctx).host
-            facts = host.call("facts", paths=[s.remote_root])
+            try:
+                facts = host.call("facts", paths=[s.remote_root])
+            except HostError as exc:
+                if "does not match" in exc.message:  # not the host we pinned: never retried
+                    raise KubemarkUpError(exc.message) from None
+                raise
             if not facts["writable"][s.remote_root]:
-                host.close()
                 raise HostError(f"{s.remote_root} is not yet writable on {host.name} (the VM's start-up script makes it)")
 
         retrying(reachable, on=HostError, timeout=s.ssh_wait_timeout)
