@@ -150,3 +150,9 @@ def test_a_refusal_that_does_not_name_the_permission_is_named_for_it(monkeypatch
         Compute(PROJECT).insert("Disks", Scope("zone", "us-central1-b"), "create disk d", "disk_resource",
                                 compute_v1.Disk(name="d"), "r-2")
     assert endpoint.items() == []
+
+
+def test_gc_input_errors_are_one_line(bare_cli: CLI):
+    assert_one_line_error(bare_cli.run("gc", "--provider", "local"), 2, "provider local makes no cloud resources")
+    assert_one_line_error(bare_cli.run("gc", "--provider", "gce"), 2, "gce.project is required")
+    assert_one_line_error(bare_cli.run("gc", "--provider", "gce", "--project", "Not_A_Project"), 2, "gce.project: a project ID")

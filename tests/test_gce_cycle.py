@@ -213,9 +213,14 @@ def test_a_missing_permission_is_named(cloud):
 def test_an_address_of_ours_is_adopted(cloud):
     cloud.endpoint.put("addresses", PROJECT, f"regions/{REGION}", {"name": "kubemark-up-adopt-ip", "labels": {LABEL: "adopt"},
                                                                    "address": "127.0.0.1"})
-    result = cloud.start("adopt")
+    result = cloud.start("adopt", events_disk=True)
     assert result.returncode == 0, result.stderr
     assert "address kubemark-up-adopt-ip already exists with this cluster's mark: adopted" in result.stderr
+    # (and with an events disk: both attached, by their device names)
+    (vm,) = cloud.endpoint.items("instances")
+    assert [d.get("deviceName") for d in vm["disks"]] == [None, "master-pd", "master-event-pd"]
+    assert {d["name"] for d in cloud.endpoint.items("disks")} == {
+        "kubemark-up-adopt-master", "kubemark-up-adopt-pd", "kubemark-up-adopt-events-pd"}
     assert cloud.stop("adopt").returncode == 0
     assert_nothing_left(cloud, "adopt")
 
@@ -335,3 +340,40 @@ def test_a_vm_deleted_behind_our_back_excuses_what_ran_on_it(cloud):
     assert result.returncode == 0, result.stderr
     shutil.rmtree(cloud.root / "novm", ignore_errors=True)  # the VM's disk, in real life
     assert_nothing_left(cloud, "novm")
+
+
+def test_the_host_key_pinned_at_start_is_required_after(tmp_path, bin_dir):
+    """The VM's host key is taken on first contact only: a later command that meets
+    another key (the same address and port, another host) refuses it."""
+    vm = SSHServer()
+    vm.start()
+    impostor = SSHServer()
+    root = vm.home / f"kmup-gce-tofu-{os.getpid()}"
+    root.mkdir(mode=0o755)
+    shutil.chown(root, vm.user)
+    keys = vm.dir / "authorized_keys"
+    with ComputeEndpoint(op_seconds=0.05, authorized_keys=keys) as endpoint:
+        cloud = Cloud(cli=CLI(home=tmp_path / "home", bin_dir=bin_dir), endpoint=endpoint, sshd=vm, root=root,
+                      keys_before=keys.read_text())
+        try:
+            assert cloud.start("tofu").returncode == 0
+            vm.stop()
+            # Another sshd, another host key, where the VM was; it would let our key in.
+            impostor.config.write_text(impostor.config.read_text().replace(f":{impostor.port}", f":{vm.port}"))
+            impostor.port = vm.port
+            (impostor.dir / "authorized_keys").write_text(keys.read_text())
+            impostor.start()
+            status = cloud.cli.run("status", "--name", "tofu", **cloud.env())
+            assert_one_line_error(status, 1, "does not match the key pinned in this cluster's state")
+            impostor.stop()
+            vm.start()
+            result = cloud.stop("tofu")
+            assert result.returncode == 0, result.stderr
+            assert_nothing_left(cloud, "tofu")
+        finally:
+            impostor.cleanup()
+            if (cloud.cli.home / "tofu" / "state.json").exists():
+                vm.restart()  # the real VM again, whatever the test got to
+                cloud.stop("tofu")
+            vm.cleanup()
+            shutil.rmtree(root, ignore_errors=True)
