@@ -116,7 +116,7 @@ def plan(settings: Settings, home: Path, ui: UI) -> list[str]:
     ctx = Context(dir=ClusterDir(home, settings.name), info=info, state=ClusterState(), settings=settings, ui=ui,
                   provider=provider)
     try:
-        return provider.plan(ctx)
+        return provider.plan(ctx, provider.steps(shared_steps()))
     finally:
         provider.close()
 

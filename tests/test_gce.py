@@ -156,3 +156,10 @@ def test_gc_input_errors_are_one_line(bare_cli: CLI):
     assert_one_line_error(bare_cli.run("gc", "--provider", "local"), 2, "provider local makes no cloud resources")
     assert_one_line_error(bare_cli.run("gc", "--provider", "gce"), 2, "gce.project is required")
     assert_one_line_error(bare_cli.run("gc", "--provider", "gce", "--project", "Not_A_Project"), 2, "gce.project: a project ID")
+
+
+def test_dry_run_of_a_provider_without_cloud_resources_lists_its_steps(bare_cli: CLI):
+    result = bare_cli.run("start", "--name", "dry", "--nodes", "2", "--dry-run")
+    assert result.returncode == 0, result.stderr
+    assert "start would, in order:" in result.stdout and "- start etcd" in result.stdout
+    assert not (bare_cli.home / "dry").exists()

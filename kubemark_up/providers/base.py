@@ -67,9 +67,10 @@ class Provider(ABC):
         one port fixes it."""
         return ctx.settings.apiserver_port
 
-    def plan(self, ctx: Context) -> list[str]:
-        """What start would do, for --dry-run, creating nothing. Optional."""
-        return [f"{step.key}: {step.title}" for step in self.steps([]) if step.title]
+    def plan(self, ctx: Context, steps: list[Step]) -> list[str]:
+        """What start would do, for --dry-run, creating nothing: by default the titles of
+        its steps; a provider that makes cloud resources lists each of them."""
+        return ["start would, in order:", *(f"- {step.title or step.key}" for step in steps)]
 
     def preflight(self, ctx: Context) -> None:
         """Check, before anything is created, what would make start fail later. Optional."""

@@ -370,7 +370,7 @@ class GCEProvider(Provider):
             ])))
         return made
 
-    def plan(self, ctx: Context) -> list[str]:
+    def plan(self, ctx: Context, steps: list[Step]) -> list[str]:
         """--dry-run: every cloud resource and Kubernetes object start would make."""
         self._check_settings()
         s = self.settings
