@@ -145,6 +145,13 @@ def test_pod_for_node_answers_from_the_root_cluster(pods_cluster, root_cluster):
     logs = next(c["logs"] for c in where["processes"] if c["container"] == "hollow-kubelet")
     shown = subprocess.run(logs.split(), capture_output=True, text=True, timeout=60)
     assert shown.returncode == 0 and "hollow-node-1" in shown.stdout + shown.stderr
+    # By one of its addresses, as the kubemark master knows them.
+    node = json.loads(_kubectl(cli.home / "pods" / "kubeconfig.kubemark", "get", "node", "hollow-node-1", "-o",
+                               "json").stdout)
+    address = next(a["address"] for a in node["status"]["addresses"] if a["type"] == "InternalIP")
+    by_address = cli.run("pod-for-node", address, "--name", "pods", "-o", "json")
+    assert by_address.returncode == 0, by_address.stderr
+    assert json.loads(by_address.stdout)["node"] == "hollow-node-1"
     assert_one_line_error(cli.run("pod-for-node", "hollow-node-7", "--name", "pods"), 1, "no hollow node 'hollow-node-7'")
 
 
