@@ -504,6 +504,8 @@ class ComputeEndpoint:
             return self._get(collection, project, scope, name)
         if verb == "delete":
             return self._delete(collection, project, scope, name, op_error, op_message)
+        if verb == "patch" and collection.name == "firewalls":
+            return self._patch(collection, project, scope, name, body)
         raise Rejected(501, f"{method_id} is valid compute v1 but not implemented by the test endpoint", "notImplemented")
 
     # Resources ------------------------------------------------------------------------
@@ -683,6 +685,17 @@ class ComputeEndpoint:
                 found["status"] = collection.ready
 
         return self._operation("delete", project, scope, found["selfLink"], commit, undo, op_error, op_message)
+
+    def _patch(self, collection: Collection, project: str, scope: str, name: str, body: dict) -> dict:
+        found = self._get(collection, project, scope, name)
+        if body.get("name", name) != name:
+            raise Rejected(400, "Invalid value for field 'resource.name': a patch cannot rename")
+        changes = {k: v for k, v in body.items() if k not in ("kind", "id", "selfLink", "creationTimestamp")}
+
+        def commit() -> None:
+            found.update(changes)
+
+        return self._operation("patch", project, scope, found["selfLink"], commit, lambda: None, "", "")
 
     # Operations -----------------------------------------------------------------------
 

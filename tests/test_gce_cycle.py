@@ -377,3 +377,18 @@ def test_the_host_key_pinned_at_start_is_required_after(tmp_path, bin_dir):
                 cloud.stop("tofu")
             vm.cleanup()
             shutil.rmtree(root, ignore_errors=True)
+
+
+def test_a_firewall_rule_of_ours_left_by_an_earlier_run_is_adopted_and_updated(cloud):
+    cloud.endpoint.put("firewalls", PROJECT, "global", {
+        "name": "kubemark-up-oldfw-https", "description": "kubemark-up cluster oldfw (uid 0123456789abcdef): its apiserver",
+        "network": f"projects/{PROJECT}/global/networks/default", "sourceRanges": ["0.0.0.0/0"],
+        "targetTags": ["kubemark-up-oldfw-master"], "allowed": [{"IPProtocol": "tcp", "ports": ["443"]}]})
+    result = cloud.start("oldfw")
+    assert result.returncode == 0, result.stderr
+    assert "firewall rule kubemark-up-oldfw-https already exists with this cluster's mark: adopted" in result.stderr
+    (rule,) = cloud.endpoint.items("firewalls")
+    port = cloud.state("oldfw")["ports"]["apiserver"]
+    assert rule["sourceRanges"] == ["127.0.0.1/32"] and rule["allowed"] == [{"IPProtocol": "tcp", "ports": [str(port)]}]
+    assert cloud.stop("oldfw").returncode == 0
+    assert_nothing_left(cloud, "oldfw")

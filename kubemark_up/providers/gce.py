@@ -426,15 +426,18 @@ class GCEProvider(Provider):
                     except AlreadyExists:
                         found = self.compute.get(kind, scope, what, **{_PARAM[kind]: body.name})
                         if not self._ours(ctx, key, found):
-                            raise GCEError(
+                            raise _NotOurs(
                                 f"{_TITLES[key]} {body.name} already exists in project {self.settings.project} and is not "
                                 f"this cluster's (no {LABEL}={ctx.info.name}); it is left alone: delete it, or choose "
                                 "another --name") from None
                         ctx.ui.warn(f"{_TITLES[key]} {body.name} already exists with this cluster's mark: adopted")
                         resource.details["adopted"] = True
-            except GCEError as exc:
-                if "is not this cluster's" in exc.message:
-                    ctx.forget(resource)
+                        if key == "firewall" and _rules(found) != _rules(body):
+                            # A rule left by an earlier run of this name: its port or ranges as asked now.
+                            self.compute.update("Firewalls", scope, f"update firewall rule {body.name}",
+                                                firewall=body.name, firewall_resource=body)
+            except _NotOurs:
+                ctx.forget(resource)
                 raise
         return resource
 
@@ -609,6 +612,15 @@ class GCEProvider(Provider):
             self.compute.delete(kind, scope, f"delete {_TITLES[key]} {name}", **{_PARAM[kind]: name})
         except NotFound:
             return
+
+
+class _NotOurs(GCEError):
+    """A resource of our name without our mark: never adopted, never deleted."""
+
+
+def _rules(firewall: Any) -> tuple:
+    return (sorted(firewall.source_ranges), sorted(firewall.target_tags),
+            sorted((a.I_p_protocol, tuple(a.ports)) for a in firewall.allowed))
 
 
 _KINDS = {"firewall": "gce-firewall", "address": "gce-address", "disk": "gce-disk", "events_disk": "gce-disk",

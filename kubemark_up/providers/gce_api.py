@@ -37,7 +37,7 @@ RETRY = gretry.Retry(predicate=_TRANSIENT, initial=0.5, maximum=10.0, multiplier
 
 # Method -> the IAM permission it needs, for the error when the API does not name it.
 _VERBS = {"insert": "create", "delete": "delete", "get": "get", "list": "list", "aggregated_list": "list",
-          "wait": "get"}
+          "wait": "get", "patch": "update"}
 
 
 class GCEError(KubemarkUpError):
@@ -143,6 +143,11 @@ class Compute:
     def delete(self, kind: str, scope: Scope, what: str, **name: str) -> None:
         """Delete and wait; NotFound when it is not there."""
         operation = self.call(kind, "delete", what, project=self.project, **_where(scope), **name)
+        self.wait(operation, scope, what)
+
+    def update(self, kind: str, scope: Scope, what: str, **request: Any) -> None:
+        """Patch a resource and wait."""
+        operation = self.call(kind, "patch", what, project=self.project, **_where(scope), **request)
         self.wait(operation, scope, what)
 
     def get(self, kind: str, scope: Scope, what: str, **name: str) -> Any:
