@@ -78,6 +78,7 @@ def start(
         str | None, typer.Option(help="kubemark (a process pair per node) or fleet [default: kubemark].")
     ] = None,
     fleet_processes: Annotated[int | None, typer.Option(help="Fleet processes sharing the nodes [default: 1].")] = None,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Print what start would make; make nothing.")] = False,
 ) -> None:
     """Start a kubemark cluster and wait until every hollow node is Ready."""
     settings = config_mod.resolve(
@@ -85,6 +86,10 @@ def start(
                "node_engine": node_engine, "fleet_processes": fleet_processes},
         config_file=config,
     )
+    if dry_run:
+        for line in cluster.plan(settings, config_mod.home_dir(), ui):
+            out.print(line)
+        return
     # SIGTERM is an interruption like Ctrl-C: start stops what it started, in order.
     signal.signal(signal.SIGTERM, _raise_interrupt)
     ctx = cluster.start(settings, config_mod.home_dir(), ui)
@@ -269,6 +274,29 @@ def binaries_command(
     for binary in found.values():
         table.add_row(binary.name, binaries.version_of(binary), binary.source, str(binary.path))
     out.print(table)
+
+
+@app.command("gc")
+def gc_command(
+    provider: Annotated[str, typer.Option(help="The provider whose resources to look for.")] = "gce",
+    project: Annotated[str | None, typer.Option(help="gce: the project [default: gce.project of the settings].")] = None,
+    config: Annotated[Path | None, typer.Option("--config", "-c", help="A settings file (YAML).")] = None,
+    yes: Annotated[bool, typer.Option("--yes", help="Delete what is listed.")] = False,
+) -> None:
+    """List the cloud resources kubemark-up marked for clusters that have no state here; --yes deletes them."""
+    import os
+
+    environ = dict(os.environ)
+    if project:
+        environ[config_mod.provider_env_prefix(provider) + "PROJECT"] = project
+    settings = config_mod.resolve(flags={"provider": provider}, config_file=config, environ=environ)
+    found = cluster.gc(settings, config_mod.home_dir(), ui, delete=yes)
+    for line in found:
+        out.print(line)
+    if not found:
+        out.print("no resources of kubemark-up clusters without state here")
+    elif not yes:
+        out.print(f"{len(found)} resource(s); delete them with --yes")
 
 
 @app.command("providers")

@@ -109,6 +109,47 @@ def _shielded() -> Iterator[None]:
             signal.signal(sig, handler)
 
 
+def plan(settings: Settings, home: Path, ui: UI) -> list[str]:
+    """--dry-run: what start would make, from the provider; nothing is made or written."""
+    provider = load(settings)
+    info = ClusterInfo(name=settings.name, provider=provider.name, settings=settings.model_dump(mode="json"))
+    ctx = Context(dir=ClusterDir(home, settings.name), info=info, state=ClusterState(), settings=settings, ui=ui,
+                  provider=provider)
+    try:
+        return provider.plan(ctx, provider.steps(shared_steps()))
+    finally:
+        provider.close()
+
+
+def gc(settings: Settings, home: Path, ui: UI, *, delete: bool) -> list[str]:
+    """Resources the provider marked for clusters that have no state in home: listed,
+    and with delete, deleted. For providers that make cloud resources (orphans())."""
+    provider = load(settings)
+    orphans = getattr(provider, "orphans", None)
+    if orphans is None:
+        raise ConfigError(f"provider {provider.name} makes no cloud resources: nothing to collect")
+    known = set()  # a name with state here is never collected (whatever its project)
+    for path in home.glob("*/cluster.json"):
+        try:
+            if ClusterDir(home, path.parent.name).load_info().provider == provider.name:
+                known.add(path.parent.name)
+        except KubemarkUpError:
+            known.add(path.parent.name)
+    try:
+        found = orphans(known)
+        lines = []
+        for cluster_name, key, resource, scope in found:
+            line = f"{key} {resource} ({scope.path}) of cluster {cluster_name}"
+            if delete:
+                with ui.step(f"delete {line}", long=True):
+                    provider.delete_orphan(cluster_name, key, resource, scope)  # type: ignore[attr-defined]
+                line = "deleted " + line
+            lines.append(line)
+        return lines
+    finally:
+        provider.close()
+
+
 def _refuse_existing(cdir: ClusterDir) -> None:
     if not cdir.exists():
         return
@@ -152,12 +193,14 @@ def _step_binaries(ctx: Context) -> None:
 def _step_ports(ctx: Context) -> None:
     site = ctx.provider.master(ctx)
     wanted = [name for name in master.PORT_NAMES if name not in ctx.state.ports]
-    fixed = {"apiserver": ctx.settings.apiserver_port} if ctx.settings.apiserver_port else {}
+    port = ctx.provider.apiserver_port(ctx)
+    fixed = {"apiserver": port} if port else {}
     low, high = ctx.settings.port_bounds
     with ctx.dir.lock_ports():  # picked and recorded before another cluster picks
         claimed = ctx.dir.claimed_ports()
         taken = set(fixed.values()) | set(ctx.state.ports.values()) | claimed
-        if fixed and fixed["apiserver"] in claimed:
+        # A port the provider fixes (gce: 443 on a VM of its own) is not another cluster's.
+        if fixed and ctx.settings.apiserver_port and fixed["apiserver"] in claimed:
             raise ConfigError(f"apiserver_port {fixed['apiserver']} belongs to another kubemark-up cluster")
         free = site.host.free_ports(len([n for n in wanted if n not in fixed]), low=low, high=high, exclude=taken)
         for name in wanted:

@@ -18,7 +18,7 @@ from tests.conftest import assert_one_line_error
         (["start", "--nodes", "many"], {}, 2, "Invalid value for '--nodes'"),
         (["start", "--name", "Not_A_Name"], {}, 2, "name: must be 1-40 lower-case"),
         (["start"], {"NUM_NODES": "lots"}, 2, "(from environment variable NUM_NODES)"),
-        (["start", "--provider", "nowhere"], {}, 2, "unknown provider 'nowhere' (known: local"),
+        (["start", "--provider", "nowhere"], {}, 2, "unknown provider 'nowhere' (known: gce, local, preexisting"),
         (["start", "--config", "/no/such/file.yaml"], {}, 2, "config file /no/such/file.yaml does not exist"),
         (["start"], {"KUBEMARK_UP_APISERVER_EXTRA_ARGS": "not-a-flag"}, 2, "'not-a-flag' is not a --flag"),
         (["status", "--name", "ghost"], {}, 1, "no cluster named 'ghost'"),

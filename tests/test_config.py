@@ -11,13 +11,14 @@ import yaml
 
 from kubemark_up import config
 from kubemark_up.errors import ConfigError
+from kubemark_up.providers.gce import GCEProvider
 from kubemark_up.providers.local import LocalProvider
 from kubemark_up.providers.preexisting import PreexistingProvider
 
 DEFAULT_YAML = Path(__file__).parent.parent / "config" / "default.yaml"
 
 
-BUILT_IN_PROVIDERS = {"local": LocalProvider, "preexisting": PreexistingProvider}
+BUILT_IN_PROVIDERS = {"local": LocalProvider, "preexisting": PreexistingProvider, "gce": GCEProvider}
 # What resolve() gives with nothing set: the defaults, the local provider's own included.
 DEFAULTS = config.Settings(provider_settings=LocalProvider.settings_model().model_dump(mode="json"))
 
@@ -48,14 +49,14 @@ def text_of_default() -> str:
     return DEFAULT_YAML.read_text()
 
 
-@pytest.mark.parametrize("provider", ["local", "preexisting"])
+@pytest.mark.parametrize("provider", ["local", "preexisting", "gce"])
 def test_default_yaml_documents_each_providers_settings(provider):
     cls = BUILT_IN_PROVIDERS[provider]
     section = yaml.safe_load(DEFAULT_YAML.read_text())[provider]
     model = cls.settings_model
     assert set(section) == set(model.model_fields)
     for name, field in model.model_fields.items():
-        default = None if field.is_required() else field.default
+        default = None if field.is_required() else field.get_default(call_default_factory=True)
         documented = section[name]
         if isinstance(default, Path):
             default = str(default)

@@ -23,29 +23,6 @@ NODES = 3
 SHARED = "hollow-shared"  # the namespace of the cluster the read-only tests share
 
 
-@pytest.fixture(scope="session")
-def root_cluster(tmp_path_factory, bin_dir):
-    if os.geteuid() != 0:
-        pytest.fail("the root cluster needs root (containerd, runc, a bridge); CI runs as root")
-    folder = tmp_path_factory.mktemp("root-cluster")
-    cluster = RootCluster(folder=folder / "node", cli=CLI(home=folder / "home", bin_dir=bin_dir))
-    cluster.start()
-    yield cluster
-    cluster.stop()
-
-
-@pytest.fixture(scope="session")
-def hollow_image(root_cluster, tmp_path_factory, bin_dir) -> str:
-    """The hollow-node image, built here and pushed to the root cluster's registry by
-    `kubemark-up image push`: what it printed (repository@digest)."""
-    cli = CLI(home=tmp_path_factory.mktemp("image-home"), bin_dir=bin_dir)
-    result = cli.run("image", "push", f"{root_cluster.registry}/kubemark:test", timeout=900)
-    assert result.returncode == 0, result.stderr
-    pushed = result.stdout.strip().splitlines()[-1]
-    assert pushed.startswith(f"{root_cluster.registry}/kubemark@sha256:")
-    return pushed
-
-
 def pods_config(path: Path, root: RootCluster, image: str, **pods: object) -> Path:
     path.write_text(yaml.safe_dump({
         "hollow_nodes": "pods",

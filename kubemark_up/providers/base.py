@@ -66,6 +66,16 @@ class Provider(ABC):
     def node_engine(self, ctx: Context) -> NodeEngine:
         """What runs the hollow nodes."""
 
+    def apiserver_port(self, ctx: Context) -> int:
+        """kube-apiserver's port; 0 picks a free one. A provider whose firewall opens
+        one port fixes it."""
+        return ctx.settings.apiserver_port
+
+    def plan(self, ctx: Context, steps: list[Step]) -> list[str]:
+        """What start would do, for --dry-run, creating nothing: by default the titles of
+        its steps; a provider that makes cloud resources lists each of them."""
+        return ["start would, in order:", *(f"- {step.title or step.key}" for step in steps)]
+
     def preflight(self, ctx: Context) -> None:
         """Check, before anything is created, what would make start fail later. Optional."""
         return None
