@@ -85,7 +85,7 @@ def _start(settings: Settings, cdir: ClusterDir, provider: Provider, ui: UI) -> 
         ctx.state.phase = "failed"
         ctx.save()
         ui.warn(f"start did not finish: stopping what it started (logs stay in {ctx.dir.logs})")
-        with _shielded():  # a second Ctrl-C must not leave half of it running
+        with shielded():  # a second Ctrl-C must not leave half of it running
             errors = _teardown(ctx, steps, purge=False)
         for error in errors:
             ui.warn(error)
@@ -96,7 +96,7 @@ def _start(settings: Settings, cdir: ClusterDir, provider: Provider, ui: UI) -> 
 
 
 @contextlib.contextmanager
-def _shielded() -> Iterator[None]:
+def shielded() -> Iterator[None]:
     """Ignore SIGINT and SIGTERM meanwhile (only the main thread may set handlers)."""
     if threading.current_thread() is not threading.main_thread():
         yield
@@ -567,6 +567,12 @@ def _loaded(name: str, home: Path) -> Context:
     state = cdir.load()
     settings = _recorded_settings(info)
     return Context(dir=cdir, info=info, state=state, settings=settings, ui=UI(), provider=load(settings))
+
+
+def context(name: str, home: Path) -> Context:
+    """A started cluster's context, for commands that work against it (run, env); the
+    caller closes ctx.provider."""
+    return _loaded(name, home)
 
 
 def status(name: str, home: Path) -> dict:
