@@ -309,6 +309,23 @@ def compare_command(
         raise typer.Exit(SLO_VIOLATED)
 
 
+@app.command("env")
+def env_command(name: NameOption = None, output: OutputOption = "text") -> None:
+    """Print the shell exports clusterloader2 (--provider=kubemark) and kubetest expect
+    for this cluster: eval "$(kubemark-up env)"."""
+    from kubemark_up import envexport
+    from kubemark_up.state import ClusterDir
+
+    _check_output(output)
+    cdir = ClusterDir(config_mod.home_dir(), config_mod.cluster_name(name))
+    info, state = cdir.load_info(), cdir.load()
+    values = envexport.exports(cdir, info, state, cluster.recorded_settings(info))
+    if output == "json":
+        print(json.dumps(values, indent=1))
+    else:
+        sys.stdout.write(envexport.shell(values))
+
+
 image_app = typer.Typer(help="Build the hollow-node image (no Docker needed) and push it to a registry.",
                         no_args_is_help=True)
 app.add_typer(image_app, name="image")

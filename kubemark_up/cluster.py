@@ -473,7 +473,7 @@ def _stop(cdir: ClusterDir, ui: UI, *, purge: bool, provider_name: str | None, f
         raise KubemarkUpError(f"cluster '{cdir.name}' was started by provider '{info.provider}', not '{provider_name}'")
     if info is None or state is None:
         return _sweep(cdir, info, ui, purge=purge, problem=problem)
-    settings = _recorded_settings(info)
+    settings = recorded_settings(info)
     provider = load(settings)
     ctx = Context(dir=cdir, info=info, state=state, settings=settings, ui=ui, provider=provider,
                   fetch_logs=fetch_logs)
@@ -489,7 +489,7 @@ def _stop(cdir: ClusterDir, ui: UI, *, purge: bool, provider_name: str | None, f
     return [f"stopped {count} process(es)"]
 
 
-def _recorded_settings(info: ClusterInfo) -> Settings:
+def recorded_settings(info: ClusterInfo) -> Settings:
     try:
         return Settings.model_validate(info.settings)
     except ValidationError:
@@ -506,7 +506,7 @@ def _sweep(cdir: ClusterDir, info: ClusterInfo | None, ui: UI, *, purge: bool, p
     else:
         where = f"with provider {info.provider}"
     ui.warn(f"cannot use the state of cluster '{cdir.name}' ({problem}); stopping its processes by their marker {where}")
-    settings = _recorded_settings(info)
+    settings = recorded_settings(info)
     provider = load(settings)
     ctx = Context(dir=cdir, info=info, state=ClusterState(), settings=settings, ui=ui, provider=provider)
     try:
@@ -565,7 +565,7 @@ def _loaded(name: str, home: Path) -> Context:
     cdir = ClusterDir(home, name)
     info = cdir.load_info()
     state = cdir.load()
-    settings = _recorded_settings(info)
+    settings = recorded_settings(info)
     return Context(dir=cdir, info=info, state=state, settings=settings, ui=UI(), provider=load(settings))
 
 

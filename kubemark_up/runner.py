@@ -278,7 +278,7 @@ def _meta(ctx: Context, kube: Kube, request: RunRequest, workload: workloads.Wor
             "kubernetes_version": ctx.settings.kubernetes_version,
             "apiserver_version": version,
             "etcd_version": ctx.settings.etcd_version,
-            "watch_cache": getattr(ctx.settings, "watch_cache", True),
+            "watch_cache": ctx.settings.watch_cache,
             "settings": ctx.info.settings,
         },
         "run": {

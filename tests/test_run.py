@@ -12,6 +12,7 @@ import subprocess
 import time
 from pathlib import Path
 
+import psutil
 import pytest
 
 from tests.conftest import CLUSTER_NODES, RunningCluster, assert_one_line_error
@@ -160,3 +161,22 @@ def test_run_refuses_more_objects_than_allowed(local_cluster):
                                    "--max-objects", "50")
     assert_one_line_error(result, 2, "more than --max-objects 50")
     assert _run_namespaces(local_cluster) == []
+
+
+def test_a_run_with_the_watch_cache_off(cli, tmp_path):
+    started = cli.run("start", "--name", "nocache", "--nodes", "1", timeout=600, KUBEMARK_UP_WATCH_CACHE="false")
+    try:
+        assert started.returncode == 0, started.stderr
+        apiservers = [p for p in psutil.process_iter(["cmdline"])
+                      if (p.info["cmdline"] or [""])[0].endswith("/kube-apiserver")
+                      and any(str(cli.home) in arg for arg in p.info["cmdline"])]
+        assert len(apiservers) == 1 and "--watch-cache=false" in apiservers[0].info["cmdline"]
+        out = tmp_path / "result"
+        result = cli.run("run", "density", "--name", "nocache", "--pods-per-node", "2", "--interval", "2",
+                         "--out", str(out), timeout=300)
+        assert result.returncode == 0, result.stderr
+        document = json.loads((out / "pod_startup.json").read_text())
+        assert document["cluster"]["watch_cache"] is False
+        assert document["result"]["metrics"]["pods_running"]["value"] == 2
+    finally:
+        cli.run("stop", "--name", "nocache", "--purge")
