@@ -41,6 +41,10 @@ def density_run(local_cluster: RunningCluster, tmp_path_factory: pytest.TempPath
     return result, out
 
 
+def _posts(keys: list[dict], resource: str) -> int:
+    return int(sum(k["count"] for k in keys if k["verb"] == "POST" and k["resource"] == resource and not k["subresource"]))
+
+
 def _doc(out: Path, name: str) -> dict:
     return json.loads((out / f"{name}.json").read_text())
 
@@ -68,8 +72,9 @@ def test_density_run_measures_what_it_made_and_removes_it(local_cluster, density
     assert 0 < p99 == max(p["running"] - p["created"] for p in pods)
     # The Deployments were really made: the apiserver counted the run's POSTs.
     keys = _doc(out, "api_latency")["result"]["data"]["keys"]
-    posts = [k for k in keys if k["verb"] == "POST" and k["resource"] == "deployments"]
-    assert posts and posts[0]["count"] >= -(-pods_made // 5)
+    assert _posts(keys, "deployments") == -(-pods_made // 5)
+    # Every pod the apiserver was asked to create has its entry.
+    assert _posts(keys, "pods") == pods_made
     assert all(k["p99"] is None or k["p99"] > 0 for k in keys)
     scheduling = _doc(out, "scheduling_throughput")["result"]
     assert scheduling["metrics"]["pods_scheduled"]["value"] == pods_made
@@ -180,3 +185,23 @@ def test_a_run_with_the_watch_cache_off(cli, tmp_path):
         assert document["result"]["metrics"]["pods_running"]["value"] == 2
     finally:
         cli.run("stop", "--name", "nocache", "--purge")
+
+
+def test_load_run_makes_the_mix_scales_updates_and_deletes_it(local_cluster, tmp_path):
+    out = tmp_path / "load"
+    result = local_cluster.cli.run("run", "load", "--name", local_cluster.name, "--pods-per-node", "4",
+                                   "--interval", "2", "--out", str(out), timeout=600)
+    assert result.returncode == 0, result.stderr
+    startup = _doc(out, "pod_startup")
+    phases = [p["phase"] for p in startup["run"]["phases"]]
+    assert phases == ["create", "wait Running", "scale", "wait scaled", "update", "wait updated", "delete", "wait deleted"]
+    # 12 pods: Deployments of 5, 5 and 2, a Service for every other one, a ConfigMap and a Secret each.
+    keys = _doc(out, "api_latency")["result"]["data"]["keys"]
+    assert _posts(keys, "deployments") == 3 and _posts(keys, "services") == 2 and _posts(keys, "secrets") == 3
+    assert _posts(keys, "configmaps") >= 3  # and the namespace's kube-root-ca.crt
+    assert startup["run"]["objects_created"] == 3 + 2 + 3 + 3
+    # The update replaced every pod, so more pods were made than the 12 first asked for, each with its entry.
+    pods = startup["result"]["data"]["pods"]
+    assert len(pods) == _posts(keys, "pods") > 12
+    assert all(p["running"] and p["deleted"] for p in pods)
+    assert _run_namespaces(local_cluster) == [] and _run_pods(local_cluster) == []
