@@ -205,3 +205,39 @@ def test_load_run_makes_the_mix_scales_updates_and_deletes_it(local_cluster, tmp
     assert len(pods) == _posts(keys, "pods") > 12
     assert all(p["running"] and p["deleted"] for p in pods)
     assert _run_namespaces(local_cluster) == [] and _run_pods(local_cluster) == []
+
+
+def test_sigterm_cleans_up_and_a_killed_runs_leftovers_go_with_the_next_run(local_cluster):
+    def start_and_wait() -> subprocess.Popen:
+        process = local_cluster.cli.popen("run", "density", "--name", local_cluster.name, "--pods-per-node", "10",
+                                          "--rate", "2", "--measure", "pod_startup")
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and len(_run_pods(local_cluster)) < 3:
+            assert process.poll() is None, process.communicate()
+            time.sleep(0.5)
+        return process
+
+    process = start_and_wait()
+    process.send_signal(signal.SIGTERM)
+    _, stderr = process.communicate(timeout=300)
+    assert process.returncode == 130 and "interrupted" in stderr, stderr
+    assert _run_namespaces(local_cluster) == []
+    # SIGKILL leaves no chance to clean up: its namespace stays, recorded.
+    process = start_and_wait()
+    process.kill()
+    process.wait(timeout=30)
+    left = _run_namespaces(local_cluster)
+    assert len(left) == 1
+    # A namespace no run recorded is never touched, even with a run's label.
+    assert local_cluster.kubectl("create", "namespace", "not-a-run").returncode == 0
+    assert local_cluster.kubectl("label", "namespace", "not-a-run", f"{RUN_LABEL}=elsewhere").returncode == 0
+    try:
+        result = local_cluster.cli.run("run", "density", "--name", local_cluster.name, "--pods-per-node", "1",
+                                       "--measure", "pod_startup", timeout=300)
+        assert result.returncode == 0, result.stderr
+        assert "did not clean up after itself" in result.stderr
+        assert [n["metadata"]["name"] for n in _run_namespaces(local_cluster)] == ["not-a-run"]
+        assert _run_pods(local_cluster) == []
+        assert local_cluster.kubectl("get", "namespace", "not-a-run").returncode == 0
+    finally:
+        local_cluster.kubectl("delete", "namespace", "not-a-run", timeout=120)
