@@ -117,3 +117,21 @@ def test_line_chart_draws_every_series_and_says_no_data():
     assert chart.count('class="series"') == 2 and 'data-plot="x"' in chart and "a &lt;title&gt;" in chart
     assert "no data" in svg.line_chart("y", "empty", {}, x_label="t", y_label="v")
     assert svg.cdf([3.0, 1.0, 2.0]) == [(1.0, 1 / 3), (2.0, 2 / 3), (3.0, 1.0)]
+
+
+def test_the_proc_sampler_agrees_with_psutil():
+    import os
+
+    import psutil
+
+    from kubemark_up.hosts import LocalHost
+    from kubemark_up.hosts.base import Host
+
+    host = LocalHost()
+    sum(i * i for i in range(300_000))  # some CPU time of our own
+    by_proc = Host.usage(host, [os.getpid(), 999_999_999])  # the SSH hosts' way: /proc in one command
+    by_psutil = host.usage([os.getpid()])
+    assert set(by_proc) == set(by_psutil) == {os.getpid()}
+    cpu, rss = by_proc[os.getpid()]
+    assert cpu == pytest.approx(by_psutil[os.getpid()][0], abs=0.2)
+    assert rss == pytest.approx(psutil.Process().memory_info().rss, rel=0.2)
