@@ -22,7 +22,7 @@ def _nice(value: float) -> float:
 
 
 def _tick(value: float) -> str:
-    return f"{value:.3g}"
+    return f"{value:.4g}"
 
 
 def line_chart(plot_id: str, title: str, series: Series, *, x_label: str, y_label: str,
