@@ -86,17 +86,23 @@ class PodWatch:
         self._stop.set()
         self._thread.join(timeout=WINDOW + 5)
 
-    def settle(self, timeout: float = 5) -> None:
-        """Give the watch a moment to deliver what has happened up to now."""
+    def settle(self, timeout: float = 15, quiet: float = 3) -> None:
+        """Give the watch time to deliver what has happened up to now: until every pod
+        it knows is seen deleted (the workloads delete all they made), or nothing new
+        came for `quiet` seconds, at most `timeout`."""
         deadline = time.monotonic() + timeout
-        last = -1
+        last, since = None, time.monotonic()
         while time.monotonic() < deadline:
             with self.lock:
-                count = sum(1 for p in self.pods.values() if p.running or p.deleted)
-            if count == last:
+                if self.pods and all(p.deleted for p in self.pods.values()):
+                    return
+                seen = sum(1 for p in self.pods.values() for t in (p.scheduled, p.running, p.deleted) if t)
+                count = (len(self.pods), seen)
+            if count != last:
+                last, since = count, time.monotonic()
+            elif time.monotonic() - since >= quiet:
                 return
-            last = count
-            time.sleep(0.5)
+            time.sleep(0.2)
 
     def _relist(self, *, initial: bool = False) -> None:
         listing = self.kube.request("GET", "/api/v1/pods", query={"labelSelector": self.selector})
