@@ -2,13 +2,16 @@
 startup p50/p99 and scheduling throughput, with the master's API latency and CPU.
 
     python3 benchmarks/run_density.py --nodes 10 [--nodes 50] [--pods-per-node 30] [--rate 10]
+        [--setting KUBEMARK_UP_X=VALUE ...]
 
 For each node count it starts a cluster in a fresh KUBEMARK_UP_HOME (binaries from
 the normal cache or KUBEMARK_UP_BIN_DIR) with the real CLI, runs
 `kubemark-up run density --pods-per-node P --rate R --out DIR`, reads the result
 files, and stops the cluster. Results: the run's folder (JSON per measurement and
 report.html) under benchmarks/results/run-density-<nodes>-<time>/, a summary on
-stdout.
+stdout. --setting passes a start setting through the environment, e.g.
+KUBEMARK_UP_CONTROLLER_MANAGER_EXTRA_ARGS="--kube-api-qps=100 --kube-api-burst=100"
+(the legacy kubemark master's) or KUBEMARK_UP_WATCH_CACHE=false.
 """
 
 from __future__ import annotations
@@ -25,8 +28,9 @@ from pathlib import Path
 RESULTS = Path(__file__).parent / "results"
 
 
-def _cli(home: Path, *args: str, timeout: float) -> subprocess.CompletedProcess:
+def _cli(home: Path, *args: str, timeout: float, settings: dict[str, str] | None = None) -> subprocess.CompletedProcess:
     env = {k: v for k, v in os.environ.items() if not k.startswith("KUBEMARK_UP_") or k == "KUBEMARK_UP_BIN_DIR"}
+    env.update(settings or {})
     env["KUBEMARK_UP_HOME"] = str(home)
     return subprocess.run([sys.executable, "-m", "kubemark_up", *args], env=env, capture_output=True, text=True,
                           timeout=timeout)
@@ -37,12 +41,12 @@ def _value(out: Path, measurement: str, metric: str) -> float | None:
     return document["result"]["metrics"].get(metric, {}).get("value")
 
 
-def bench(nodes: int, pods_per_node: int, rate: float) -> dict:
+def bench(nodes: int, pods_per_node: int, rate: float, settings: dict[str, str]) -> dict:
     stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%d-%H%M%S")
     out = RESULTS / f"run-density-{nodes}-{stamp}"
     with tempfile.TemporaryDirectory(prefix="kubemark-bench-") as tmp:
         home = Path(tmp)
-        started = _cli(home, "start", "--name", "bench", "--nodes", str(nodes), timeout=1800)
+        started = _cli(home, "start", "--name", "bench", "--nodes", str(nodes), timeout=1800, settings=settings)
         try:
             if started.returncode != 0:
                 raise SystemExit(f"start failed: {started.stderr[-2000:]}")
@@ -54,9 +58,10 @@ def bench(nodes: int, pods_per_node: int, rate: float) -> dict:
         finally:
             _cli(home, "stop", "--name", "bench", "--purge", timeout=600)
     figures = {
-        "nodes": nodes, "pods_per_node": pods_per_node, "rate": rate, "exit_code": run.returncode,
+        "nodes": nodes, "pods_per_node": pods_per_node, "rate": rate, "settings": settings, "exit_code": run.returncode,
         "command": "kubemark-up " + " ".join(command[:-2]),
         "pods": _value(out, "pod_startup", "pods_running"),
+        "pods_created_per_s": _value(out, "pod_startup", "creation_rate"),
         "pod_startup_p50": _value(out, "pod_startup", "create_to_running_p50"),
         "pod_startup_p90": _value(out, "pod_startup", "create_to_running_p90"),
         "pod_startup_p99": _value(out, "pod_startup", "create_to_running_p99"),
@@ -79,10 +84,12 @@ def main() -> None:
     parser.add_argument("--nodes", type=int, action="append", required=True)
     parser.add_argument("--pods-per-node", type=int, default=30)
     parser.add_argument("--rate", type=float, default=10)
+    parser.add_argument("--setting", action="append", default=[], help="KUBEMARK_UP_X=VALUE for start")
     args = parser.parse_args()
+    settings = dict(item.split("=", 1) for item in args.setting)
     RESULTS.mkdir(exist_ok=True)
     for nodes in args.nodes:
-        figures = bench(nodes, args.pods_per_node, args.rate)
+        figures = bench(nodes, args.pods_per_node, args.rate, settings)
         print(json.dumps(figures, indent=1), flush=True)
 
 
