@@ -1,14 +1,15 @@
-"""Benchmark: `kubemark-up run density` on a local cluster of N hollow nodes: pod
-startup p50/p99 and scheduling throughput, with the master's API latency and CPU.
+"""Benchmark: `kubemark-up run density` (or `load`) on a local cluster of N hollow
+nodes: pod startup p50/p99 and scheduling throughput, with the master's API latency
+and CPU.
 
-    python3 benchmarks/run_density.py --nodes 10 [--nodes 50] [--pods-per-node 30] [--rate 10]
+    python3 benchmarks/run_density.py --nodes 10 [--nodes 50] [--pods-per-node 30] [--rate 10] [--workload load]
         [--setting KUBEMARK_UP_X=VALUE ...]
 
 For each node count it starts a cluster in a fresh KUBEMARK_UP_HOME (binaries from
 the normal cache or KUBEMARK_UP_BIN_DIR) with the real CLI, runs
-`kubemark-up run density --pods-per-node P --rate R --out DIR`, reads the result
+`kubemark-up run WORKLOAD --pods-per-node P --rate R --out DIR`, reads the result
 files, and stops the cluster. Results: the run's folder (JSON per measurement and
-report.html) under benchmarks/results/run-density-<nodes>-<time>/, a summary on
+report.html) under benchmarks/results/run-<workload>-<nodes>-<time>/, a summary on
 stdout. --setting passes a start setting through the environment, e.g.
 KUBEMARK_UP_CONTROLLER_MANAGER_EXTRA_ARGS="--kube-api-qps=100 --kube-api-burst=100"
 (the legacy kubemark master's) or KUBEMARK_UP_WATCH_CACHE=false.
@@ -41,16 +42,16 @@ def _value(out: Path, measurement: str, metric: str) -> float | None:
     return document["result"]["metrics"].get(metric, {}).get("value")
 
 
-def bench(nodes: int, pods_per_node: int, rate: float, settings: dict[str, str]) -> dict:
+def bench(workload: str, nodes: int, pods_per_node: int, rate: float, settings: dict[str, str]) -> dict:
     stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%d-%H%M%S")
-    out = RESULTS / f"run-density-{nodes}-{stamp}"
+    out = RESULTS / f"run-{workload}-{nodes}-{stamp}"
     with tempfile.TemporaryDirectory(prefix="kubemark-bench-") as tmp:
         home = Path(tmp)
         started = _cli(home, "start", "--name", "bench", "--nodes", str(nodes), timeout=1800, settings=settings)
         try:
             if started.returncode != 0:
                 raise SystemExit(f"start failed: {started.stderr[-2000:]}")
-            command = ["run", "density", "--name", "bench", "--pods-per-node", str(pods_per_node), "--rate", str(rate),
+            command = ["run", workload, "--name", "bench", "--pods-per-node", str(pods_per_node), "--rate", str(rate),
                        "--out", str(out)]
             run = _cli(home, *command, timeout=3600)
             if run.returncode not in (0, 3):
@@ -84,12 +85,13 @@ def main() -> None:
     parser.add_argument("--nodes", type=int, action="append", required=True)
     parser.add_argument("--pods-per-node", type=int, default=30)
     parser.add_argument("--rate", type=float, default=10)
+    parser.add_argument("--workload", default="density", choices=["density", "load"])
     parser.add_argument("--setting", action="append", default=[], help="KUBEMARK_UP_X=VALUE for start")
     args = parser.parse_args()
     settings = dict(item.split("=", 1) for item in args.setting)
     RESULTS.mkdir(exist_ok=True)
     for nodes in args.nodes:
-        figures = bench(nodes, args.pods_per_node, args.rate, settings)
+        figures = bench(args.workload, nodes, args.pods_per_node, args.rate, settings)
         print(json.dumps(figures, indent=1), flush=True)
 
 

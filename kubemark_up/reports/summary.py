@@ -35,7 +35,7 @@ def slo_table(results: list[Result]) -> Table:
 # The figures worth a line in the summary, per measurement.
 HEADLINES = {
     "pod_startup": ["create_to_running_p50", "create_to_running_p90", "create_to_running_p99", "create_to_running_max",
-                    "pods", "pods_running"],
+                    "pods", "pods_running", "creation_rate"],
     "scheduling_throughput": ["average", "p50", "max", "pods_scheduled"],
     "api_latency": ["api_single_object_p50", "api_single_object_p99", "api_list_p99", "calls"],
     "resources": ["kube-apiserver_cpu_avg", "kube-apiserver_rss_max", "etcd_cpu_avg", "etcd_rss_max",
