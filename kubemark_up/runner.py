@@ -15,7 +15,6 @@ import contextlib
 import os
 import secrets
 import tempfile
-import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -144,12 +143,10 @@ def _run(ctx: Context, request: RunRequest, workload: workloads.Workload, chosen
         })
         return name
 
-    stopping = threading.Event()
     deadline = time.monotonic() + request.timeout
-    run_ctx = RunContext(kube=kube, run_id=run_id, nodes=ready, deadline=deadline, make_namespace=make_namespace,
-                         stopping=stopping)
+    run_ctx = RunContext(kube=kube, run_id=run_id, nodes=ready, deadline=deadline, make_namespace=make_namespace)
     mctx = MeasureContext(kube=kube, run_id=run_id, slo_overrides=request.slos, sampler=_sampler(ctx),
-                          interval=request.interval, stopping=stopping)
+                          interval=request.interval)
     taken: list[Measurement] = [measurements.get(name)(mctx) for name in chosen]
     for measurement in taken:
         if measurement.name == "api_latency":
@@ -173,7 +170,6 @@ def _run(ctx: Context, request: RunRequest, workload: workloads.Workload, chosen
                 measurement.stop()
             started.clear()
     finally:
-        stopping.set()
         with cluster.shielded():
             for measurement in started:
                 with contextlib.suppress(Exception):

@@ -8,7 +8,6 @@ file stands on its own."""
 
 from __future__ import annotations
 
-import threading
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -77,13 +76,12 @@ class MeasureContext:
     """What measurements share during one run."""
 
     def __init__(self, *, kube: Kube, run_id: str, slo_overrides: dict[str, float], sampler: Sampler | None,
-                 interval: float, stopping: threading.Event) -> None:
+                 interval: float) -> None:
         self.kube = kube
         self.run_id = run_id
         self.slo_overrides = slo_overrides
         self.sampler = sampler
         self.interval = interval
-        self.stopping = stopping
         self._pods: PodWatch | None = None
         self.started_at: float = 0.0  # wall clock, set by the runner
         # The client-side seconds of each /metrics scrape (api_latency's), for the overhead figure.
@@ -95,7 +93,7 @@ class MeasureContext:
         if self._pods is None:
             from kubemark_up.measurements.pods import PodWatch
 
-            self._pods = PodWatch(self.kube, self.run_id, stopping=self.stopping)
+            self._pods = PodWatch(self.kube, self.run_id)
         return self._pods
 
     def threshold(self, name: str, default: float) -> float:

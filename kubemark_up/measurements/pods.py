@@ -56,7 +56,7 @@ def _all_running(pod: dict) -> bool:
 
 
 class PodWatch:
-    def __init__(self, kube: Kube, run_id: str, *, stopping: threading.Event) -> None:
+    def __init__(self, kube: Kube, run_id: str) -> None:
         self.kube = kube
         self.selector = f"{RUN_LABEL}={run_id}"
         self.pods: dict[str, PodRecord] = {}
@@ -64,7 +64,6 @@ class PodWatch:
         self.errors: list[str] = []
         self.relists = 0
         self._stop = threading.Event()
-        self._outer_stop = stopping
         self._thread: threading.Thread | None = None
         self._version: str | None = None
         self._users = 0

@@ -10,7 +10,6 @@ RunContext made and recorded, and the runner deletes those, whatever happened.
 from __future__ import annotations
 
 import math
-import threading
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable
@@ -97,14 +96,13 @@ class RunContext:
     """The runner's side, as a workload sees it."""
 
     def __init__(self, *, kube: Kube, run_id: str, nodes: int, deadline: float,
-                 make_namespace: Callable[[int], str], stopping: threading.Event) -> None:
+                 make_namespace: Callable[[int], str]) -> None:
         self.kube = kube
         self.run_id = run_id
         self.nodes = nodes
         self.deadline = deadline
         self._make_namespace = make_namespace
         self._namespaces: dict[int, str] = {}
-        self.stopping = stopping
         self.progress = Progress()
         self._phase_started = 0.0
         self._pacer: Pacer | None = None
@@ -144,9 +142,7 @@ class RunContext:
         self.progress.phase = "done"
 
     def check(self) -> None:
-        """Raise when the run is out of time or asked to stop."""
-        if self.stopping.is_set():
-            raise KeyboardInterrupt
+        """Raise when the run is out of time."""
         if time.monotonic() > self.deadline:
             raise RunError(f"the run did not finish in its time (phase {self.progress.phase}); raise --timeout")
 
@@ -222,9 +218,21 @@ def deployment(run: RunContext, name: str, replicas: int, template: dict) -> dic
     }
 
 
-def ready_replicas(run: RunContext, namespace: str) -> int:
-    listing = run.kube.request("GET", f"/apis/apps/v1/namespaces/{namespace}/deployments")
-    return sum(int((d.get("status") or {}).get("readyReplicas") or 0) for d in listing["items"])
+def settled(run: RunContext, namespaces: list[int], replicas: dict[tuple[int, str], int]) -> bool:
+    """Every Deployment named in replicas ((namespace index, name) -> size) at its size,
+    rolled out to its current template, all Ready."""
+    for index in namespaces:
+        listing = run.kube.request("GET", f"/apis/apps/v1/namespaces/{run.namespace(index)}/deployments")
+        for item in listing["items"]:
+            want = replicas.get((index, item["metadata"]["name"]))
+            if want is None:
+                continue
+            status = item.get("status") or {}
+            if (status.get("observedGeneration", 0) < item["metadata"].get("generation", 0)
+                    or status.get("replicas", 0) != want or status.get("updatedReplicas", 0) != want
+                    or status.get("readyReplicas", 0) != want):
+                return False
+    return True
 
 
 def pods_left(run: RunContext, namespace: str) -> bool:

@@ -14,7 +14,7 @@ from kubemark_up.workloads.base import (
     deployment,
     pod_template,
     pods_left,
-    ready_replicas,
+    settled,
     sizes,
 )
 
@@ -52,7 +52,8 @@ class Density(Workload):
             template = pod_template(run, f"density-{index}", self.options.image)
             run.create(collection, deployment(run, f"density-{index}", size, template))
         run.phase("wait Running")
-        run.wait(f"{total} pods Running", lambda: ready_replicas(run, namespace) >= total)
+        wanted = {(0, f"density-{index}"): size for index, size in enumerate(groups)}
+        run.wait(f"{total} pods Running", lambda: settled(run, [0], wanted))
         pacer = run.phase("delete", rate=self.options.rate, items=total)
         assert pacer is not None
         for index, size in enumerate(groups):

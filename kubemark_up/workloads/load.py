@@ -26,6 +26,7 @@ from kubemark_up.workloads.base import (
     deployment,
     pod_template,
     pods_left,
+    settled,
 )
 
 NODES_PER_NAMESPACE = 100
@@ -123,7 +124,7 @@ class Load(Workload):
         namespaces = sorted({g.namespace_index for g in groups})
         run.phase("wait Running")
         run.wait(f"{total} pods Running",
-                 lambda: self._settled(run, namespaces, {(g.namespace_index, g.name): g.replicas for g in groups}))
+                 lambda: settled(run, namespaces, {(g.namespace_index, g.name): g.replicas for g in groups}))
 
         rng = random.Random(options.seed)
         targets = {(g.namespace_index, g.name): rng.randint(max(1, math.ceil(g.replicas / 2)), max(1, (3 * g.replicas) // 2))
@@ -138,7 +139,7 @@ class Load(Workload):
                              body={"spec": {"replicas": targets[group.namespace_index, group.name]}},
                              content_type="application/merge-patch+json")
         run.phase("wait scaled")
-        run.wait(f"{sum(targets.values())} pods after scaling", lambda: self._settled(run, namespaces, targets))
+        run.wait(f"{sum(targets.values())} pods after scaling", lambda: settled(run, namespaces, targets))
 
         pacer = run.phase("update", rate=options.rate, items=sum(targets.values()))
         assert pacer is not None
@@ -149,7 +150,7 @@ class Load(Workload):
                 "spec": {"template": {"metadata": {"annotations": {"kubemark-up.run/update": "1"}}}},
             }, content_type="application/merge-patch+json")
         run.phase("wait updated")
-        run.wait("every pod replaced", lambda: self._settled(run, namespaces, targets))
+        run.wait("every pod replaced", lambda: settled(run, namespaces, targets))
 
         pacer = run.phase("delete", rate=options.rate, items=sum(targets.values()))
         assert pacer is not None
@@ -168,20 +169,3 @@ class Load(Workload):
     def _pace(pacer: Pacer, items: int) -> None:
         if items:
             pacer.take(items)
-
-    @staticmethod
-    def _settled(run: RunContext, namespaces: list[int], replicas: dict[tuple[int, str], int]) -> bool:
-        """Every Deployment at its size, rolled out to its current template, all Ready."""
-        for index in namespaces:
-            listing = run.kube.request("GET", f"/apis/apps/v1/namespaces/{run.namespace(index)}/deployments")
-            for item in listing["items"]:
-                name = item["metadata"]["name"]
-                status = item.get("status") or {}
-                want = replicas.get((index, name))
-                if want is None:
-                    continue
-                if (status.get("observedGeneration", 0) < item["metadata"].get("generation", 0)
-                        or status.get("replicas", 0) != want or status.get("updatedReplicas", 0) != want
-                        or status.get("readyReplicas", 0) != want):
-                    return False
-        return True
