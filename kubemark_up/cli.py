@@ -218,6 +218,124 @@ def logs(
     out.print(f"{len(written)} log file(s) of cluster '{cluster_name}' in {folder}")
 
 
+def _pairs(items: list[str] | None, flag: str) -> dict[str, str]:
+    pairs = {}
+    for item in items or []:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise config_mod.ConfigError(f"{flag} takes KEY=VALUE, not {item!r}")
+        pairs[key.strip().replace("-", "_")] = value.strip()
+    return pairs
+
+
+SLO_VIOLATED = 3  # run: measured, and an SLO does not hold
+
+
+@app.command("run")
+def run_command(
+    workload: Annotated[str, typer.Argument(help="density or load.")],
+    name: NameOption = None,
+    out_dir: Annotated[Path | None, typer.Option("--out", help="Write one JSON per measurement and report.html here.")] = None,
+    pods_per_node: Annotated[int | None, typer.Option(help="Pods per Ready node [default: 30].")] = None,
+    rate: Annotated[float | None, typer.Option(help="Pods (or objects) per second [default: 10].")] = None,
+    option: Annotated[list[str] | None, typer.Option("--set", help="A workload option, KEY=VALUE (repeatable).")] = None,
+    measure: Annotated[list[str] | None, typer.Option(help="Take only these measurements (repeatable) [default: all].")] = None,
+    slo: Annotated[list[str] | None, typer.Option(help="An SLO threshold in seconds, NAME=SECONDS (repeatable).")] = None,
+    timeout: Annotated[float, typer.Option(help="Seconds the whole run may take.")] = 1800,
+    interval: Annotated[float, typer.Option(help="Seconds between scrapes of /metrics and samples.")] = 10,
+    max_objects: Annotated[int, typer.Option(help="Refuse a run that would make more objects.")] = 100_000,
+) -> None:
+    """Load the master with a workload, measure it against the scalability SLOs and
+    delete what the run made (also on Ctrl-C). Exits 0 when every SLO holds, 3 when one
+    does not."""
+    from kubemark_up import runner
+    from kubemark_up.reports import results as results_mod
+    from kubemark_up.reports import summary
+
+    options: dict[str, Any] = dict(_pairs(option, "--set"))
+    if pods_per_node is not None:
+        options["pods_per_node"] = pods_per_node
+    if rate is not None:
+        options["rate"] = rate
+    thresholds = {}
+    for key, value in _pairs(slo, "--slo").items():
+        try:
+            thresholds[key] = float(value.removesuffix("s"))
+        except ValueError:
+            raise config_mod.ConfigError(f"--slo {key}: {value!r} is not a number of seconds") from None
+    request = runner.RunRequest(
+        cluster=config_mod.cluster_name(name), home=config_mod.home_dir(), workload=workload, options=options,
+        measurements=measure or None, slos=thresholds, out=out_dir, timeout=timeout, interval=interval,
+        max_objects=max_objects,
+    )
+    runner.check_request(request)
+    signal.signal(signal.SIGTERM, _raise_interrupt)
+    outcome = runner.run(request, ui)
+    out.print(summary.slo_table(outcome.results))
+    out.print(summary.figures_table(outcome.results, outcome.meta))
+    if out_dir is not None:
+        written = results_mod.write(out_dir.absolute(), outcome.meta, outcome.results)
+        from kubemark_up.reports import html
+
+        written.append(html.write(out_dir.absolute(), outcome.meta, outcome.results))
+        out.print(f"{len(written)} file(s) in {out_dir.absolute()}")
+    if not outcome.ok:
+        failed = [s.name for r in outcome.results for s in r.slos if not s.ok]
+        ui.error(f"SLO violated: {', '.join(failed)}")
+        raise typer.Exit(SLO_VIOLATED)
+
+
+@app.command("compare")
+def compare_command(
+    old: Annotated[Path, typer.Argument(help="The result folder of the earlier run (run --out).")],
+    new: Annotated[Path, typer.Argument(help="The result folder of the later run.")],
+    threshold: Annotated[str, typer.Option(help="How much worse a figure may get.")] = "10%",
+    html_file: Annotated[Path | None, typer.Option("--html", help="Also write the comparison here as HTML.")] = None,
+) -> None:
+    """Compare two runs' results figure by figure. Exits 3 when a figure got worse by
+    more than the threshold (or an SLO that held now fails), 0 otherwise."""
+    from kubemark_up.reports import compare as compare_mod
+    from kubemark_up.reports import results as results_mod
+
+    limit = compare_mod.threshold_of(threshold)
+    rows = compare_mod.compare(old, new, limit)
+    for difference in compare_mod.differences(old, new):
+        ui.warn(f"the runs differ in {difference}")
+    table = Table("measurement", "figure", "old", "new", "change", "", box=None, pad_edge=False)
+    from kubemark_up.reports.summary import fmt
+
+    for row in rows:
+        verdict = Text("worse", style="bold red") if row.worse else Text("better", style="green") if row.better else Text("")
+        table.add_row(row.measurement, row.figure, fmt(row.old, row.unit), fmt(row.new, row.unit),
+                      compare_mod.change_text(row), verdict)
+    out.print(table)
+    if html_file is not None:
+        results_mod.write_text(html_file.absolute(), compare_mod.html(old, new, rows, limit))
+        out.print(f"written: {html_file.absolute()}")
+    worse = [f"{r.measurement} {r.figure}" for r in rows if r.worse]
+    if worse:
+        ui.error(f"{len(worse)} figure(s) worse by more than {threshold}: {', '.join(worse[:5])}"
+                 + (" ..." if len(worse) > 5 else ""))
+        raise typer.Exit(SLO_VIOLATED)
+
+
+@app.command("env")
+def env_command(name: NameOption = None, output: OutputOption = "text") -> None:
+    """Print the shell exports clusterloader2 (--provider=kubemark) and kubetest expect
+    for this cluster: eval "$(kubemark-up env)"."""
+    from kubemark_up import envexport
+    from kubemark_up.state import ClusterDir
+
+    _check_output(output)
+    cdir = ClusterDir(config_mod.home_dir(), config_mod.cluster_name(name))
+    info, state = cdir.load_info(), cdir.load()
+    values = envexport.exports(cdir, info, state, cluster.recorded_settings(info))
+    if output == "json":
+        print(json.dumps(values, indent=1))
+    else:
+        sys.stdout.write(envexport.shell(values))
+
+
 image_app = typer.Typer(help="Build the hollow-node image (no Docker needed) and push it to a registry.",
                         no_args_is_help=True)
 app.add_typer(image_app, name="image")

@@ -85,7 +85,7 @@ def _start(settings: Settings, cdir: ClusterDir, provider: Provider, ui: UI) -> 
         ctx.state.phase = "failed"
         ctx.save()
         ui.warn(f"start did not finish: stopping what it started (logs stay in {ctx.dir.logs})")
-        with _shielded():  # a second Ctrl-C must not leave half of it running
+        with shielded():  # a second Ctrl-C must not leave half of it running
             errors = _teardown(ctx, steps, purge=False)
         for error in errors:
             ui.warn(error)
@@ -96,7 +96,7 @@ def _start(settings: Settings, cdir: ClusterDir, provider: Provider, ui: UI) -> 
 
 
 @contextlib.contextmanager
-def _shielded() -> Iterator[None]:
+def shielded() -> Iterator[None]:
     """Ignore SIGINT and SIGTERM meanwhile (only the main thread may set handlers)."""
     if threading.current_thread() is not threading.main_thread():
         yield
@@ -516,7 +516,7 @@ def _stop(cdir: ClusterDir, ui: UI, *, purge: bool, provider_name: str | None, f
         raise KubemarkUpError(f"cluster '{cdir.name}' was started by provider '{info.provider}', not '{provider_name}'")
     if info is None or state is None:
         return _sweep(cdir, info, ui, purge=purge, problem=problem)
-    settings = _recorded_settings(info)
+    settings = recorded_settings(info)
     provider = load(settings)
     ctx = Context(dir=cdir, info=info, state=state, settings=settings, ui=ui, provider=provider,
                   fetch_logs=fetch_logs)
@@ -532,7 +532,7 @@ def _stop(cdir: ClusterDir, ui: UI, *, purge: bool, provider_name: str | None, f
     return [f"stopped {count} process(es)"]
 
 
-def _recorded_settings(info: ClusterInfo) -> Settings:
+def recorded_settings(info: ClusterInfo) -> Settings:
     try:
         return Settings.model_validate(info.settings)
     except ValidationError:
@@ -549,7 +549,7 @@ def _sweep(cdir: ClusterDir, info: ClusterInfo | None, ui: UI, *, purge: bool, p
     else:
         where = f"with provider {info.provider}"
     ui.warn(f"cannot use the state of cluster '{cdir.name}' ({problem}); stopping its processes by their marker {where}")
-    settings = _recorded_settings(info)
+    settings = recorded_settings(info)
     provider = load(settings)
     ctx = Context(dir=cdir, info=info, state=ClusterState(), settings=settings, ui=ui, provider=provider)
     try:
@@ -608,8 +608,14 @@ def _loaded(name: str, home: Path) -> Context:
     cdir = ClusterDir(home, name)
     info = cdir.load_info()
     state = cdir.load()
-    settings = _recorded_settings(info)
+    settings = recorded_settings(info)
     return Context(dir=cdir, info=info, state=state, settings=settings, ui=UI(), provider=load(settings))
+
+
+def context(name: str, home: Path) -> Context:
+    """A started cluster's context, for commands that work against it (run, env); the
+    caller closes ctx.provider."""
+    return _loaded(name, home)
 
 
 def status(name: str, home: Path) -> dict:

@@ -161,6 +161,9 @@ class Settings(BaseModel):
     etcd_quota_backend_bytes: int = Field(4 * 1024**3, ge=0)
     max_requests_inflight: int | None = Field(None, ge=0)
     max_mutating_requests_inflight: int | None = Field(None, ge=0)
+    # kube-apiserver's watch cache: off passes --watch-cache=false; sizes, --watch-cache-sizes.
+    watch_cache: bool = True
+    watch_cache_sizes: str = ""
 
     apiserver_extra_args: list[str] = []
     controller_manager_extra_args: list[str] = []
@@ -246,6 +249,15 @@ class Settings(BaseModel):
         for arg in value:
             if not _FLAG_RE.match(arg):
                 raise ValueError(f"{arg!r} is not a --flag or --flag=value")
+        return value
+
+    @field_validator("watch_cache_sizes")
+    @classmethod
+    def _cache_sizes(cls, value: str) -> str:
+        for item in filter(None, value.split(",")):
+            resource, sep, size = item.partition("#")
+            if not sep or not resource or not size.isdigit():
+                raise ValueError(f"{item!r} is not RESOURCE[.GROUP]#SIZE (pods#1000,deployments.apps#100)")
         return value
 
     @field_validator("log_level", "hollow_kubelet_log_level", "hollow_proxy_log_level")

@@ -5,7 +5,8 @@
     ├── NotFoundError        exit 1  an unknown cluster or node
     ├── BinaryError          exit 1  a Kubernetes binary is missing or could not be had
     ├── HostError            exit 1  a host cannot be reached, or refused what was asked of it
-    └── ComponentError       exit 1  a process failed, exited or never became ready
+    ├── ComponentError       exit 1  a process failed, exited or never became ready
+    └── RunError             exit 1  a workload run failed (a refused call, a wait out of time)
 
 Only cli.py prints them. Errors from libraries (paramiko, the Kubernetes client) are translated where
 they are called, keeping what the user needs (the command, the tail of its log).
@@ -42,3 +43,7 @@ class HostError(KubemarkUpError):
 
 class ComponentError(KubemarkUpError):
     pass
+
+
+class RunError(KubemarkUpError):
+    """A workload run failed (an API call refused, a wait that ran out of time)."""

@@ -93,3 +93,18 @@ def test_a_home_that_cannot_be_made_is_one_line(bare_cli, tmp_path):
     blocker.write_text("not a folder")
     result = bare_cli.run("start", KUBEMARK_UP_HOME=str(blocker / "home"))
     assert_one_line_error(result, 2, "set KUBEMARK_UP_HOME to a folder you can write")
+
+
+def test_run_refuses_bad_input_in_one_line(bare_cli):
+    for args, needle in (
+        (["run", "nonsense"], "unknown workload 'nonsense' (known: density, load)"),
+        (["run", "density", "--set", "colour=blue"], "workload density has no option 'colour'"),
+        (["run", "density", "--set", "colour"], "--set takes KEY=VALUE"),
+        (["run", "density", "--slo", "pod_startup=fast"], "not a number of seconds"),
+        (["run", "density", "--slo", "latency=1"], "unknown SLO 'latency'"),
+        (["run", "density", "--measure", "vibes"], "unknown measurement 'vibes'"),
+        (["run", "density", "--pods-per-node", "0"], "pods_per_node"),
+        (["run", "density", "--rate", "-1"], "rate"),
+    ):
+        assert_one_line_error(bare_cli.run(*args), 2, needle)
+    assert_one_line_error(bare_cli.run("run", "density", "--name", "ghost"), 1, "no cluster named 'ghost'")

@@ -179,3 +179,11 @@ def test_ports_claimed_by_sibling_clusters(tmp_path):
     (one.root / "state.json").write_text(_json.dumps({"ports": {"apiserver": 20003, "hollow-node-0.kubelet": 20010}}))
     assert two.claimed_ports() == {20003, 20010}
     assert one.claimed_ports() == set()
+
+
+def test_watch_cache_settings_from_the_environment_and_their_check():
+    settings = config.resolve(flags={}, environ={"KUBEMARK_UP_WATCH_CACHE": "false",
+                                                  "KUBEMARK_UP_WATCH_CACHE_SIZES": "pods#100"})
+    assert settings.watch_cache is False and settings.watch_cache_sizes == "pods#100"
+    with pytest.raises(config.ConfigError, match="watch_cache_sizes: 'pods' is not RESOURCE"):
+        config.resolve(flags={}, environ={"KUBEMARK_UP_WATCH_CACHE_SIZES": "pods"})

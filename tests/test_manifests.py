@@ -67,3 +67,10 @@ def test_extra_args_come_last_and_stay_one_argument_each():
     command = render(apiserver_extra_args=["--v=7", odd])["kube-apiserver"].command
     assert command[-2:] == ["--v=7", odd]
     assert render(etcd_extra_args=["--enable-pprof"])["etcd"].command[-1] == "--enable-pprof"
+
+
+def test_the_watch_cache_can_be_turned_off_or_sized():
+    assert not any(arg.startswith("--watch-cache") for arg in render()["kube-apiserver"].command)
+    command = render(watch_cache=False, watch_cache_sizes="pods#1000,deployments.apps#50")["kube-apiserver"].command
+    assert "--watch-cache=false" in command
+    assert "--watch-cache-sizes=pods#1000,deployments.apps#50" in command

@@ -398,3 +398,26 @@ def _ids(user: str) -> tuple[int, int]:
     entry = pwd.getpwnam(user)
     return entry.pw_uid, entry.pw_gid
 
+
+
+def test_a_run_samples_the_master_over_ssh(remote, tmp_path):
+    result = remote.start("measured", 1)
+    assert result.returncode == 0, result.stderr
+    out = tmp_path / "result"
+    run = remote.cli.run("run", "density", "--name", "measured", "--pods-per-node", "2", "--interval", "2",
+                         "--out", str(out), timeout=300)
+    assert run.returncode == 0, run.stderr
+    resources = json.loads((out / "resources.json").read_text())["result"]
+    assert resources["data"]["where"] == f"{remote.sshd.user}@127.0.0.1:{remote.sshd.port}"
+    assert set(resources["data"]["cpu_seconds"]) == {"etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler"}
+    assert len(resources["data"]["samples"]) >= 2
+    # What /proc said over SSH is what this machine sees of the very process.
+    apiserver = psutil.Process(remote.state("measured")["processes"]["kube-apiserver"]["pid"]).children()[0]
+    assert apiserver.uids().real == pwd.getpwnam(remote.sshd.user).pw_uid
+    rss = apiserver.memory_info().rss / 2**20
+    assert 0.5 * rss < resources["metrics"]["kube-apiserver_rss_max"]["value"] < 2 * rss
+    startup = json.loads((out / "pod_startup.json").read_text())
+    assert startup["cluster"]["provider"] == "preexisting" and startup["result"]["metrics"]["pods_running"]["value"] == 2
+    stop = remote.cli.run("stop", "--name", "measured")
+    assert stop.returncode == 0, stop.stderr
+    assert_nothing_left(remote, "measured")

@@ -10,6 +10,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import psutil
+
 from kubemark_up import supervise
 from kubemark_up.errors import HostError
 from kubemark_up.hosts import agent
@@ -61,3 +63,15 @@ class LocalHost(Host):
         except FileNotFoundError:
             return False
         return True
+
+    def usage(self, pids: Sequence[int]) -> dict[int, tuple[float, int]]:
+        found = {}
+        for pid in pids:
+            try:
+                process = psutil.Process(pid)
+                with process.oneshot():
+                    times = process.cpu_times()
+                    found[pid] = (times.user + times.system, process.memory_info().rss)
+            except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
+                continue
+        return found

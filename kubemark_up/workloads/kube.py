@@ -1,0 +1,101 @@
+"""A small JSON client of the kubemark master for runs: any path, raw JSON in and out,
+watches as a stream of events. The kubeconfig is read by the Kubernetes client
+library, the requests go through its urllib3 pool (thread-safe, the client
+certificate already in it); skipping its model classes keeps thousands of pods
+cheap to read. Errors become RunError at this edge, with the call and the
+apiserver's message."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote, urlencode
+
+import urllib3
+from kubernetes import config as kube_config
+
+from kubemark_up.errors import RunError
+
+_NETWORK = (urllib3.exceptions.HTTPError, OSError)
+
+
+class Kube:
+    def __init__(self, kubeconfig: Path, *, timeout: float = 30) -> None:
+        api = kube_config.new_client_from_config(config_file=str(kubeconfig))
+        self.host = api.configuration.host.rstrip("/")
+        self.pool = api.rest_client.pool_manager
+        self.timeout = timeout
+        self.headers: dict[str, str] = {}
+        token = api.configuration.api_key.get("authorization") if api.configuration.api_key else None
+        if token:
+            self.headers["Authorization"] = token if " " in token else f"Bearer {token}"
+
+    def _url(self, path: str, query: Mapping[str, Any] | None) -> str:
+        url = self.host + quote(path, safe="/:")
+        if query:
+            url += "?" + urlencode({k: v for k, v in query.items() if v is not None})
+        return url
+
+    def request(self, method: str, path: str, *, body: Any = None, query: Mapping[str, Any] | None = None,
+                missing_ok: bool = False, content_type: str = "application/json",
+                timeout: float | None = None) -> Any:
+        """One call; its JSON answer (None for a 404 when missing_ok)."""
+        headers = {**self.headers, "Accept": "application/json"}
+        data = None
+        if body is not None:
+            headers["Content-Type"] = content_type
+            data = json.dumps(body).encode()
+        try:
+            response = self.pool.request(method, self._url(path, query), body=data, headers=headers,
+                                         timeout=timeout or self.timeout, retries=False)
+        except _NETWORK as exc:
+            raise RunError(f"{method} {path}: the apiserver did not answer ({type(exc).__name__})") from None
+        if response.status == 404 and missing_ok:
+            return None
+        if not 200 <= response.status < 300:
+            raise RunError(f"{method} {path}: {response.status} {_message(response.data)}")
+        return json.loads(response.data) if response.data else None
+
+    def text(self, path: str, *, timeout: float | None = None) -> str:
+        """A plain-text GET (/metrics)."""
+        try:
+            response = self.pool.request("GET", self._url(path, None), headers={**self.headers, "Accept": "text/plain"},
+                                         timeout=timeout or self.timeout, retries=False)
+        except _NETWORK as exc:
+            raise RunError(f"GET {path}: the apiserver did not answer ({type(exc).__name__})") from None
+        if response.status != 200:
+            raise RunError(f"GET {path}: {response.status} {_message(response.data)}")
+        return response.data.decode()
+
+    def watch(self, path: str, *, query: Mapping[str, Any], window: int) -> Iterator[dict]:
+        """The events of one watch window (the server ends it after `window` seconds)."""
+        query = {**query, "watch": "true", "timeoutSeconds": window, "allowWatchBookmarks": "true"}
+        try:
+            response = self.pool.request("GET", self._url(path, query), headers=self.headers, preload_content=False,
+                                         timeout=urllib3.Timeout(connect=self.timeout, read=window + 15), retries=False)
+        except _NETWORK as exc:
+            raise RunError(f"watch {path}: the apiserver did not answer ({type(exc).__name__})") from None
+        try:
+            if response.status != 200:
+                raise RunError(f"watch {path}: {response.status} {_message(response.read())}")
+            buffer = b""
+            for chunk in response.stream(64 * 1024):
+                buffer += chunk
+                *lines, buffer = buffer.split(b"\n")
+                for line in lines:
+                    if line.strip():
+                        yield json.loads(line)
+        except _NETWORK as exc:
+            raise RunError(f"watch {path}: broken ({type(exc).__name__})") from None
+        finally:
+            response.release_conn()
+
+
+def _message(data: bytes) -> str:
+    """The apiserver's own words, from its Status object when it sent one."""
+    try:
+        return str(json.loads(data).get("message", "")) or data[:200].decode(errors="replace")
+    except (ValueError, AttributeError):
+        return data[:200].decode(errors="replace")
