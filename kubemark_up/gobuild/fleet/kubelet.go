@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"net"
+	"net/http"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -18,11 +19,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/apimachinery/pkg/util/wait"
-	"k8s.io/client-go/kubernetes"
-	"k8s.io/client-go/kubernetes/scheme"
-	typedcorev1 "k8s.io/client-go/kubernetes/typed/core/v1"
 	"k8s.io/client-go/tools/cache"
-	"k8s.io/client-go/tools/record"
 	"k8s.io/component-helpers/apimachinery/lease"
 	nodeutil "k8s.io/component-helpers/node/util"
 	"k8s.io/klog/v2"
@@ -45,15 +42,13 @@ const (
 type HollowNode struct {
 	fleet     *Fleet
 	conf      NodeConf
-	kube      *kubernetes.Clientset // the kubelet's client
-	heartbeat *kubernetes.Clientset // leases and node status: no client-side limit, 10 s timeout
-	proxy     *kubernetes.Clientset
-	npd       *kubernetes.Clientset
+	kube      *clients // the kubelet's client
+	heartbeat *clients // leases and node status: the same connection, no client-side limit, 10 s timeout
+	proxy     *clients
+	npd       *clients
 
-	nodeStore   cache.Store // the kubelet's node lister: its own Node, from its watch
-	recorder    record.EventRecorder
-	broadcaster record.EventBroadcaster
-	registered  atomic.Bool
+	nodeStore  cache.Store // the kubelet's node lister: its own Node, from its watch
+	registered atomic.Bool
 
 	statusMu     sync.Mutex
 	ready        bool
@@ -65,33 +60,53 @@ type HollowNode struct {
 	pods podTable
 }
 
-func newHollowNode(ctx context.Context, f *Fleet, conf NodeConf) (*HollowNode, error) {
+func newHollowNode(f *Fleet, conf NodeConf) (*HollowNode, error) {
 	bind := ""
 	if f.config.BindAddresses && bindable(conf.Address, f.config.Server) {
 		bind = conf.Address
 	}
 	version := f.config.Version
 	n := &HollowNode{fleet: f, conf: conf, transitions: map[string]metav1.Time{}}
-	var err error
-	agent := fmt.Sprintf("kubelet/%s (linux/amd64) kubemark-up-fleet", version)
-	if n.kube, err = newClientset(f.config, conf.Identity, agent, bind, kubeAPIQPS, kubeAPIBurst, 0, f.counters, "kubelet"); err != nil {
+	// The kubelet: one connection for its client and its heartbeat client, as the hollow
+	// kubelet's two clients share client-go's cached transport.
+	kubelet, err := f.connection(conf.Identity, bind, "kubelet")
+	if err != nil {
 		return nil, err
 	}
-	if n.heartbeat, err = newClientset(f.config, conf.Identity, agent, bind, -1, 0, statusUpdateEvery, f.counters, "kubelet"); err != nil {
+	agent := fmt.Sprintf("kubelet/%s (linux/amd64) kubemark-up-fleet", version)
+	if n.kube, err = newClients(f.restConfig(agent, kubeAPIQPS, kubeAPIBurst), &http.Client{Transport: kubelet},
+		"core", "storage", "node", "resource"); err != nil {
+		return nil, err
+	}
+	hb := &http.Client{Transport: kubelet, Timeout: statusUpdateEvery}
+	if n.heartbeat, err = newClients(f.restConfig(agent, -1, 0), hb, "core", "coordination"); err != nil {
+		return nil, err
+	}
+	proxy, err := f.connection(f.config.Proxy, bind, "kube-proxy")
+	if err != nil {
 		return nil, err
 	}
 	proxyAgent := fmt.Sprintf("kube-proxy/%s (linux/amd64) kubemark-up-fleet", version)
-	if n.proxy, err = newClientset(f.config, f.config.Proxy, proxyAgent, bind, 5, 10, 0, f.counters, "kube-proxy"); err != nil {
+	if n.proxy, err = newClients(f.restConfig(proxyAgent, 5, 10), &http.Client{Transport: proxy},
+		"core", "discovery", "networking"); err != nil {
 		return nil, err
 	}
 	if f.config.NPD != nil {
-		npdAgent := "node-problem-detector/v1.34.0 kubemark-up-fleet"
-		if n.npd, err = newClientset(f.config, *f.config.NPD, npdAgent, bind, 5, 10, 0, f.counters, "node-problem-detector"); err != nil {
+		npd, err := f.connection(*f.config.NPD, bind, "node-problem-detector")
+		if err != nil {
+			return nil, err
+		}
+		if n.npd, err = newClients(f.restConfig("node-problem-detector/v1.34.0 kubemark-up-fleet", 5, 10),
+			&http.Client{Transport: npd}, "core"); err != nil {
 			return nil, err
 		}
 	}
 	n.pods = podTable{node: n, pods: map[string]*podState{}, watches: map[objectRef]*objectWatch{}}
 	return n, nil
+}
+
+func (n *HollowNode) event(ref *v1.ObjectReference, kind, reason, format string, args ...any) {
+	n.fleet.events.record(n, ref, kind, reason, format, args...)
 }
 
 func (n *HollowNode) name() string { return n.conf.Name }
@@ -117,11 +132,6 @@ func (n *HollowNode) run(ctx context.Context) {
 		return
 	}
 	go n.pods.run(ctx)
-
-	n.broadcaster = record.NewBroadcaster(record.WithContext(ctx))
-	n.broadcaster.StartRecordingToSink(&typedcorev1.EventSinkImpl{Interface: n.kube.CoreV1().Events("")})
-	n.recorder = n.broadcaster.NewRecorder(scheme.Scheme, v1.EventSource{Component: "kubelet", Host: name})
-	defer n.broadcaster.Shutdown()
 
 	// The lease controller starts in parallel with registration (its first syncs find
 	// no node and repeat), exactly the kubelet's: the same controller and owner func.
@@ -155,11 +165,11 @@ func (n *HollowNode) nodeRef() *v1.ObjectReference {
 
 func (n *HollowNode) startupEvents() {
 	ref := n.nodeRef()
-	n.recorder.Eventf(ref, v1.EventTypeNormal, "Starting", "Starting kubelet.")
-	n.recorder.Eventf(ref, v1.EventTypeNormal, "NodeHasSufficientMemory", "Node %s status is now: NodeHasSufficientMemory", n.name())
-	n.recorder.Eventf(ref, v1.EventTypeNormal, "NodeHasNoDiskPressure", "Node %s status is now: NodeHasNoDiskPressure", n.name())
-	n.recorder.Eventf(ref, v1.EventTypeNormal, "NodeHasSufficientPID", "Node %s status is now: NodeHasSufficientPID", n.name())
-	n.recorder.Eventf(ref, v1.EventTypeNormal, "NodeAllocatableEnforced", "Updated Node Allocatable limit across pods")
+	n.event(ref, v1.EventTypeNormal, "Starting", "Starting kubelet.")
+	n.event(ref, v1.EventTypeNormal, "NodeHasSufficientMemory", "Node %s status is now: NodeHasSufficientMemory", n.name())
+	n.event(ref, v1.EventTypeNormal, "NodeHasNoDiskPressure", "Node %s status is now: NodeHasNoDiskPressure", n.name())
+	n.event(ref, v1.EventTypeNormal, "NodeHasSufficientPID", "Node %s status is now: NodeHasSufficientPID", n.name())
+	n.event(ref, v1.EventTypeNormal, "NodeAllocatableEnforced", "Updated Node Allocatable limit across pods")
 }
 
 func (n *HollowNode) capacity() v1.ResourceList {
@@ -302,7 +312,7 @@ func (n *HollowNode) syncStatus(ctx context.Context) {
 	}
 	n.lastReported, n.lastPodCIDR, n.reportedAt = &status, base.Spec.PodCIDR, time.Now()
 	if !wasReady && readyOf(&status) {
-		n.recorder.Eventf(n.nodeRef(), v1.EventTypeNormal, "NodeReady", "Node %s status is now: NodeReady", n.name())
+		n.event(n.nodeRef(), v1.EventTypeNormal, "NodeReady", "Node %s status is now: NodeReady", n.name())
 	}
 }
 

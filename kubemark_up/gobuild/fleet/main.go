@@ -15,6 +15,8 @@ import (
 	"flag"
 	"fmt"
 	"math/rand/v2"
+	"net/http"
+	_ "net/http/pprof"
 	"os"
 	"os/signal"
 	"strings"
@@ -80,9 +82,19 @@ func main() {
 	if config.MaxPods == 0 {
 		config.MaxPods = 110
 	}
+	if addr := os.Getenv("KUBEMARK_FLEET_PPROF"); addr != "" {
+		// For profiling the fleet itself (go tool pprof http://ADDR/debug/pprof/heap).
+		go func() { _ = http.ListenAndServe(addr, nil) }()
+	}
 	ctx, cancel := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer cancel()
-	fleet := &Fleet{config: config, counters: newCounters()}
+	material, err := newTLSMaterial(config.CA)
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "kubemark-fleet: %v\n", err)
+		os.Exit(2)
+	}
+	fleet := &Fleet{config: config, counters: newCounters(), tls: material}
+	fleet.events = newEventSender(ctx, fleet.counters)
 	statusPath := strings.TrimSuffix(path, ".json") + ".status.json"
 	klog.InfoS("fleet starting", "nodes", len(config.Nodes), "window", config.StartWindow, "server", config.Server)
 	fleet.run(ctx, statusPath)
@@ -94,6 +106,8 @@ func main() {
 type Fleet struct {
 	config   Config
 	counters *counters
+	tls      *tlsMaterial
+	events   *eventSender
 	mu       sync.Mutex
 	nodes    []*HollowNode
 }
@@ -115,7 +129,7 @@ func (f *Fleet) run(ctx context.Context, statusPath string) {
 				return
 			case <-time.After(delay):
 			}
-			node, err := newHollowNode(ctx, f, conf)
+			node, err := newHollowNode(f, conf)
 			if err != nil {
 				klog.ErrorS(err, "hollow node could not start", "node", conf.Name)
 				return

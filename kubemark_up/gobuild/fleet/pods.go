@@ -152,9 +152,9 @@ func (t *podTable) start(ctx context.Context, pod *v1.Pod, state *podState) {
 	state.ip = t.allocateIP()
 	for _, c := range pod.Spec.Containers {
 		ref := containerRef(pod, c.Name)
-		n.recorder.Eventf(ref, v1.EventTypeNormal, "Pulled", "Container image %q already present on machine", c.Image)
-		n.recorder.Eventf(ref, v1.EventTypeNormal, "Created", "Created container: %s", c.Name)
-		n.recorder.Eventf(ref, v1.EventTypeNormal, "Started", "Started container %s", c.Name)
+		n.event(ref, v1.EventTypeNormal, "Pulled", "Container image %q already present on machine", c.Image)
+		n.event(ref, v1.EventTypeNormal, "Created", "Created container: %s", c.Name)
+		n.event(ref, v1.EventTypeNormal, "Started", "Started container %s", c.Name)
 	}
 	if state.deleting {
 		return
@@ -170,7 +170,7 @@ func (t *podTable) kill(ctx context.Context, pod *v1.Pod, state *podState) {
 	state.mu.Lock()
 	defer state.mu.Unlock()
 	for _, c := range pod.Spec.Containers {
-		n.recorder.Eventf(containerRef(pod, c.Name), v1.EventTypeNormal, "Killing", "Stopping container %s", c.Name)
+		n.event(containerRef(pod, c.Name), v1.EventTypeNormal, "Killing", "Stopping container %s", c.Name)
 	}
 	if state.started.IsZero() {
 		state.started = metav1.Now()
