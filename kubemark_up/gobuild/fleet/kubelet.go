@@ -58,7 +58,17 @@ type HollowNode struct {
 	reportedAt   time.Time
 
 	pods podTable
+	// Watch events delivered to each of its reflectors ("kube-proxy endpointslices").
+	watchEvents map[string]*atomic.Int64
 }
+
+// watchCounter is the event counter of one of the node's reflectors.
+func (n *HollowNode) watchCounter(key string) *atomic.Int64 {
+	return n.watchEvents[key]
+}
+
+var watchKeys = []string{"kubelet services", "kubelet csidrivers", "kubelet runtimeclasses", "kubelet configmaps",
+	"kubelet secrets", "kube-proxy services", "kube-proxy endpointslices", "kube-proxy servicecidrs"}
 
 func newHollowNode(f *Fleet, conf NodeConf) (*HollowNode, error) {
 	bind := ""
@@ -66,7 +76,10 @@ func newHollowNode(f *Fleet, conf NodeConf) (*HollowNode, error) {
 		bind = conf.Address
 	}
 	version := f.config.Version
-	n := &HollowNode{fleet: f, conf: conf, transitions: map[string]metav1.Time{}}
+	n := &HollowNode{fleet: f, conf: conf, transitions: map[string]metav1.Time{}, watchEvents: map[string]*atomic.Int64{}}
+	for _, key := range watchKeys {
+		n.watchEvents[key] = &atomic.Int64{}
+	}
 	// The kubelet: one connection for its client and its heartbeat client, as the hollow
 	// kubelet's two clients share client-go's cached transport.
 	kubelet, err := f.connection(conf.Identity, bind, "kubelet")
@@ -124,9 +137,12 @@ func (n *HollowNode) run(ctx context.Context) {
 	n.nodeStore = nodeInformerStore
 	go nodeController.RunWithContext(ctx)
 	// K2, K4, K5: Services (headless ones filtered, v1.31+), CSIDrivers, RuntimeClasses.
-	go reflect(ctx, name+"/services", listWatch(core, "services", "", "spec.clusterIP!=None", ""), &v1.Service{})
-	go reflect(ctx, name+"/csidrivers", listWatch(n.kube.StorageV1().RESTClient(), "csidrivers", "", "", ""), &storagev1.CSIDriver{})
-	go reflect(ctx, name+"/runtimeclasses", listWatch(n.kube.NodeV1().RESTClient(), "runtimeclasses", "", "", ""), &nodev1.RuntimeClass{})
+	go reflect(ctx, name+"/services", listWatch(core, "services", "", "spec.clusterIP!=None", ""), &v1.Service{},
+		n.watchCounter("kubelet services"))
+	go reflect(ctx, name+"/csidrivers", listWatch(n.kube.StorageV1().RESTClient(), "csidrivers", "", "", ""), &storagev1.CSIDriver{},
+		n.watchCounter("kubelet csidrivers"))
+	go reflect(ctx, name+"/runtimeclasses", listWatch(n.kube.NodeV1().RESTClient(), "runtimeclasses", "", "", ""),
+		&nodev1.RuntimeClass{}, n.watchCounter("kubelet runtimeclasses"))
 	// K3: its pods, once the node lister has synced.
 	if !cache.WaitForCacheSync(ctx.Done(), nodeController.HasSynced) {
 		return

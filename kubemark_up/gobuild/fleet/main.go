@@ -142,6 +142,9 @@ func (f *Fleet) run(ctx context.Context, statusPath string) {
 	}
 	ticker := time.NewTicker(statusEvery)
 	defer ticker.Stop()
+	// SIGUSR1 asks for the status file now (the tests and benchmarks read it).
+	now := make(chan os.Signal, 1)
+	signal.Notify(now, syscall.SIGUSR1)
 	f.writeStatus(statusPath)
 	for {
 		select {
@@ -150,6 +153,8 @@ func (f *Fleet) run(ctx context.Context, statusPath string) {
 			f.writeStatus(statusPath)
 			return
 		case <-ticker.C:
+			f.writeStatus(statusPath)
+		case <-now:
 			f.writeStatus(statusPath)
 		}
 	}
@@ -165,6 +170,8 @@ type Status struct {
 	Pods        int              `json:"pods"`
 	OpenWatches int64            `json:"open_watches"`
 	Requests    map[string]int64 `json:"requests"`
+	// Per node, the watch events each of its reflectors received after its initial list.
+	WatchEvents map[string]map[string]int64 `json:"watch_events"`
 }
 
 func (f *Fleet) status() Status {
@@ -173,11 +180,17 @@ func (f *Fleet) status() Status {
 	f.mu.Unlock()
 	s := Status{Time: float64(time.Now().UnixNano()) / 1e9, PID: os.Getpid(), Nodes: len(f.config.Nodes),
 		Started: len(nodes), OpenWatches: f.counters.openWatches.Load(), Requests: f.counters.snapshot()}
+	s.WatchEvents = make(map[string]map[string]int64, len(nodes))
 	for _, n := range nodes {
 		if n.registered.Load() {
 			s.Registered++
 		}
 		s.Pods += n.podCount()
+		events := make(map[string]int64, len(n.watchEvents))
+		for key, count := range n.watchEvents {
+			events[key] = count.Load()
+		}
+		s.WatchEvents[n.name()] = events
 	}
 	return s
 }

@@ -337,9 +337,9 @@ func (t *podTable) watchLocked(ctx context.Context, ref objectRef) {
 	core := t.node.kube.CoreV1().RESTClient()
 	lw := listWatch(core, ref.resource, ref.namespace, nameSelector(ref.name), "")
 	if ref.resource == "secrets" {
-		go reflect(wctx, t.node.name()+"/secret", lw, &v1.Secret{})
+		go reflect(wctx, t.node.name()+"/secret", lw, &v1.Secret{}, t.node.watchCounter("kubelet secrets"))
 	} else {
-		go reflect(wctx, t.node.name()+"/configmap", lw, &v1.ConfigMap{})
+		go reflect(wctx, t.node.name()+"/configmap", lw, &v1.ConfigMap{}, t.node.watchCounter("kubelet configmaps"))
 	}
 }
 

@@ -25,11 +25,14 @@ const npdHeartbeat = 5 * time.Minute
 func runProxy(ctx context.Context, n *HollowNode) {
 	name := n.name()
 	go reflect(ctx, name+"/proxy-services",
-		listWatch(n.proxy.CoreV1().RESTClient(), "services", "", "spec.clusterIP!=None", proxySelector), &v1.Service{})
+		listWatch(n.proxy.CoreV1().RESTClient(), "services", "", "spec.clusterIP!=None", proxySelector), &v1.Service{},
+		n.watchCounter("kube-proxy services"))
 	go reflect(ctx, name+"/proxy-endpointslices",
-		listWatch(n.proxy.DiscoveryV1().RESTClient(), "endpointslices", "", "", proxySelector), &discoveryv1.EndpointSlice{})
+		listWatch(n.proxy.DiscoveryV1().RESTClient(), "endpointslices", "", "", proxySelector), &discoveryv1.EndpointSlice{},
+		n.watchCounter("kube-proxy endpointslices"))
 	reflect(ctx, name+"/proxy-servicecidrs",
-		listWatch(n.proxy.NetworkingV1().RESTClient(), "servicecidrs", "", "", ""), &networkingv1.ServiceCIDR{})
+		listWatch(n.proxy.NetworkingV1().RESTClient(), "servicecidrs", "", "", ""), &networkingv1.ServiceCIDR{},
+		n.watchCounter("kube-proxy servicecidrs"))
 }
 
 // runNPD: node-problem-detector's condition heartbeat, a strategic merge PATCH of its
