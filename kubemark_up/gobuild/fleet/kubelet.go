@@ -12,7 +12,6 @@ import (
 
 	coordinationv1 "k8s.io/api/coordination/v1"
 	v1 "k8s.io/api/core/v1"
-	nodev1 "k8s.io/api/node/v1"
 	storagev1 "k8s.io/api/storage/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/resource"
@@ -137,12 +136,9 @@ func (n *HollowNode) run(ctx context.Context) {
 	n.nodeStore = nodeInformerStore
 	go nodeController.RunWithContext(ctx)
 	// K2, K4, K5: Services (headless ones filtered, v1.31+), CSIDrivers, RuntimeClasses.
-	go reflect(ctx, name+"/services", listWatch(core, "services", "", "spec.clusterIP!=None", ""), &v1.Service{},
-		n.watchCounter("kubelet services"))
-	go reflect(ctx, name+"/csidrivers", listWatch(n.kube.StorageV1().RESTClient(), "csidrivers", "", "", ""), &storagev1.CSIDriver{},
-		n.watchCounter("kubelet csidrivers"))
-	go reflect(ctx, name+"/runtimeclasses", listWatch(n.kube.NodeV1().RESTClient(), "runtimeclasses", "", "", ""),
-		&nodev1.RuntimeClass{}, n.watchCounter("kubelet runtimeclasses"))
+	go follow(ctx, core, "services", "", "spec.clusterIP!=None", "", n.watchCounter("kubelet services"))
+	go follow(ctx, n.kube.StorageV1().RESTClient(), "csidrivers", "", "", "", n.watchCounter("kubelet csidrivers"))
+	go follow(ctx, n.kube.NodeV1().RESTClient(), "runtimeclasses", "", "", "", n.watchCounter("kubelet runtimeclasses"))
 	// K3: its pods, once the node lister has synced.
 	if !cache.WaitForCacheSync(ctx.Done(), nodeController.HasSynced) {
 		return

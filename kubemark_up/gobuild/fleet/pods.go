@@ -334,13 +334,8 @@ func (t *podTable) watchLocked(ctx context.Context, ref objectRef) {
 	}
 	wctx, cancel := context.WithCancel(ctx)
 	t.watches[ref] = &objectWatch{count: 1, cancel: cancel}
-	core := t.node.kube.CoreV1().RESTClient()
-	lw := listWatch(core, ref.resource, ref.namespace, nameSelector(ref.name), "")
-	if ref.resource == "secrets" {
-		go reflect(wctx, t.node.name()+"/secret", lw, &v1.Secret{}, t.node.watchCounter("kubelet secrets"))
-	} else {
-		go reflect(wctx, t.node.name()+"/configmap", lw, &v1.ConfigMap{}, t.node.watchCounter("kubelet configmaps"))
-	}
+	counter := t.node.watchCounter("kubelet " + ref.resource)
+	go follow(wctx, t.node.kube.CoreV1().RESTClient(), ref.resource, ref.namespace, nameSelector(ref.name), "", counter)
 }
 
 func (t *podTable) unwatchLocked(ref objectRef) {

@@ -6,8 +6,6 @@ import (
 	"time"
 
 	v1 "k8s.io/api/core/v1"
-	discoveryv1 "k8s.io/api/discovery/v1"
-	networkingv1 "k8s.io/api/networking/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/apimachinery/pkg/util/wait"
@@ -23,16 +21,11 @@ const npdHeartbeat = 5 * time.Minute
 // runProxy opens the watches of the stock v1.36 hollow proxy (measured: 3 per node):
 // Services and EndpointSlices with kube-proxy's label selectors, and ServiceCIDRs.
 func runProxy(ctx context.Context, n *HollowNode) {
-	name := n.name()
-	go reflect(ctx, name+"/proxy-services",
-		listWatch(n.proxy.CoreV1().RESTClient(), "services", "", "spec.clusterIP!=None", proxySelector), &v1.Service{},
+	go follow(ctx, n.proxy.CoreV1().RESTClient(), "services", "", "spec.clusterIP!=None", proxySelector,
 		n.watchCounter("kube-proxy services"))
-	go reflect(ctx, name+"/proxy-endpointslices",
-		listWatch(n.proxy.DiscoveryV1().RESTClient(), "endpointslices", "", "", proxySelector), &discoveryv1.EndpointSlice{},
+	go follow(ctx, n.proxy.DiscoveryV1().RESTClient(), "endpointslices", "", "", proxySelector,
 		n.watchCounter("kube-proxy endpointslices"))
-	reflect(ctx, name+"/proxy-servicecidrs",
-		listWatch(n.proxy.NetworkingV1().RESTClient(), "servicecidrs", "", "", ""), &networkingv1.ServiceCIDR{},
-		n.watchCounter("kube-proxy servicecidrs"))
+	follow(ctx, n.proxy.NetworkingV1().RESTClient(), "servicecidrs", "", "", "", n.watchCounter("kube-proxy servicecidrs"))
 }
 
 // runNPD: node-problem-detector's condition heartbeat, a strategic merge PATCH of its
