@@ -5,7 +5,6 @@ import (
 	"errors"
 	"io"
 	"math/rand/v2"
-	"net/http"
 	"sync/atomic"
 	"time"
 
@@ -117,5 +116,3 @@ func watchOnce(ctx context.Context, client rest.Interface, resource, namespace s
 		}
 	}
 }
-
-var _ = http.StatusOK

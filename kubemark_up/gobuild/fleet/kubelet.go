@@ -3,14 +3,12 @@ package main
 import (
 	"context"
 	"fmt"
-	"math/rand/v2"
 	"net"
 	"net/http"
 	"sync"
 	"sync/atomic"
 	"time"
 
-	coordinationv1 "k8s.io/api/coordination/v1"
 	v1 "k8s.io/api/core/v1"
 	storagev1 "k8s.io/api/storage/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -403,8 +401,7 @@ func (n *HollowNode) wipeResourceSlices(ctx context.Context) {
 	}
 }
 
-// podIP hands out the next free address of the node's podCIDR (the network and the
-// first address, the bridge's, excluded).
+// podCIDR is the node's pod network, as the IPAM controller assigned it.
 func (n *HollowNode) podCIDR() *net.IPNet {
 	item, exists, err := n.nodeStore.GetByKey(n.name())
 	if err != nil || !exists {
@@ -416,9 +413,3 @@ func (n *HollowNode) podCIDR() *net.IPNet {
 	}
 	return cidr
 }
-
-func jittered(d time.Duration, factor float64) time.Duration {
-	return d + time.Duration(rand.Float64()*factor*float64(d))
-}
-
-var _ = coordinationv1.SchemeGroupVersion

@@ -301,6 +301,8 @@ func (t *podTable) requestToken(ctx context.Context, pod *v1.Pod, state *podStat
 	})
 }
 
+// allocateIP hands out the next free address of the node's podCIDR (the network
+// address and the first host, the bridge's, excluded).
 func (t *podTable) allocateIP() net.IP {
 	cidr := t.node.podCIDR()
 	if cidr == nil || cidr.IP.To4() == nil {

@@ -7,7 +7,6 @@ import (
 
 	v1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/klog/v2"
 )
@@ -50,5 +49,3 @@ func runNPD(ctx context.Context, n *HollowNode) {
 		}
 	}, npdHeartbeat, jitter, true)
 }
-
-var _ = types.StrategicMergePatchType

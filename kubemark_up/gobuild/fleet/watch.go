@@ -1,8 +1,6 @@
 package main
 
 import (
-	"time"
-
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/fields"
 	"k8s.io/client-go/tools/cache"
@@ -25,5 +23,3 @@ func listWatch(getter cache.Getter, resource, namespace, fieldSelector, labelSel
 func nameSelector(name string) string {
 	return fields.OneTermEqualSelector("metadata.name", name).String()
 }
-
-var _ = time.Second
