@@ -310,10 +310,12 @@ def fidelity_command(
     signal.signal(signal.SIGTERM, _raise_interrupt)
     report = measure(config_mod.cluster_name(name), config_mod.home_dir(), ui, minutes=minutes, settle=settle,
                      tolerance=limit)
-    table = Table("component", "verb", "resource", "sub", "count", "/node/min", "reference", "verdict",
-                  title=f"requests of {report.nodes} nodes over {report.minutes:g} min")
+    table = Table("component", "verb", "resource", "sub", "count", "/node/min", "steady", "reference", "verdict",
+                  title=f"requests of {report.nodes} nodes over {report.minutes:g} min (steady: WATCH, open per node "
+                        "over the mean lifetime)")
     for b in report.requests:
         table.add_row(b.component, b.verb, b.resource, b.subresource, str(b.count), f"{b.rate:.3f}",
+                      "" if b.steady_rate is None else f"{b.steady_rate:.3f}",
                       "-" if b.reference is None else f"{b.reference:g}", b.verdict)
     out.print(table)
     watches = Table("component", "resource", "open", "per node", "reference", "verdict", title="open watches")
