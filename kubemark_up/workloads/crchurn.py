@@ -52,7 +52,7 @@ class CRChurn(Churn):
         deadline = time.monotonic() + ESTABLISH_TIMEOUT
         while True:
             crd = run.kube.request("GET", f"{CRDS}/{CRD_NAME}")
-            conditions = {c["type"]: c["status"] for c in (crd.get("status") or {}).get("conditions", [])}
+            conditions = {c["type"]: c["status"] for c in (crd.get("status") or {}).get("conditions") or []}
             if conditions.get("Established") == "True":
                 # Established, and its objects served (the handler follows the condition closely).
                 try:
