@@ -20,6 +20,7 @@ import json
 import ssl
 import sys
 import time
+from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import h2.config
@@ -121,7 +122,7 @@ class Connection(asyncio.Protocol):
         self.conn.send_headers(stream_id, [(":status", "200"), ("content-type", "application/octet-stream")])
         self.flush()
         block = bytes(size)
-        record = {"stream": stream_id, "bytes": 0, "blocks": 0, "first": None, "last": None, "late_max": 0.0,
+        record: dict[str, Any] = {"stream": stream_id, "bytes": 0, "blocks": 0, "first": None, "last": None, "late_max": 0.0,
                   "size": size, "period": period}
         start = loop.time()
         try:
