@@ -154,7 +154,7 @@ def _run(ctx: Context, request: RunRequest, workload: workloads.Workload, chosen
     deadline = time.monotonic() + request.timeout
     sampler = _sampler(ctx)
     run_ctx = RunContext(kube=kube, run_id=run_id, nodes=ready, deadline=deadline, make_namespace=make_namespace,
-                         make_cluster_object=make_cluster_object, sampler=sampler)
+                         make_cluster_object=make_cluster_object, sampler=sampler, cluster=ctx)
     mctx = MeasureContext(kube=kube, run_id=run_id, slo_overrides=request.slos, sampler=sampler,
                           interval=request.interval)
     taken: list[Measurement] = [measurements.get(name)(mctx) for name in chosen]
@@ -197,6 +197,10 @@ def _run(ctx: Context, request: RunRequest, workload: workloads.Workload, chosen
                 with contextlib.suppress(Exception):
                     measurement.stop()
             cleanup(kube, record, record_path, ui)
+            try:
+                workload.close()
+            except KubemarkUpError as exc:
+                ui.warn(exc.message)
     results = [m.result() for m in taken] + workload.results()
     if informer is not None:
         results.append(informer.result())

@@ -68,9 +68,10 @@ def test_every_new_workload_is_registered_and_runs_without_nodes():
 def test_the_informer_matches_each_notification_to_its_write():
     writes = WriteLog()
     for name in ("a", "b"):
-        writes.note("create", "ns", name, 100.0)
-        writes.note("update", "ns", name, 101.0)
-        writes.note("delete", "ns", name, 102.0)
+        writes.note("configmaps", "create", "ns", name, 100.0)
+        writes.note("configmaps", "update", "ns", name, 101.0)
+        writes.note("configmaps", "delete", "ns", name, 102.0)
+    writes.note("services", "create", "ns", "a", 100.0)  # another resource: not the informer's
     logger = InformerLogger(None, "/api/v1/configmaps", "x=y", writes)  # type: ignore[arg-type]
     for op, t in (("create", 100.010), ("update", 101.020), ("delete", 102.030)):
         for name in ("a", "b"):

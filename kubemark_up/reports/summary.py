@@ -44,6 +44,8 @@ HEADLINES = {
                  "update_p99", "deletes", "delete_p99", "errors", "lag_p99"],
     "informer": ["changes_made", "notifications", "dequeued", "missed", "notify_p50", "notify_p99", "notify_max",
                  "dequeue_p99", "relists"],
+    "flunder_churn": ["requested_rate", "achieved_rate", "operations_rate", "creates", "create_p99", "updates",
+                      "update_p99", "deletes", "delete_p99", "errors", "lag_p99"],
     "http2_baseline": ["requested_rate", "send_rate", "receive_rate", "bytes_sent", "bytes_received",
                        "block_delay_p99"],
     "resources": ["kube-apiserver_cpu_avg", "kube-apiserver_rss_max", "etcd_cpu_avg", "etcd_rss_max",
@@ -64,7 +66,7 @@ def figures_table(results: list[Result], meta: dict[str, Any]) -> Table:
     table.add_row("run", "duration", fmt(run.get("seconds"), "s"))
     for result in results:
         keys = HEADLINES.get(result.measurement, list(result.metrics)[:4])
-        if result.measurement == "watch_storm":  # per step: the delivery p99, losses and the master's memory
+        if result.measurement in ("watch_storm", "flunder_watch"):  # per step: the delivery p99, losses and the master's memory
             keys = [k for k in result.metrics if k.split("_", 1)[1] in STORM_HEADLINES]
         for key in keys:
             metric = result.metrics.get(key)

@@ -17,6 +17,8 @@ _REGISTRY = {
     "cr-churn": "kubemark_up.workloads.crchurn:CRChurn",
     "watch-storm": "kubemark_up.workloads.storm:WatchStorm",
     "http2-baseline": "kubemark_up.workloads.http2:HTTP2Baseline",
+    "flunder-churn": "kubemark_up.workloads.flunder:FlunderChurn",
+    "flunder-watch": "kubemark_up.workloads.flunder:FlunderWatch",
 }
 
 

@@ -23,6 +23,7 @@ from kubemark_up.workloads.informer import WriteLog
 from kubemark_up.workloads.kube import Kube
 
 if TYPE_CHECKING:
+    from kubemark_up.context import Context
     from kubemark_up.measurements.base import Result, Sampler
 
 RUN_LABEL = "kubemark-up.run"  # on every object a run makes, and on its pods
@@ -105,7 +106,7 @@ class RunContext:
     def __init__(self, *, kube: Kube, run_id: str, nodes: int, deadline: float,
                  make_namespace: Callable[[int], str],
                  make_cluster_object: Callable[[str, dict], dict] | None = None,
-                 sampler: Sampler | None = None) -> None:
+                 sampler: Sampler | None = None, cluster: Context | None = None) -> None:
         self.kube = kube
         self.run_id = run_id
         self.nodes = nodes
@@ -114,6 +115,8 @@ class RunContext:
         self._make_cluster_object = make_cluster_object
         # CPU and memory of the master's components (None when the provider has no sampler).
         self.sampler = sampler
+        # The cluster (its settings, folder, ports), for a workload that runs a server beside the master.
+        self.cluster = cluster
         # When each write was sent, for the informer logger to match its notifications against.
         self.writes = WriteLog()
         self._namespaces: dict[int, str] = {}
@@ -184,7 +187,8 @@ class RunContext:
         metadata.setdefault("labels", {}).update(self.labels)
         sent = time.time()
         created = self.kube.request("POST", path, body=body)
-        self.writes.note("create", created["metadata"].get("namespace", ""), created["metadata"]["name"], sent)
+        self.writes.note(path.rstrip("/").rsplit("/", 1)[-1], "create", created["metadata"].get("namespace", ""),
+                         created["metadata"]["name"], sent)
         self.progress.created += 1
         return created
 
@@ -194,7 +198,7 @@ class RunContext:
         if self.kube.request("DELETE", path, body={"propagationPolicy": "Background"}, missing_ok=True) is not None:
             parts = path.strip("/").split("/")
             namespace = parts[parts.index("namespaces") + 1] if "namespaces" in parts[:-2] else ""
-            self.writes.note("delete", namespace, parts[-1], sent)
+            self.writes.note(parts[-2], "delete", namespace, parts[-1], sent)
         self.progress.deleted += 1
 
     def wait(self, what: str, done: Callable[[], bool], *, interval: float = 1.0) -> None:
@@ -229,6 +233,10 @@ class Workload(ABC):
     def results(self) -> list[Result]:
         """Figures of the workload's own (rates, per-operation latency), beside the measurements'."""
         return []
+
+    def close(self) -> None:
+        """After the run's objects are deleted (whatever ended it): stop what prepare() started."""
+        return None
 
     @abstractmethod
     def plan(self, nodes: int) -> Plan:

@@ -137,7 +137,7 @@ class Churn(Workload):
             return None
         ended = time.monotonic()
         self.latencies.add(op, ended - started, ended)
-        run.writes.note(op, run.namespace(0), name, sent)
+        run.writes.note(self.collection(run).rsplit("/", 1)[-1], op, run.namespace(0), name, sent)
         with self.latencies.lock:
             if op == "create":
                 run.progress.created += 1

@@ -32,28 +32,26 @@ OPS = {"ADDED": "create", "MODIFIED": "update", "DELETED": "delete"}
 
 
 class WriteLog:
-    """When each write of a run was sent, by (operation, namespace, name); thread-safe."""
+    """When each write of a run was sent, by resource (its plural: configmaps) and
+    (operation, namespace, name); thread-safe."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._sent: dict[tuple[str, str, str], list[float]] = defaultdict(list)
-        self.count = 0
+        self._sent: dict[str, dict[tuple[str, str, str], list[float]]] = defaultdict(lambda: defaultdict(list))
+        self._counts: dict[str, int] = defaultdict(int)
 
-    def note(self, op: str, namespace: str, name: str, sent: float) -> None:
+    def note(self, resource: str, op: str, namespace: str, name: str, sent: float) -> None:
         with self._lock:
-            self._sent[(op, namespace, name)].append(sent)
-            self.count += 1
+            self._sent[resource][(op, namespace, name)].append(sent)
+            self._counts[resource] += 1
 
-    def snapshot(self) -> dict[tuple[str, str, str], list[float]]:
+    def count(self, resource: str) -> int:
         with self._lock:
-            return {k: sorted(v) for k, v in self._sent.items()}
+            return self._counts[resource]
 
-    def counts(self) -> dict[str, int]:
+    def snapshot(self, resource: str) -> dict[tuple[str, str, str], list[float]]:
         with self._lock:
-            found: dict[str, int] = defaultdict(int)
-            for (op, _, _), times in self._sent.items():
-                found[op] += len(times)
-            return dict(found)
+            return {k: sorted(v) for k, v in self._sent[resource].items()}
 
 
 @dataclass
@@ -71,6 +69,7 @@ class InformerLogger:
     def __init__(self, kube: Kube, collection: str, selector: str, writes: WriteLog, *, window: int = 5) -> None:
         self.kube = kube
         self.collection = collection
+        self.resource = collection.rstrip("/").rsplit("/", 1)[-1]  # the plural its writes are noted under
         self.selector = selector
         self.writes = writes
         self.window = window
@@ -168,7 +167,7 @@ class InformerLogger:
         """Wait (at most timeout) until every write made has been notified and dequeued."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            if len(self.notifications) >= self.writes.count and self._queue.empty() \
+            if len(self.notifications) >= self.writes.count(self.resource) and self._queue.empty() \
                     and all(n.dequeued for n in self.notifications[-50:]):
                 return
             time.sleep(0.1)
@@ -180,7 +179,7 @@ class InformerLogger:
 
     def result(self) -> Result:
         result = Result("informer", "Informer logger: write to notification and to dequeue")
-        sent = self.writes.snapshot()
+        sent = self.writes.snapshot(self.resource)
         used: dict[tuple[str, str, str], int] = defaultdict(int)
         notify: dict[str, list[float]] = defaultdict(list)
         dequeue: dict[str, list[float]] = defaultdict(list)

@@ -215,6 +215,8 @@ class WatchStorm(Workload):
     options_model = StormOptions
     options: StormOptions
     needs_nodes = False
+    result_name = "watch_storm"
+    title = "Watch storm: delivery latency and the master's cost per watcher count"
 
     def __init__(self, options: StormOptions) -> None:
         super().__init__(options)
@@ -228,14 +230,25 @@ class WatchStorm(Workload):
     def watched(self, run: RunContext) -> str | None:
         return "/api/v1/configmaps"
 
+    # The resource written and watched (flunder-watch names another) -------------------
+
+    def collection(self, run: RunContext) -> str:
+        return f"/api/v1/namespaces/{run.namespace(0)}/configmaps"
+
+    def body(self, name: str) -> dict:
+        return {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": name, "labels": {STORM_LABEL: "1"}},
+                "data": {"payload": "x" * self.options.payload}}
+
+    def patch(self, written: int) -> dict:
+        return {"metadata": {"annotations": {"kubemark-up.run/write": str(written)}},
+                "data": {"payload": f"{written}:" + "x" * self.options.payload}}
+
     def run(self, run: RunContext) -> None:
         options = self.options
-        collection = f"/api/v1/namespaces/{run.namespace(0)}/configmaps"
+        collection = self.collection(run)
         names = [f"storm-{i}" for i in range(options.objects)]
         for name in names:
-            run.create(collection, {"apiVersion": "v1", "kind": "ConfigMap",
-                                    "metadata": {"name": name, "labels": {STORM_LABEL: "1"}},
-                                    "data": {"payload": "x" * options.payload}})
+            run.create(collection, self.body(name))
         pool = WatcherPool(run.kube, collection, f"{RUN_LABEL}={run.run_id},{STORM_LABEL}=1", options.window,
                            options.parallel)
         pool.start()
@@ -266,9 +279,8 @@ class WatchStorm(Workload):
                     written += 1
                     started = time.time()
                     answer = run.kube.request("PATCH", f"{collection}/{name}", content_type="application/merge-patch+json",
-                                              body={"metadata": {"annotations": {"kubemark-up.run/write": str(written)}},
-                                                    "data": {"payload": f"{written}:" + "x" * options.payload}})
-                    run.writes.note("update", run.namespace(0), name, started)
+                                              body=self.patch(written))
+                    run.writes.note(collection.rsplit("/", 1)[-1], "update", run.namespace(0), name, started)
                     sent[answer["metadata"]["resourceVersion"]] = started
                     usage.maybe_sample()
                 wait_started = time.monotonic()
@@ -305,7 +317,7 @@ class WatchStorm(Workload):
         return found
 
     def results(self) -> list[Result]:
-        result = Result("watch_storm", "Watch storm: delivery latency and the master's cost per watcher count")
+        result = Result(self.result_name, self.title)
         units = {"delivery_p50": "s", "delivery_p90": "s", "delivery_p99": "s", "delivery_max": "s",
                  "deliveries": "", "expected": "", "missing": "", "duplicates": "", "dropped": "", "relists": "",
                  "rewatches": "", "grow_seconds": "s", "kube-apiserver_cores": "cores", "kube-apiserver_rss_mib": "MiB",
