@@ -2,16 +2,20 @@
 small scale: objects really made and removed (after a run, Ctrl-C or SIGKILL), the
 achieved rate the one asked where the machine keeps up, the informer logger's count
 the changes made, watch-storm's deliveries counted exactly, http2-baseline's bytes
-the same on both ends."""
+the same on both ends; Flunders through a real aggregated API server, which is gone
+after the run, and which `stop` stops when a run was killed."""
 
 from __future__ import annotations
 
 import json
 import signal
+import subprocess
 import time
 from pathlib import Path
 
-from tests.conftest import RunningCluster
+import psutil
+
+from tests.conftest import RunningCluster, marked_processes
 
 RUN_LABEL = "kubemark-up.run"
 CRD = "churnobjects.kubemark-up.io"
@@ -168,3 +172,68 @@ def test_http2_baseline_figures_agree_with_the_bytes_sent(local_cluster, tmp_pat
     span = max(s["last"] for s in streams) - min(s["first"] for s in streams)
     assert h2["send_rate"] * 2**20 * span == (h2["bytes_sent"] - 4 * 16384) or abs(
         h2["send_rate"] * 2**20 * span - (h2["bytes_sent"] - 4 * 16384)) < 1
+
+
+WARDLE = "/apis/wardle.example.com/v1alpha1"
+
+
+def _sample_apiservers(cluster_dir: Path) -> list[psutil.Process]:
+    return [p for p in marked_processes(cluster_dir) if p.name().startswith("sample-apiserve")]
+
+
+def test_flunder_churn_through_the_aggregated_api(local_cluster, tmp_path):
+    out = tmp_path / "flunder"
+    _run(local_cluster, "flunder-churn", out, "--rate", "10", "--set", "duration=3", "--set", "lifetime=0.5",
+         "--set", "informer=true")
+    churn = _values(out, "flunder_churn")
+    assert churn["creates"] == churn["deletes"] == 30 and churn["errors"] == 0
+    # Every Flunder was created through the master's aggregation layer and read back through it
+    # (the informer lists and watches /apis/wardle.example.com through the master).
+    informer = _values(out, "informer")
+    assert informer["notifications"] == informer["changes_made"] == 60 and informer["missed"] == 0
+    document = json.loads((out / "informer.json").read_text())
+    assert document["result"]["data"]["collection"] == f"{WARDLE}/flunders"
+    # The server, its APIService and its folder are gone.
+    assert _sample_apiservers(local_cluster.dir) == []
+    assert local_cluster.kubectl("get", "apiservice", "v1alpha1.wardle.example.com").returncode != 0
+    assert list((local_cluster.dir / "runs").glob("*.sample-apiserver")) == []
+    _nothing_left(local_cluster)
+
+
+def test_flunder_watch_counts_every_delivery(local_cluster, tmp_path):
+    out = tmp_path / "flunder-watch"
+    _run(local_cluster, "flunder-watch", out, "--rate", "5", "--set", "steps=3,8", "--set", "writes=10",
+         "--set", "window=2")
+    storm = _values(out, "flunder_watch")
+    for watchers in (3, 8):
+        assert storm[f"w{watchers}_deliveries"] == storm[f"w{watchers}_expected"] == 10 * watchers
+        assert storm[f"w{watchers}_missing"] == storm[f"w{watchers}_duplicates"] == storm[f"w{watchers}_dropped"] == 0
+    assert _sample_apiservers(local_cluster.dir) == []
+    _nothing_left(local_cluster)
+
+
+def test_stop_stops_the_sample_apiserver_of_a_killed_run(cli):
+    started = cli.run("start", "--name", "wardle", "--nodes", "0", timeout=600)
+    assert started.returncode == 0, started.stderr
+    cluster_dir = cli.home / "wardle"
+    try:
+        process = cli.popen("run", "flunder-churn", "--name", "wardle", "--rate", "5", "--set", "duration=60",
+                            "--set", "lifetime=30", "--measure", "resources")
+        kubeconfig = cluster_dir / "kubeconfig.kubemark"
+        deadline = time.monotonic() + 180
+        items: list = []
+        while time.monotonic() < deadline and len(items) < 3:
+            assert process.poll() is None, process.communicate()
+            listing = subprocess.run(["kubectl", "--kubeconfig", str(kubeconfig), "get", "--raw",
+                                      f"{WARDLE}/flunders?labelSelector={RUN_LABEL}"],
+                                     capture_output=True, text=True, timeout=60)
+            items = json.loads(listing.stdout)["items"] if listing.returncode == 0 else []
+            time.sleep(0.5)
+        assert len(items) >= 3  # Flunders, read through the aggregated API
+        process.kill()
+        process.wait(timeout=30)
+        assert len(_sample_apiservers(cluster_dir)) == 1
+    finally:
+        stopped = cli.run("stop", "--name", "wardle", "--purge", timeout=300)
+    assert stopped.returncode == 0, stopped.stderr
+    assert _sample_apiservers(cluster_dir) == [] and marked_processes(cluster_dir) == []
