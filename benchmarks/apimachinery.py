@@ -5,6 +5,7 @@ storm with the watch cache on and off, and the HTTP/2 transport baseline.
     python3 benchmarks/apimachinery.py churn [--rate 50] [--duration 120] [--lifetime 10]
     python3 benchmarks/apimachinery.py storm [--steps 100,1000] [--cache on --cache off] [--writes 50] [--rate 5]
     python3 benchmarks/apimachinery.py http2 [--threads 8] [--connections 2] [--size 65536] [--period 0]
+    python3 benchmarks/apimachinery.py flunder [--rate 50] [--duration 60] [--steps 100,1000]
     python3 benchmarks/apimachinery.py all
 
 Each starts a cluster in a fresh KUBEMARK_UP_HOME (binaries from the normal cache or
@@ -60,10 +61,11 @@ def on_cluster(what: str, run_args: list[str], settings: dict[str, str] | None =
     return out, command[:-2]
 
 
-def churn(args: argparse.Namespace) -> dict[str, Any]:
-    out, command = on_cluster("churn", ["configmap-churn", "--rate", str(args.rate), "--set", f"duration={args.duration}",
-                                        "--set", f"lifetime={args.lifetime}", "--set", "informer=true"])
-    churned, informer, resources = _metrics(out, "configmap_churn"), _metrics(out, "informer"), _metrics(out, "resources")
+def churn(args: argparse.Namespace, workload: str = "configmap-churn") -> dict[str, Any]:
+    out, command = on_cluster(workload, [workload, "--rate", str(args.rate), "--set", f"duration={args.duration}",
+                                         "--set", f"lifetime={args.lifetime}", "--set", "informer=true"])
+    result = workload.replace("-", "_")
+    churned, informer, resources = _metrics(out, result), _metrics(out, "informer"), _metrics(out, "resources")
     pick = ("requested_rate", "achieved_rate", "creates", "deletes", "errors", "create_p50", "create_p99", "create_max",
             "delete_p50", "delete_p99", "lag_p99")
     return {"command": "kubemark-up " + " ".join(command), "results": str(out),
@@ -75,14 +77,14 @@ def churn(args: argparse.Namespace) -> dict[str, Any]:
             "etcd_cpu_avg": resources.get("etcd_cpu_avg")}
 
 
-def storm(args: argparse.Namespace) -> list[dict[str, Any]]:
+def storm(args: argparse.Namespace, workload: str = "watch-storm") -> list[dict[str, Any]]:
     found = []
     for cache in args.cache or ["on", "off"]:
         settings = {"KUBEMARK_UP_WATCH_CACHE": "true" if cache == "on" else "false"}
-        out, command = on_cluster(f"storm-cache-{cache}", [
-            "watch-storm", "--rate", str(args.rate), "--set", f"steps={args.steps}", "--set", f"writes={args.writes}",
+        out, command = on_cluster(f"{workload}-cache-{cache}", [
+            workload, "--rate", str(args.rate), "--set", f"steps={args.steps}", "--set", f"writes={args.writes}",
             "--set", f"window={args.window}"], settings)
-        document = json.loads((out / "watch_storm.json").read_text())
+        document = json.loads((out / f"{workload.replace('-', '_')}.json").read_text())
         for step in document["result"]["data"]["steps"]:
             found.append({"watch_cache": cache, "command": f"KUBEMARK_UP_WATCH_CACHE={settings['KUBEMARK_UP_WATCH_CACHE']} "
                           + "kubemark-up " + " ".join(command), "results": str(out),
@@ -105,7 +107,7 @@ def http2(args: argparse.Namespace) -> dict[str, Any]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("what", choices=["churn", "storm", "http2", "all"])
+    parser.add_argument("what", choices=["churn", "storm", "http2", "flunder", "all"])
     parser.add_argument("--rate", type=float, default=None, help="churn: objects/s (50); storm: writes/s (5)")
     parser.add_argument("--duration", type=float, default=120)
     parser.add_argument("--lifetime", type=float, default=10)
@@ -129,6 +131,12 @@ def main() -> None:
         print(json.dumps({"storm": storm(args)}, indent=1), flush=True)
     if args.what in ("http2", "all"):
         print(json.dumps({"http2": http2(args)}, indent=1), flush=True)
+    if args.what in ("flunder", "all"):
+        args.rate = rate or 50
+        print(json.dumps({"flunder-churn": churn(args, "flunder-churn")}, indent=1), flush=True)
+        args.rate = 5
+        args.cache = args.cache or ["on"]
+        print(json.dumps({"flunder-watch": storm(args, "flunder-watch")}, indent=1), flush=True)
 
 
 if __name__ == "__main__":

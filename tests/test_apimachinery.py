@@ -60,7 +60,7 @@ def test_bad_workload_options_are_one_line(tmp_path, workload, options, message)
 
 
 def test_every_new_workload_is_registered_and_runs_without_nodes():
-    for name in ("configmap-churn", "cr-churn", "watch-storm", "http2-baseline"):
+    for name in ("configmap-churn", "cr-churn", "watch-storm", "http2-baseline", "flunder-churn", "flunder-watch"):
         assert name in workloads.names()
         assert workloads.get(name).needs_nodes is False
 
