@@ -196,11 +196,11 @@ def _run(ctx: Context, request: RunRequest, workload: workloads.Workload, chosen
             for measurement in started:
                 with contextlib.suppress(Exception):
                     measurement.stop()
-            cleanup(kube, record, record_path, ui)
             try:
                 workload.close()
             except KubemarkUpError as exc:
                 ui.warn(exc.message)
+            cleanup(kube, record, record_path, ui)
     results = [m.result() for m in taken] + workload.results()
     if informer is not None:
         results.append(informer.result())
@@ -245,18 +245,19 @@ def leftovers(ctx: Context, kube: Kube, ui: UI) -> None:
 
 
 def cleanup(kube: Kube, record: RunRecord, path: Path, ui: UI) -> None:
-    """Delete the run's namespaces, then its cluster-scoped objects (each only when it
+    """Delete the run's namespaces and its cluster-scoped objects (each only when it
     carries the run's label), and wait until they are gone."""
     record.status = "cleaning"
     _save(path, record)
     problems: list[str] = []
-    targets = [f"/api/v1/namespaces/{name}" for name in record.namespaces] + list(record.cluster_objects)
     what = f"{len(record.namespaces)} namespace(s)"
     if record.cluster_objects:
         what += f", {len(record.cluster_objects)} cluster-scoped object(s)"
     with ui.step(f"delete what run {record.id} made ({what})") as status:
         pending = []
-        for target in targets:
+        # Namespaces and cluster-scoped objects at once: a namespace whose objects' API goes
+        # with a CRD or an APIService is only deleted once discovery no longer lists that API.
+        for target in [f"/api/v1/namespaces/{name}" for name in record.namespaces] + list(record.cluster_objects):
             try:
                 found = kube.request("GET", target, missing_ok=True)
                 if found is None:

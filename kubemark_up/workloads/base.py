@@ -235,7 +235,8 @@ class Workload(ABC):
         return []
 
     def close(self) -> None:
-        """After the run's objects are deleted (whatever ended it): stop what prepare() started."""
+        """Whatever ended the run, before the runner deletes its namespaces and cluster-scoped
+        objects: delete what only the workload's own server can, and stop what prepare() started."""
         return None
 
     @abstractmethod

@@ -13,7 +13,9 @@ through an APIService (cluster-scoped: recorded, labelled and deleted like a CRD
 pointing at an ExternalName Service of the run's namespace (`localhost`, since no
 kube-proxy serves the master's host), with the CA as its caBundle. The server
 carries the cluster's process marker, so `kubemark-up stop` stops it when a run was
-killed; the runner stops it after deleting the run's objects otherwise. The next
+killed; otherwise, whatever ended the run, the Flunders the run still has are
+deleted through it (only it can) and it is stopped, before the runner deletes the
+run's namespace and the APIService. The next
 flunder run stops a killed run's server first, and deletes the Flunders it left in
 etcd once its own server is up.
 """
@@ -34,6 +36,7 @@ from cryptography.hazmat.primitives import serialization
 from kubemark_up import binaries
 from kubemark_up.errors import RunError
 from kubemark_up.hosts import MARKER_ENV
+from kubemark_up.measurements.base import Result
 from kubemark_up.pki import PKI, Identity, write_secret
 from kubemark_up.ui import UI
 from kubemark_up.workloads.base import RUN_LABEL, Plan, RunContext
@@ -56,11 +59,14 @@ class SampleAPIServer:
         self.process: subprocess.Popen | None = None
         self.folder: Path | None = None
         self.port = 0
+        self.orphans = 0  # Flunders of earlier runs found in etcd, and deleted
+        self.run: RunContext | None = None
 
     def start(self, run: RunContext) -> None:
         ctx = run.cluster
         if ctx is None or ctx.info.provider != "local":
             raise RunError("the flunder workloads run the sample-apiserver on this machine: a local cluster only")
+        self.run = run
         binary = binaries.tool("sample-apiserver", ctx.settings, ctx.dir.home, UI())
         marker = f"{ctx.marker}#sample-apiserver"
         # A killed run's server (and its private folder) goes first: `stop` would, too.
@@ -133,17 +139,41 @@ class SampleAPIServer:
         raise RunError(f"the sample-apiserver did not serve Flunders through the master in {READY_TIMEOUT:.0f}s "
                        f"({problem}); log {log}")
 
-    @staticmethod
-    def _delete_orphans(run: RunContext) -> None:
+    def _delete_orphans(self, run: RunContext) -> None:
         """Flunders of earlier runs (a killed run's live objects stay in etcd): delete them."""
         listing = run.kube.request("GET", f"{API}/{PLURAL}", query={"labelSelector": RUN_LABEL})
         for item in listing["items"]:
             meta = item["metadata"]
             if (meta.get("labels") or {}).get(RUN_LABEL) != run.run_id:
+                self.orphans += 1
                 run.kube.request("DELETE", f"{API}/namespaces/{meta['namespace']}/{PLURAL}/{meta['name']}",
                                  missing_ok=True)
 
+    def note(self, results: list[Result]) -> list[Result]:
+        if self.orphans:
+            results[0].notes.append(f"deleted {self.orphans} Flunder(s) an earlier run left in etcd")
+        return results
+
     def stop(self) -> None:
+        """Delete the run's Flunders (only this server can: gone with it, they would stay in
+        etcd when their namespace goes), then stop it."""
+        try:
+            if self.process is not None and self.process.poll() is None and self.run is not None:
+                self._delete_flunders(self.run)
+        finally:
+            self._stop()
+
+    def _delete_flunders(self, run: RunContext) -> None:
+        collection = f"{API}/namespaces/{run.namespace(0)}/{PLURAL}"
+        query = {"labelSelector": f"{RUN_LABEL}={run.run_id}"}
+        run.kube.request("DELETE", collection, query=query, missing_ok=True)
+        deadline = time.monotonic() + 30
+        while run.kube.request("GET", collection, query={**query, "limit": 1})["items"]:
+            if time.monotonic() > deadline:
+                raise RunError(f"the run's Flunders were not deleted in 30s ({collection})")
+            time.sleep(0.2)
+
+    def _stop(self) -> None:
         if self.process is not None and self.process.poll() is None:
             self.process.send_signal(signal.SIGTERM)
             try:
@@ -185,6 +215,9 @@ class FlunderChurn(Churn):
     def close(self) -> None:
         self.server.stop()
 
+    def results(self) -> list[Result]:
+        return self.server.note(super().results())
+
     def collection(self, run: RunContext) -> str:
         return f"{API}/namespaces/{run.namespace(0)}/{PLURAL}"
 
@@ -218,6 +251,9 @@ class FlunderWatch(WatchStorm):
 
     def close(self) -> None:
         self.server.stop()
+
+    def results(self) -> list[Result]:
+        return self.server.note(super().results())
 
     def watched(self, run: RunContext) -> str | None:
         return f"{API}/{PLURAL}"
