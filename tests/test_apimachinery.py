@@ -99,3 +99,22 @@ def test_http2_baseline_streams_every_byte_it_sends():
     assert {s["version"] for s in result.data["client_streams"]} == {"HTTP/2"}
     assert len(result.data["server_streams"]) == 3 and not result.notes
     assert run.progress.phases[-1]["achieved_rate"] == values["receive_rate"]
+
+
+def test_the_report_plots_the_api_machinery_results_only_where_they_are():
+    from kubemark_up.reports import html
+
+    documents = {
+        "configmap_churn": {"data": {"latencies": {"create": [0.004, 0.005], "delete": [0.006]}}},
+        "informer": {"data": {"changes": [{"written": 1.0, "notified": 1.004, "dequeued": 1.005}]}},
+        "watch_storm": {"data": {"steps": [
+            {"watchers": 10, "delivery_p50": 0.01, "delivery_p99": 0.02, "delivery_max": 0.03,
+             "kube-apiserver_rss_mib": 300.0, "etcd_rss_mib": 100.0, "client_rss_mib": 90.0},
+            {"watchers": 100, "delivery_p50": 0.02, "delivery_p99": 0.05, "delivery_max": 0.06,
+             "kube-apiserver_rss_mib": 320.0, "etcd_rss_mib": 101.0, "client_rss_mib": 95.0}]}},
+    }
+    page = html.render({"run": {"workload": "watch-storm"}}, documents)
+    for plot in ("churn-latency", "informer-delay", "storm-delivery", "storm-memory"):
+        start = page.index(f'data-plot="{plot}"')
+        assert 'class="series"' in page[start:page.index("</svg>", start)]
+    assert 'data-plot="storm-delivery"' not in html.render({"run": {}}, {})
