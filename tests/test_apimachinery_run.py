@@ -241,3 +241,16 @@ def test_stop_stops_the_sample_apiserver_of_a_killed_run(cli):
         stopped = cli.run("stop", "--name", "wardle", "--purge", timeout=300)
     assert stopped.returncode == 0, stopped.stderr
     assert _sample_apiservers(cluster_dir) == [] and marked_processes(cluster_dir) == []
+
+
+def test_any_workload_can_turn_the_informer_logger_on(local_cluster, tmp_path):
+    out = tmp_path / "density"
+    _run(local_cluster, "density", out, "--pods-per-node", "1", "--set", "informer=true")
+    informer = _values(out, "informer")
+    # One Deployment of 3 pods: its create and its delete are the run's changes; the
+    # controllers' status updates are notifications of changes the run did not make.
+    assert informer["changes_made"] == informer["notifications"] == 2 and informer["missed"] == 0
+    assert informer["other_notifications"] > 0
+    document = json.loads((out / "informer.json").read_text())
+    assert document["result"]["data"]["collection"] == "/apis/apps/v1/deployments"
+    _nothing_left(local_cluster)
