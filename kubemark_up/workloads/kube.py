@@ -15,16 +15,23 @@ from typing import Any
 from urllib.parse import quote, urlencode
 
 import urllib3
+from kubernetes import client as kube_client
 from kubernetes import config as kube_config
 
 from kubemark_up.errors import RunError
 
 _NETWORK = (urllib3.exceptions.HTTPError, OSError)
+POOL_SIZE = 64
 
 
 class Kube:
     def __init__(self, kubeconfig: Path, *, timeout: float = 30) -> None:
-        api = kube_config.new_client_from_config(config_file=str(kubeconfig))
+        configuration = kube_client.Configuration()
+        kube_config.load_kube_config(config_file=str(kubeconfig), client_configuration=configuration)
+        # Connections kept for reuse: enough for a churn's pool of threads (the default, 5 per
+        # CPU, would make a new TLS connection for most calls beyond it).
+        configuration.connection_pool_maxsize = POOL_SIZE
+        api = kube_client.ApiClient(configuration)
         self.configuration = api.configuration  # for clients of other libraries (ssl_context)
         self.host = api.configuration.host.rstrip("/")
         self.pool = api.rest_client.pool_manager
