@@ -39,9 +39,9 @@ from kubemark_up.hosts import MARKER_ENV
 from kubemark_up.measurements.base import Result
 from kubemark_up.pki import PKI, Identity, write_secret
 from kubemark_up.ui import UI
-from kubemark_up.workloads.base import RUN_LABEL, Plan, RunContext
-from kubemark_up.workloads.churn import Churn, ChurnOptions, _payload
-from kubemark_up.workloads.storm import STORM_LABEL, StormOptions, WatchStorm
+from kubemark_up.workloads.base import RUN_LABEL, Plan, RunContext, Workload
+from kubemark_up.workloads.churn import Churn, _payload
+from kubemark_up.workloads.storm import STORM_LABEL, WatchStorm
 
 GROUP, VERSION, PLURAL, KIND = "wardle.example.com", "v1alpha1", "flunders", "Flunder"
 API = f"/apis/{GROUP}/{VERSION}"
@@ -196,33 +196,38 @@ def flunder(name: str, labels: dict[str, str], payload: str) -> dict:
             "metadata": {"name": name, "labels": labels, "annotations": {PAYLOAD: payload}}, "spec": {}}
 
 
-class FlunderChurn(Churn):
+class WithSampleAPIServer(Workload):
+    """A workload whose objects are Flunders: the run's sample-apiserver comes and goes with it."""
+
+    server: SampleAPIServer
+
+    def prepare(self, run: RunContext) -> None:
+        self.server = SampleAPIServer()
+        self.server.start(run)
+
+    def close(self) -> None:
+        if hasattr(self, "server"):
+            self.server.stop()
+
+    def results(self) -> list[Result]:
+        found = super().results()
+        return self.server.note(found) if hasattr(self, "server") else found
+
+    def watched(self, run: RunContext) -> str | None:
+        return f"{API}/{PLURAL}"
+
+    def collection(self, run: RunContext) -> str:
+        return f"{API}/namespaces/{run.namespace(0)}/{PLURAL}"
+
+
+class FlunderChurn(WithSampleAPIServer, Churn):
     name = "flunder-churn"
     summary = "configmap-churn against Flunders of a real aggregated API server (sample-apiserver) beside the master"
     title = "Flunder churn (through the aggregation layer)"
     result_name = "flunder_churn"
 
-    def __init__(self, options: ChurnOptions) -> None:
-        super().__init__(options)
-        self.server = SampleAPIServer()
-
     def extra_objects(self) -> int:
         return 2  # the Service and the APIService
-
-    def prepare(self, run: RunContext) -> None:
-        self.server.start(run)
-
-    def close(self) -> None:
-        self.server.stop()
-
-    def results(self) -> list[Result]:
-        return self.server.note(super().results())
-
-    def collection(self, run: RunContext) -> str:
-        return f"{API}/namespaces/{run.namespace(0)}/{PLURAL}"
-
-    def watched(self, run: RunContext) -> str | None:
-        return f"{API}/{PLURAL}"
 
     def body(self, run: RunContext, name: str, version: int) -> dict:
         return flunder(name, dict(run.labels), _payload(self.options.payload, version))
@@ -232,34 +237,15 @@ class FlunderChurn(Churn):
         return obj
 
 
-class FlunderWatch(WatchStorm):
+class FlunderWatch(WithSampleAPIServer, WatchStorm):
     name = "flunder-watch"
     summary = "watch-storm against Flunders of a real aggregated API server (sample-apiserver) beside the master"
     result_name = "flunder_watch"
     title = "Flunder watch storm (through the aggregation layer)"
 
-    def __init__(self, options: StormOptions) -> None:
-        super().__init__(options)
-        self.server = SampleAPIServer()
-
     def plan(self, nodes: int) -> Plan:
         plan = super().plan(nodes)
         return Plan(objects=plan.objects + 2, pods=0, phases=plan.phases)
-
-    def prepare(self, run: RunContext) -> None:
-        self.server.start(run)
-
-    def close(self) -> None:
-        self.server.stop()
-
-    def results(self) -> list[Result]:
-        return self.server.note(super().results())
-
-    def watched(self, run: RunContext) -> str | None:
-        return f"{API}/{PLURAL}"
-
-    def collection(self, run: RunContext) -> str:
-        return f"{API}/namespaces/{run.namespace(0)}/{PLURAL}"
 
     def body(self, name: str) -> dict:
         return flunder(name, {STORM_LABEL: "1"}, "x" * self.options.payload)
