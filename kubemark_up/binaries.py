@@ -37,7 +37,7 @@ NAMES = MASTER + ("kubemark", "kubemark-fleet")
 # Built on demand only, by the commands that need them: crane pushes the hollow-node
 # image (`kubemark-up image push`), node-problem-detector goes into that image; the
 # kubelet runs a real root cluster (the tests').
-TOOLS = ("crane", "node-problem-detector", "kubelet")
+TOOLS = ("crane", "node-problem-detector", "kubelet", "sample-apiserver")
 NPD_VERSION = "v1.34.0"  # as kubemark_up/gobuild/tools/go.mod requires it
 
 GO_RECIPE = Path(__file__).parent / "gobuild"
@@ -75,6 +75,9 @@ OUTPUTS = {
         Output("node-problem-detector", "tools", "k8s.io/node-problem-detector/cmd/nodeproblemdetector",
                ("tools/go.mod", "tools/go.sum"),
                ldflags=f"-s -w -X k8s.io/node-problem-detector/pkg/version.version={NPD_VERSION}", cold_minutes=4),
+        # The aggregated API server of `run flunder-churn` and `flunder-watch`, a module of its own.
+        Output("sample-apiserver", "sampleapiserver", "k8s.io/sample-apiserver",
+               ("sampleapiserver/go.mod", "sampleapiserver/go.sum"), ldflags="-s -w", cold_minutes=4),
     )
 }
 

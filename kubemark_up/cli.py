@@ -236,12 +236,15 @@ SLO_VIOLATED = 3  # run: measured, and an SLO does not hold
 
 @app.command("run")
 def run_command(
-    workload: Annotated[str, typer.Argument(help="density or load.")],
+    workload: Annotated[str, typer.Argument(
+        help="density, load, configmap-churn, cr-churn, watch-storm, flunder-churn, flunder-watch or http2-baseline.")],
     name: NameOption = None,
     out_dir: Annotated[Path | None, typer.Option("--out", help="Write one JSON per measurement and report.html here.")] = None,
     pods_per_node: Annotated[int | None, typer.Option(help="Pods per Ready node [default: 30].")] = None,
     rate: Annotated[float | None, typer.Option(help="Pods (or objects) per second [default: 10].")] = None,
     option: Annotated[list[str] | None, typer.Option("--set", help="A workload option, KEY=VALUE (repeatable).")] = None,
+    closed_loop: Annotated[bool, typer.Option(
+        "--closed-loop", help="configmap-churn, cr-churn, flunder-churn: W workers (--set workers=W) create, update, delete.")] = False,
     measure: Annotated[list[str] | None, typer.Option(help="Take only these measurements (repeatable) [default: all].")] = None,
     slo: Annotated[list[str] | None, typer.Option(help="An SLO threshold in seconds, NAME=SECONDS (repeatable).")] = None,
     timeout: Annotated[float, typer.Option(help="Seconds the whole run may take.")] = 1800,
@@ -260,6 +263,8 @@ def run_command(
         options["pods_per_node"] = pods_per_node
     if rate is not None:
         options["rate"] = rate
+    if closed_loop:
+        options["closed_loop"] = True
     thresholds = {}
     for key, value in _pairs(slo, "--slo").items():
         try:

@@ -28,6 +28,7 @@ from kubemark_up.errors import ConfigError, KubemarkUpError, RunError
 from kubemark_up.measurements import MeasureContext, Measurement, Result, Sampler
 from kubemark_up.ui import UI
 from kubemark_up.workloads.base import RUN_LABEL, RunContext
+from kubemark_up.workloads.informer import InformerLogger
 from kubemark_up.workloads.kube import Kube
 
 CLEANUP_TIMEOUT = 300.0  # seconds for the run's namespaces to be gone
@@ -39,6 +40,7 @@ class RunRecord(BaseModel):
     started_at: float
     status: str = "running"  # running -> cleaning -> cleaned
     namespaces: list[str] = []
+    cluster_objects: list[str] = []  # paths of cluster-scoped objects (CRDs), deleted after the namespaces
 
 
 @dataclass
@@ -122,7 +124,7 @@ def _run(ctx: Context, request: RunRequest, workload: workloads.Workload, chosen
     ready, problem = readiness.count_ready(ctx.dir.kubeconfig, ctx.state.nodes)
     if ready is None:
         raise RunError(f"cannot count the Ready nodes of cluster '{ctx.info.name}': {problem}")
-    if not ready:
+    if not ready and workload.needs_nodes:
         raise RunError(f"cluster '{ctx.info.name}' has no Ready hollow node to run {workload.name} on")
     plan = workload.plan(ready)
     if plan.objects > request.max_objects:
@@ -143,9 +145,17 @@ def _run(ctx: Context, request: RunRequest, workload: workloads.Workload, chosen
         })
         return name
 
+    def make_cluster_object(collection: str, body: dict) -> dict:
+        record.cluster_objects.append(f"{collection}/{body['metadata']['name']}")
+        _save(record_path, record)  # recorded before it is asked for
+        created: dict = kube.request("POST", collection, body=body)
+        return created
+
     deadline = time.monotonic() + request.timeout
-    run_ctx = RunContext(kube=kube, run_id=run_id, nodes=ready, deadline=deadline, make_namespace=make_namespace)
-    mctx = MeasureContext(kube=kube, run_id=run_id, slo_overrides=request.slos, sampler=_sampler(ctx),
+    sampler = _sampler(ctx)
+    run_ctx = RunContext(kube=kube, run_id=run_id, nodes=ready, deadline=deadline, make_namespace=make_namespace,
+                         make_cluster_object=make_cluster_object, sampler=sampler, cluster=ctx)
+    mctx = MeasureContext(kube=kube, run_id=run_id, slo_overrides=request.slos, sampler=sampler,
                           interval=request.interval)
     taken: list[Measurement] = [measurements.get(name)(mctx) for name in chosen]
     for measurement in taken:
@@ -155,9 +165,17 @@ def _run(ctx: Context, request: RunRequest, workload: workloads.Workload, chosen
             f"at most {plan.objects} objects ({plan.pods} pods), phases {', '.join(plan.phases)}; "
             f"timeout {request.timeout:.0f}s")
     started: list[Measurement] = []
+    informer: InformerLogger | None = None
     try:
         from kubemark_up.reports.live import LiveView
 
+        workload.prepare(run_ctx)
+        if workload.options.informer:
+            watched = workload.watched(run_ctx)
+            if watched is None:
+                raise ConfigError(f"workload {workload.name} has nothing for the informer logger to watch")
+            informer = InformerLogger(kube, watched, f"{RUN_LABEL}={run_id}", run_ctx.writes)
+            informer.start()
         with LiveView(ui, run_ctx.progress, taken):
             mctx.started_at = time.time()
             for measurement in taken:
@@ -166,16 +184,26 @@ def _run(ctx: Context, request: RunRequest, workload: workloads.Workload, chosen
             workload.run(run_ctx)
             run_ctx.finish()
             mctx.finished_at = time.time()
+            if informer is not None:
+                informer.settle()
             for measurement in reversed(started):
                 measurement.stop()
             started.clear()
     finally:
         with cluster.shielded():
+            if informer is not None:
+                informer.stop()
             for measurement in started:
                 with contextlib.suppress(Exception):
                     measurement.stop()
+            try:
+                workload.close()
+            except KubemarkUpError as exc:
+                ui.warn(exc.message)
             cleanup(kube, record, record_path, ui)
-    results = [m.result() for m in taken]
+    results = [m.result() for m in taken] + workload.results()
+    if informer is not None:
+        results.append(informer.result())
     meta = _meta(ctx, kube, request, workload, plan, run_ctx, mctx, ready)
     return RunOutcome(meta=meta, results=results)
 
@@ -217,29 +245,34 @@ def leftovers(ctx: Context, kube: Kube, ui: UI) -> None:
 
 
 def cleanup(kube: Kube, record: RunRecord, path: Path, ui: UI) -> None:
-    """Delete the run's namespaces (only those carrying its label) and wait until they are gone."""
+    """Delete the run's namespaces and its cluster-scoped objects (each only when it
+    carries the run's label), and wait until they are gone."""
     record.status = "cleaning"
     _save(path, record)
     problems: list[str] = []
-    with ui.step(f"delete what run {record.id} made ({len(record.namespaces)} namespace(s))") as status:
+    what = f"{len(record.namespaces)} namespace(s)"
+    if record.cluster_objects:
+        what += f", {len(record.cluster_objects)} cluster-scoped object(s)"
+    with ui.step(f"delete what run {record.id} made ({what})") as status:
         pending = []
-        for name in record.namespaces:
+        # Namespaces and cluster-scoped objects at once: a namespace whose objects' API goes
+        # with a CRD or an APIService is only deleted once discovery no longer lists that API.
+        for target in [f"/api/v1/namespaces/{name}" for name in record.namespaces] + list(record.cluster_objects):
             try:
-                found = kube.request("GET", f"/api/v1/namespaces/{name}", missing_ok=True)
+                found = kube.request("GET", target, missing_ok=True)
                 if found is None:
                     continue
                 if (found["metadata"].get("labels") or {}).get(RUN_LABEL) != record.id:
-                    problems.append(f"namespace {name} is not this run's (no {RUN_LABEL}={record.id}): left alone")
+                    problems.append(f"{target} is not this run's (no {RUN_LABEL}={record.id}): left alone")
                     continue
-                kube.request("DELETE", f"/api/v1/namespaces/{name}", body={"propagationPolicy": "Background"},
-                             missing_ok=True)
-                pending.append(name)
+                kube.request("DELETE", target, body={"propagationPolicy": "Background"}, missing_ok=True)
+                pending.append(target)
             except RunError as exc:
                 problems.append(exc.message)
         deadline = time.monotonic() + CLEANUP_TIMEOUT
         while pending and time.monotonic() < deadline:
             try:
-                pending = [n for n in pending if kube.request("GET", f"/api/v1/namespaces/{n}", missing_ok=True)]
+                pending = [t for t in pending if kube.request("GET", t, missing_ok=True)]
             except RunError as exc:
                 problems.append(exc.message)
                 break

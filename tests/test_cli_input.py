@@ -97,7 +97,8 @@ def test_a_home_that_cannot_be_made_is_one_line(bare_cli, tmp_path):
 
 def test_run_refuses_bad_input_in_one_line(bare_cli):
     for args, needle in (
-        (["run", "nonsense"], "unknown workload 'nonsense' (known: density, load)"),
+        (["run", "nonsense"], "unknown workload 'nonsense' (known: configmap-churn, cr-churn, density, flunder-churn, flunder-watch, "
+                                   "http2-baseline, load, watch-storm)"),
         (["run", "density", "--set", "colour=blue"], "workload density has no option 'colour'"),
         (["run", "density", "--set", "colour"], "--set takes KEY=VALUE"),
         (["run", "density", "--slo", "pod_startup=fast"], "not a number of seconds"),

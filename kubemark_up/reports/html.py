@@ -75,7 +75,7 @@ def render(meta: dict[str, Any], documents: dict[str, dict[str, Any]]) -> str:
                              escape(fmt(slo["value"], slo["unit"])), verdict])
     body.append("<h2>SLOs</h2>" + _table(["SLO", "threshold", "measured", "result"], slo_rows, raw=True))
     body.append("<h2>Plots</h2>")
-    body += [f"<figure>{plot}</figure>" for plot in _plots(documents)]
+    body += [f"<figure>{plot}</figure>" for plot in _plots(documents) + _api_machinery_plots(documents)]
     phases = run.get("phases") or []
     if phases:
         body.append("<h2>Phases</h2>" + _table(["phase", "seconds", "items", "requested /s", "achieved /s"], [
@@ -121,6 +121,38 @@ def _plots(documents: dict[str, dict[str, Any]]) -> list[str]:
         svg.line_chart("master-cpu", "Master CPU", cpu, x_label="seconds into the run", y_label="cores"),
         svg.line_chart("master-memory", "Master memory (resident)", memory, x_label="seconds into the run", y_label="MiB"),
     ]
+
+
+CHURNS = ("configmap_churn", "cr_churn", "flunder_churn")
+STORMS = ("watch_storm", "flunder_watch")
+
+
+def _api_machinery_plots(documents: dict[str, dict[str, Any]]) -> list[str]:
+    """The API-machinery workloads' plots, only where their results are (data-plot ids
+    churn-latency, informer-delay, storm-delivery, storm-memory)."""
+    plots = []
+    for name in CHURNS:
+        latencies = ((documents.get(name) or {}).get("data") or {}).get("latencies")
+        if latencies:
+            plots.append(svg.line_chart("churn-latency", "Call latency per operation, distribution over calls",
+                                        {op: svg.cdf([v * 1000 for v in values]) for op, values in latencies.items()},
+                                        x_label="ms", y_label="fraction of calls", step=True, y_top=1.0))
+    changes = ((documents.get("informer") or {}).get("data") or {}).get("changes")
+    if changes:
+        plots.append(svg.line_chart("informer-delay", "Informer: write to notification and to dequeue", {
+            "notification": svg.cdf([(c["notified"] - c["written"]) * 1000 for c in changes]),
+            "dequeue": svg.cdf([(c["dequeued"] - c["written"]) * 1000 for c in changes if c.get("dequeued")]),
+        }, x_label="ms", y_label="fraction of changes", step=True, y_top=1.0))
+    for name in STORMS:
+        steps = ((documents.get(name) or {}).get("data") or {}).get("steps")
+        if steps:
+            plots.append(svg.line_chart("storm-delivery", "Watch delivery latency per watcher count", {
+                q: [(s["watchers"], s[f"delivery_{q}"] * 1000) for s in steps if s.get(f"delivery_{q}") is not None]
+                for q in ("p50", "p99", "max")}, x_label="watchers", y_label="ms"))
+            plots.append(svg.line_chart("storm-memory", "Resident memory per watcher count", {
+                c: [(s["watchers"], s[f"{c}_rss_mib"]) for s in steps if s.get(f"{c}_rss_mib") is not None]
+                for c in ("kube-apiserver", "etcd", "client")}, x_label="watchers", y_label="MiB"))
+    return plots
 
 
 def write(folder: Path, meta: dict[str, Any], results: list[Result]) -> Path:

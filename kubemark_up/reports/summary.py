@@ -38,9 +38,23 @@ HEADLINES = {
                     "pods", "pods_running", "creation_rate"],
     "scheduling_throughput": ["average", "p50", "max", "pods_scheduled"],
     "api_latency": ["api_single_object_p50", "api_single_object_p99", "api_list_p99", "calls"],
+    "configmap_churn": ["requested_rate", "achieved_rate", "operations_rate", "creates", "create_p99", "updates",
+                        "update_p99", "deletes", "delete_p99", "errors", "lag_p99"],
+    "cr_churn": ["requested_rate", "achieved_rate", "operations_rate", "creates", "create_p99", "updates",
+                 "update_p99", "deletes", "delete_p99", "errors", "lag_p99"],
+    "informer": ["changes_made", "notifications", "dequeued", "missed", "notify_p50", "notify_p99", "notify_max",
+                 "dequeue_p99", "relists"],
+    "flunder_churn": ["requested_rate", "achieved_rate", "operations_rate", "creates", "create_p99", "updates",
+                      "update_p99", "deletes", "delete_p99", "errors", "lag_p99"],
+    "http2_baseline": ["requested_rate", "send_rate", "receive_rate", "bytes_sent", "bytes_received",
+                       "block_delay_p99"],
     "resources": ["kube-apiserver_cpu_avg", "kube-apiserver_rss_max", "etcd_cpu_avg", "etcd_rss_max",
                   "overhead_apiserver_cpu_share"],
 }
+
+
+STORM_HEADLINES = ("delivery_p50", "delivery_p99", "deliveries", "missing", "dropped", "relists",
+                   "kube-apiserver_rss_mib", "etcd_rss_mib", "kube-apiserver_cores", "client_cores")
 
 
 def figures_table(results: list[Result], meta: dict[str, Any]) -> Table:
@@ -51,7 +65,10 @@ def figures_table(results: list[Result], meta: dict[str, Any]) -> Table:
     table.add_row("run", "objects created by its calls", fmt(run.get("objects_created"), ""))
     table.add_row("run", "duration", fmt(run.get("seconds"), "s"))
     for result in results:
-        for key in HEADLINES.get(result.measurement, list(result.metrics)[:4]):
+        keys = HEADLINES.get(result.measurement, list(result.metrics)[:4])
+        if result.measurement in ("watch_storm", "flunder_watch"):  # per step: the delivery p99, losses and the master's memory
+            keys = [k for k in result.metrics if k.split("_", 1)[1] in STORM_HEADLINES]
+        for key in keys:
             metric = result.metrics.get(key)
             if metric is not None:
                 table.add_row(result.measurement, key, fmt(metric.value, metric.unit))

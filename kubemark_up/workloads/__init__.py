@@ -13,6 +13,12 @@ __all__ = ["Plan", "RunContext", "Workload", "WorkloadOptions", "get", "names"]
 _REGISTRY = {
     "density": "kubemark_up.workloads.density:Density",
     "load": "kubemark_up.workloads.load:Load",
+    "configmap-churn": "kubemark_up.workloads.churn:ConfigMapChurn",
+    "cr-churn": "kubemark_up.workloads.crchurn:CRChurn",
+    "watch-storm": "kubemark_up.workloads.storm:WatchStorm",
+    "http2-baseline": "kubemark_up.workloads.http2:HTTP2Baseline",
+    "flunder-churn": "kubemark_up.workloads.flunder:FlunderChurn",
+    "flunder-watch": "kubemark_up.workloads.flunder:FlunderWatch",
 }
 
 

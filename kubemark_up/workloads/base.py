@@ -14,12 +14,17 @@ import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from kubemark_up.errors import RunError
+from kubemark_up.workloads.informer import WriteLog
 from kubemark_up.workloads.kube import Kube
+
+if TYPE_CHECKING:
+    from kubemark_up.context import Context
+    from kubemark_up.measurements.base import Result, Sampler
 
 RUN_LABEL = "kubemark-up.run"  # on every object a run makes, and on its pods
 PAUSE_IMAGE = "registry.k8s.io/pause:3.10"
@@ -34,6 +39,9 @@ class WorkloadOptions(BaseModel):
     # Pods (or, for phases that make no pods, objects) per second.
     rate: float = Field(10, gt=0, le=10_000)
     image: str = PAUSE_IMAGE
+    # The informer logger (informer.py) on the resource the workload writes: per change,
+    # the delay from the write to the notification and to the dequeue.
+    informer: bool = False
 
 
 @dataclass(frozen=True)
@@ -96,12 +104,21 @@ class RunContext:
     """The runner's side, as a workload sees it."""
 
     def __init__(self, *, kube: Kube, run_id: str, nodes: int, deadline: float,
-                 make_namespace: Callable[[int], str]) -> None:
+                 make_namespace: Callable[[int], str],
+                 make_cluster_object: Callable[[str, dict], dict] | None = None,
+                 sampler: Sampler | None = None, cluster: Context | None = None) -> None:
         self.kube = kube
         self.run_id = run_id
         self.nodes = nodes
         self.deadline = deadline
         self._make_namespace = make_namespace
+        self._make_cluster_object = make_cluster_object
+        # CPU and memory of the master's components (None when the provider has no sampler).
+        self.sampler = sampler
+        # The cluster (its settings, folder, ports), for a workload that runs a server beside the master.
+        self.cluster = cluster
+        # When each write was sent, for the informer logger to match its notifications against.
+        self.writes = WriteLog()
         self._namespaces: dict[int, str] = {}
         self.progress = Progress()
         self._phase_started = 0.0
@@ -117,12 +134,29 @@ class RunContext:
             self._namespaces[index] = self._make_namespace(index)
         return self._namespaces[index]
 
-    def phase(self, name: str, *, rate: float | None = None, items: int = 0) -> Pacer | None:
+    def cluster_object(self, collection: str, body: dict) -> dict:
+        """Create a cluster-scoped object (a CustomResourceDefinition) carrying the run's label,
+        recorded before it is asked for, so that the runner deletes it whatever happens."""
+        if self._make_cluster_object is None:
+            raise RunError("this run cannot make cluster-scoped objects")
+        self.check()
+        body.setdefault("metadata", {}).setdefault("labels", {}).update(self.labels)
+        created = self._make_cluster_object(collection, body)
+        self.progress.created += 1
+        return created
+
+    def achieved(self, rate: float | None, items: int) -> None:
+        """Record the current phase's achieved rate, for a workload that paces itself (no Pacer)."""
+        if self.progress.phases:
+            self.progress.phases[-1].update(achieved_rate=rate, items=items)
+
+    def phase(self, name: str, *, rate: float | None = None, items: int = 0,
+              paced: bool = True) -> Pacer | None:
         """Begin a phase; with a rate, the Pacer that paces it. The previous phase ends here."""
         self._end_phase()
         self.progress.phase = name
         self._phase_started = time.monotonic()
-        self._pacer = Pacer(rate) if rate else None
+        self._pacer = Pacer(rate) if rate and paced else None
         self.progress.phases.append({"phase": name, "requested_rate": rate, "items": items})
         return self._pacer
 
@@ -151,13 +185,20 @@ class RunContext:
         self.check()
         metadata = body.setdefault("metadata", {})
         metadata.setdefault("labels", {}).update(self.labels)
+        sent = time.time()
         created = self.kube.request("POST", path, body=body)
+        self.writes.note(path.rstrip("/").rsplit("/", 1)[-1], "create", created["metadata"].get("namespace", ""),
+                         created["metadata"]["name"], sent)
         self.progress.created += 1
         return created
 
     def delete(self, path: str) -> None:
         self.check()
-        self.kube.request("DELETE", path, body={"propagationPolicy": "Background"}, missing_ok=True)
+        sent = time.time()
+        if self.kube.request("DELETE", path, body={"propagationPolicy": "Background"}, missing_ok=True) is not None:
+            parts = path.strip("/").split("/")
+            namespace = parts[parts.index("namespaces") + 1] if "namespaces" in parts[:-2] else ""
+            self.writes.note(parts[-2], "delete", namespace, parts[-1], sent)
         self.progress.deleted += 1
 
     def wait(self, what: str, done: Callable[[], bool], *, interval: float = 1.0) -> None:
@@ -173,9 +214,30 @@ class Workload(ABC):
     name: ClassVar[str]
     summary: ClassVar[str]
     options_model: ClassVar[type[WorkloadOptions]] = WorkloadOptions
+    # Whether it needs Ready hollow nodes (pods do; API-machinery workloads run on a master alone).
+    needs_nodes: ClassVar[bool] = True
 
     def __init__(self, options: WorkloadOptions) -> None:
         self.options = options
+
+    def prepare(self, run: RunContext) -> None:
+        """Before the measurements start: install what the workload needs (a CRD, recorded
+        through run.cluster_object so the runner removes it)."""
+        return None
+
+    def watched(self, run: RunContext) -> str | None:
+        """The collection (all namespaces) the informer logger lists and watches, with the
+        run's label; None when the workload has none."""
+        return None
+
+    def results(self) -> list[Result]:
+        """Figures of the workload's own (rates, per-operation latency), beside the measurements'."""
+        return []
+
+    def close(self) -> None:
+        """Whatever ended the run, before the runner deletes its namespaces and cluster-scoped
+        objects: delete what only the workload's own server can, and stop what prepare() started."""
+        return None
 
     @abstractmethod
     def plan(self, nodes: int) -> Plan:

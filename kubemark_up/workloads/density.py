@@ -33,6 +33,9 @@ class Density(Workload):
     def _groups(self, nodes: int) -> list[int]:
         return sizes(nodes * self.options.pods_per_node, self.options.deployment_size)
 
+    def watched(self, run: RunContext) -> str | None:
+        return "/apis/apps/v1/deployments"
+
     def plan(self, nodes: int) -> Plan:
         groups = self._groups(nodes)
         # a namespace, and per Deployment its ReplicaSet and its pods

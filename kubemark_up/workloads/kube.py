@@ -8,22 +8,31 @@ apiserver's message."""
 from __future__ import annotations
 
 import json
+import ssl
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote, urlencode
 
 import urllib3
+from kubernetes import client as kube_client
 from kubernetes import config as kube_config
 
 from kubemark_up.errors import RunError
 
 _NETWORK = (urllib3.exceptions.HTTPError, OSError)
+POOL_SIZE = 64
 
 
 class Kube:
     def __init__(self, kubeconfig: Path, *, timeout: float = 30) -> None:
-        api = kube_config.new_client_from_config(config_file=str(kubeconfig))
+        configuration = kube_client.Configuration()
+        kube_config.load_kube_config(config_file=str(kubeconfig), client_configuration=configuration)
+        # Connections kept for reuse: enough for a churn's pool of threads (the default, 5 per
+        # CPU, would make a new TLS connection for most calls beyond it).
+        configuration.connection_pool_maxsize = POOL_SIZE
+        api = kube_client.ApiClient(configuration)
+        self.configuration = api.configuration  # for clients of other libraries (ssl_context)
         self.host = api.configuration.host.rstrip("/")
         self.pool = api.rest_client.pool_manager
         self.timeout = timeout
@@ -31,6 +40,18 @@ class Kube:
         token = api.configuration.api_key.get("authorization") if api.configuration.api_key else None
         if token:
             self.headers["Authorization"] = token if " " in token else f"Bearer {token}"
+
+    def ssl_context(self) -> ssl.SSLContext:
+        """A TLS context that trusts the master's CA and presents the kubeconfig's client
+        certificate: for clients other than this one (the watch storm's)."""
+        cfg = self.configuration
+        context = ssl.create_default_context(cafile=cfg.ssl_ca_cert or None)
+        if cfg.cert_file and cfg.key_file:
+            context.load_cert_chain(cfg.cert_file, cfg.key_file)
+        return context
+
+    def url(self, path: str, query: Mapping[str, Any] | None = None) -> str:
+        return self._url(path, query)
 
     def _url(self, path: str, query: Mapping[str, Any] | None) -> str:
         url = self.host + quote(path, safe="/:")

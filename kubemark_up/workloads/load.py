@@ -70,6 +70,9 @@ class Load(Workload):
                 found.append(Group(ns, f"{kind}-deployment-{index}", size, service=index % 2 == 0))
         return found
 
+    def watched(self, run: RunContext) -> str | None:
+        return "/apis/apps/v1/deployments"
+
     def plan(self, nodes: int) -> Plan:
         groups = self.groups(nodes)
         pods = sum(g.replicas for g in groups)
