@@ -274,10 +274,7 @@ def run_command(
     out.print(summary.slo_table(outcome.results))
     out.print(summary.figures_table(outcome.results, outcome.meta))
     if out_dir is not None:
-        written = results_mod.write(out_dir.absolute(), outcome.meta, outcome.results)
-        from kubemark_up.reports import html
-
-        written.append(html.write(out_dir.absolute(), outcome.meta, outcome.results))
+        written = results_mod.write_all(out_dir.absolute(), outcome.meta, outcome.results)
         out.print(f"{len(written)} file(s) in {out_dir.absolute()}")
     if not outcome.ok:
         failed = [s.name for r in outcome.results for s in r.slos if not s.ok]

@@ -26,6 +26,19 @@ from kubemark_up.hosts import agent
 # for 30 s after SIGTERM, so etcd goes last).
 ORDER = ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler")
 PORT_NAMES = ("etcd_client", "etcd_peer", "etcd_metrics", "apiserver", "controller_manager", "scheduler")
+# Where the components other than the apiserver serve /metrics, on their host's loopback
+# (the manifests bind them there): scheme, and the name of the port in state.
+METRICS_ENDPOINTS = {
+    "etcd": ("http", "etcd_metrics"),
+    "kube-controller-manager": ("https", "controller_manager"),
+    "kube-scheduler": ("https", "scheduler"),
+}
+# The ports clusterloader2 reaches them at over SSH, fixed in its code: the scheduler's
+# and controller-manager's secure ports (pkg/provider/util.go, SchedulingMetrics'
+# `curl -k https://localhost:10259/metrics`) and etcd's plain-HTTP metrics port
+# (EtcdMetrics' `curl http://localhost:2382/metrics`, --etcd-insecure-port's default).
+# Providers whose master is reached over SSH use them (README: "clusterloader2").
+STANDARD_METRICS_PORTS = {"controller_manager": 10257, "scheduler": 10259, "etcd_metrics": 2382}
 
 _EXTRA_ARGS = {
     "etcd": "etcd_extra_args",
@@ -147,6 +160,12 @@ def render(
             )
         )
     return components
+
+
+def metrics_url(component: str, ports: dict[str, int]) -> str:
+    """Where component serves /metrics, as seen from its host."""
+    scheme, port = METRICS_ENDPOINTS[component]
+    return f"{scheme}://127.0.0.1:{ports[port]}/metrics"
 
 
 def stop_wave(argv: list[str] | None) -> int:

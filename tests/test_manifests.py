@@ -31,7 +31,7 @@ def test_static_pods():
         mounted = {m["mountPath"] for m in container.get("volumeMounts", [])}
         for arg in component.command[1:]:
             value = arg.split("=", 1)[-1]
-            if value.startswith("/"):
+            if value.startswith("/") and not arg.startswith("--authorization-always-allow-paths="):  # URL paths
                 assert any(value.startswith(m) for m in mounted), f"{name}: {value} is not mounted"
 
 
@@ -74,3 +74,14 @@ def test_the_watch_cache_can_be_turned_off_or_sized():
     command = render(watch_cache=False, watch_cache_sizes="pods#1000,deployments.apps#50")["kube-apiserver"].command
     assert "--watch-cache=false" in command
     assert "--watch-cache-sizes=pods#1000,deployments.apps#50" in command
+
+
+def test_the_controllers_serve_metrics_without_credentials_on_loopback_only():
+    components = render()
+    for name in ("kube-controller-manager", "kube-scheduler"):
+        command = components[name].command
+        assert "--authorization-always-allow-paths=/healthz,/readyz,/livez,/metrics" in command
+        assert "--bind-address=127.0.0.1" in command
+    assert f"--listen-metrics-urls=http://127.0.0.1:{PORTS['etcd_metrics']}" in components["etcd"].command
+    assert master.metrics_url("kube-scheduler", PORTS) == f"https://127.0.0.1:{PORTS['scheduler']}/metrics"
+    assert master.metrics_url("etcd", PORTS) == f"http://127.0.0.1:{PORTS['etcd_metrics']}/metrics"

@@ -38,6 +38,7 @@ HEADLINES = {
                     "pods", "pods_running", "creation_rate"],
     "scheduling_throughput": ["average", "p50", "max", "pods_scheduled"],
     "api_latency": ["api_single_object_p50", "api_single_object_p99", "api_list_p99", "calls"],
+    "scheduler_latency": ["e2e_p50", "e2e_p99", "attempt_p99", "algorithm_p99", "pods_scheduled"],
     "resources": ["kube-apiserver_cpu_avg", "kube-apiserver_rss_max", "etcd_cpu_avg", "etcd_rss_max",
                   "overhead_apiserver_cpu_share"],
 }
