@@ -326,7 +326,10 @@ def env_command(name: NameOption = None, output: OutputOption = "text") -> None:
     _check_output(output)
     cdir = ClusterDir(config_mod.home_dir(), config_mod.cluster_name(name))
     info, state = cdir.load_info(), cdir.load()
-    values = envexport.exports(cdir, info, state, cluster.recorded_settings(info))
+    settings = cluster.recorded_settings(info)
+    values = envexport.exports(cdir, info, state, settings)
+    for note in envexport.notes(cdir, info, state, settings):
+        ui.warn(note)
     if output == "json":
         print(json.dumps(values, indent=1))
     else:

@@ -193,8 +193,7 @@ def _step_binaries(ctx: Context) -> None:
 def _step_ports(ctx: Context) -> None:
     site = ctx.provider.master(ctx)
     wanted = [name for name in master.PORT_NAMES if name not in ctx.state.ports]
-    port = ctx.provider.apiserver_port(ctx)
-    fixed = {"apiserver": port} if port else {}
+    fixed = ctx.provider.fixed_ports(ctx)
     low, high = ctx.settings.port_bounds
     with ctx.dir.lock_ports():  # picked and recorded before another cluster picks
         claimed = ctx.dir.claimed_ports()
@@ -202,6 +201,15 @@ def _step_ports(ctx: Context) -> None:
         # A port the provider fixes (gce: 443 on a VM of its own) is not another cluster's.
         if fixed and ctx.settings.apiserver_port and fixed["apiserver"] in claimed:
             raise ConfigError(f"apiserver_port {fixed['apiserver']} belongs to another kubemark-up cluster")
+        standard = [n for n in wanted if n in fixed and n != "apiserver"]
+        busy = [n for n, used in zip(standard, site.host.call("ports_in_use", ports=[fixed[n] for n in standard]),
+                                     strict=True) if used]
+        if busy:
+            raise ConfigError(
+                f"port(s) {', '.join(str(fixed[n]) for n in busy)} ({', '.join(busy)}) already in use on "
+                f"{site.host.name}: clusterloader2's fixed metrics ports (another cluster there?); "
+                "standard_metrics_ports: false picks free ones"
+            )
         free = site.host.free_ports(len([n for n in wanted if n not in fixed]), low=low, high=high, exclude=taken)
         for name in wanted:
             ctx.state.ports[name] = fixed[name] if name in fixed else free.pop(0)

@@ -269,6 +269,9 @@ class GCEProvider(Provider):
     def apiserver_port(self, ctx: Context) -> int:
         return ctx.settings.apiserver_port or HTTPS_PORT
 
+    def fixed_ports(self, ctx: Context) -> dict[str, int]:
+        return self.remote(ctx).fixed_ports(ctx) | super().fixed_ports(ctx)
+
     def preflight(self, ctx: Context) -> None:
         self._check_settings()
         if ctx.settings.nodes and ctx.settings.hollow_nodes == "pods":

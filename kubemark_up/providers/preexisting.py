@@ -25,7 +25,7 @@ from kubemark_up.config import ProviderSettings
 from kubemark_up.context import Context
 from kubemark_up.errors import ConfigError, HostError
 from kubemark_up.hosts.ssh import SSHHost, SSHTarget, fingerprint
-from kubemark_up.master import MasterPaths
+from kubemark_up.master import STANDARD_METRICS_PORTS, MasterPaths
 from kubemark_up.nodes import NodeEngine
 from kubemark_up.providers.base import MasterSite, Provider, node_engine_for
 from kubemark_up.steps import Step, insert
@@ -134,6 +134,13 @@ class PreexistingProvider(Provider):
 
     def node_engine(self, ctx: Context) -> NodeEngine:
         return node_engine_for(ctx, self.master(ctx))
+
+    def fixed_ports(self, ctx: Context) -> dict[str, int]:
+        """clusterloader2 reads the scheduler's and etcd's metrics over SSH at fixed ports."""
+        fixed = super().fixed_ports(ctx)
+        if ctx.settings.standard_metrics_ports:
+            fixed.update(STANDARD_METRICS_PORTS)
+        return fixed
 
     # Start ------------------------------------------------------------------------
 
