@@ -421,3 +421,17 @@ def test_a_run_samples_the_master_over_ssh(remote, tmp_path):
     stop = remote.cli.run("stop", "--name", "measured")
     assert stop.returncode == 0, stop.stderr
     assert_nothing_left(remote, "measured")
+
+
+def test_a_standard_metrics_port_in_use_on_the_host_is_one_line(remote):
+    import socket
+
+    with socket.socket() as taken:
+        taken.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        taken.bind(("127.0.0.1", 10259))
+        taken.listen()
+        result = remote.start("busy", 0)
+    assert_one_line_error(result, 2, "10259 (scheduler) already in use", "standard_metrics_ports: false")
+    stop = remote.cli.run("stop", "--name", "busy")
+    assert stop.returncode == 0, stop.stderr
+    assert_nothing_left(remote, "busy")
