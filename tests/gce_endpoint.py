@@ -28,7 +28,8 @@ A running instance also shows its SSH host keys (host_keys, the public key lines
 the test sshd) as a real one does: in its guest attributes under hostkeys/ (when its
 metadata has enable-guest-attributes=TRUE; each entry keyed by the key's type, its
 value the key itself) and on its serial port 1, printed between the BEGIN/END SSH
-HOST KEY KEYS lines at boot (serial=False: a console that printed none).
+HOST KEY KEYS lines at boot (serial=False: a console that printed none;
+guest_attributes=False: a guest environment that publishes none).
 """
 
 from __future__ import annotations
@@ -341,10 +342,11 @@ class Operation:
 class ComputeEndpoint:
     def __init__(self, *, external_ip: str = "127.0.0.1", op_seconds: float = 0.1,
                  authorized_keys: Path | None = None, host_keys: list[str] | None = None,
-                 serial: bool = True) -> None:
+                 serial: bool = True, guest_attributes: bool = True) -> None:
         self.discovery = _discovery()
         self.host_keys = list(host_keys or [])
         self.serial = serial
+        self.guest_attributes = guest_attributes
         self.external_ip = external_ip
         self.op_seconds = op_seconds
         self.authorized_keys = authorized_keys
@@ -429,6 +431,8 @@ class ComputeEndpoint:
         """Make a resource directly, as someone else would have (no operation, no log)."""
         with self._lock:
             made = self._fill(COLLECTIONS[collection], project, scope, dict(body), COLLECTIONS[collection].ready)
+            if collection == "instances":
+                made.setdefault("metadata", {})["fingerprint"] = _fingerprint()
             self.resources[(collection, project, scope, made["name"])] = made
             return made
 
@@ -718,7 +722,8 @@ class ComputeEndpoint:
         path = query.get("queryPath", "")
         entries = [{"namespace": "hostkeys", "key": line.split()[0], "value": line.split()[1]}
                    for line in self.host_keys]
-        if str(items.get("enable-guest-attributes", "")).upper() != "TRUE" or not path or not entries:
+        enabled = self.guest_attributes and str(items.get("enable-guest-attributes", "")).upper() == "TRUE"
+        if not enabled or not path or not entries:
             raise Rejected(404, f"The resource '{found['selfLink']}/guestAttributes/{path}' was not found", "notFound")
         chosen = [e for e in entries if f"{e['namespace']}/{e['key']}".startswith(path)]
         if not chosen:

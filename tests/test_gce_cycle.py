@@ -98,7 +98,7 @@ def assert_nothing_left(cloud: Cloud, name: str) -> None:
 @pytest.fixture
 def cloud(tmp_path, bin_dir, sshd):
     keys = sshd.dir / "authorized_keys"
-    endpoint = ComputeEndpoint(op_seconds=0.05, authorized_keys=keys).start()
+    endpoint = ComputeEndpoint(op_seconds=0.05, authorized_keys=keys, host_keys=[_host_key(sshd)]).start()
     root = sshd.home / f"kmup-gce-{os.getpid()}-{tmp_path.name}"
     root.mkdir(mode=0o755)
     shutil.chown(root, sshd.user)
@@ -113,6 +113,11 @@ def cloud(tmp_path, bin_dir, sshd):
     endpoint.stop()
     keys.write_text(made.keys_before)
     shutil.rmtree(root, ignore_errors=True)
+
+
+def _host_key(sshd: SSHServer) -> str:
+    """The "VM"'s SSH host key, as it publishes it: type and key."""
+    return " ".join(sshd.host_key.with_suffix(".pub").read_text().split()[:2])
 
 
 def _calls(cloud: Cloud, since: float) -> list[str]:
@@ -163,6 +168,12 @@ def test_start_and_stop_a_master_on_the_vm(cloud):
     name = f"{cloud.sshd.user}@127.0.0.1:{cloud.sshd.port}"
     assert f"trusting the unknown host key of {name}" in result.stderr
     assert state["host_keys"][name].split()[1] == cloud.sshd.host_key.with_suffix(".pub").read_text().split()[1]
+    # ... and found to be the one the VM published, before anything secret went to it.
+    assert f"the SSH host key of {name} matches the one the VM published in its guest attributes" in result.stderr
+    calls = _calls(cloud, began)
+    assert "compute.instances.getGuestAttributes" in calls
+    assert "compute.instances.getSerialPortOutput" not in calls
+    assert made["instance"]["metadata"]["items"][-1] == {"key": "enable-guest-attributes", "value": "TRUE"}
     # The master runs on the VM.
     status = cloud.cli.run("status", "--name", "gce1", "-o", "json", **cloud.env())
     assert status.returncode == 0, status.stdout + status.stderr
@@ -392,3 +403,68 @@ def test_a_firewall_rule_of_ours_left_by_an_earlier_run_is_adopted_and_updated(c
     assert rule["sourceRanges"] == ["127.0.0.1/32"] and rule["allowed"] == [{"IPProtocol": "tcp", "ports": [str(port)]}]
     assert cloud.stop("oldfw").returncode == 0
     assert_nothing_left(cloud, "oldfw")
+
+
+# The VM's identity -----------------------------------------------------------------------
+
+
+def test_the_host_key_is_checked_against_the_serial_console_without_guest_attributes(cloud):
+    cloud.endpoint.guest_attributes = False
+    result = cloud.start("serial")
+    assert result.returncode == 0, result.stderr
+    assert "matches the one the VM published in its serial port" in result.stderr
+    calls = _calls(cloud, 0)
+    assert calls.index("compute.instances.getGuestAttributes") < calls.index("compute.instances.getSerialPortOutput")
+    assert cloud.stop("serial").returncode == 0
+    assert_nothing_left(cloud, "serial")
+
+
+def test_a_host_key_the_vm_did_not_publish_is_refused_before_any_secret_goes_there(cloud, tmp_path):
+    other = tmp_path / "other"
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(other)], check=True)
+    # The VM says its key is another: whoever answered SSH at its address is not that VM.
+    cloud.endpoint.host_keys = [" ".join(other.with_suffix(".pub").read_text().split()[:2])]
+    result = cloud.start("mitm")
+    assert_one_line_error(result, 1, "is not one that VM kubemark-up-mitm-master published in its guest attributes",
+                          "another host answered at its address; refused")
+    # Refused before the cluster's folder (certificates, keys) was made there, and not pinned.
+    assert not (cloud.root / "mitm").exists()
+    assert cloud.state("mitm")["host_keys"] == {}
+    assert cloud.stop("mitm").returncode == 0
+    assert_nothing_left(cloud, "mitm")
+
+
+def test_a_vm_that_publishes_no_host_key_is_said_so(cloud):
+    cloud.endpoint.host_keys = []
+    result = cloud.start("silent", host_key_wait_timeout=1)
+    assert result.returncode == 0, result.stderr
+    assert "published no SSH host key (guest attributes, serial port)" in result.stderr
+    assert cloud.stop("silent").returncode == 0
+    assert_nothing_left(cloud, "silent")
+
+
+def test_an_adopted_vm_without_the_clusters_key_gets_it(cloud):
+    """A VM of ours (its label) that an earlier start of this name made with another key:
+    adopted, its metadata checked, this cluster's key put there (others kept), and SSH works."""
+    zone = f"zones/{ZONE}"
+    someone = "alice:ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOmq4cnbsclkFW0GCOp7ZpM+WILVqTQCxqQBk9mk7tjk alice"
+    stale = (f"{cloud.sshd.user}:ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIBEPkpuU3kBvXdOgcG6pHmOpqUMsLGn9qzjyO1b1ZrWg "
+             "kubemark-up-oldvm")
+    cloud.endpoint.put("instances", PROJECT, zone, {
+        "name": "kubemark-up-oldvm-master", "labels": {LABEL: "oldvm"}, "disks": [], "networkInterfaces": [],
+        "metadata": {"items": [{"key": "ssh-keys", "value": f"{someone}\n{stale}"}, {"key": "enable-guest-attributes",
+                                                                                     "value": "TRUE"}]}})
+    result = cloud.start("oldvm")
+    assert result.returncode == 0, result.stderr
+    assert "VM kubemark-up-oldvm-master already exists with this cluster's mark: adopted" in result.stderr
+    assert "does not carry this cluster's SSH key in its metadata (ssh-keys): adding it" in result.stderr
+    (vm,) = cloud.endpoint.items("instances")
+    lines = {i["key"]: i["value"] for i in vm["metadata"]["items"]}["ssh-keys"].splitlines()
+    public = subprocess.run(["ssh-keygen", "-y", "-f", str(cloud.cli.home / "oldvm" / "pki" / "gce-ssh-key")],
+                            capture_output=True, text=True, check=True).stdout.split()
+    # Someone else's key kept, the stale key of this cluster replaced by the current one.
+    assert lines[0] == someone and len(lines) == 2 and lines[1].startswith(f"{cloud.sshd.user}:{public[0]} {public[1]}")
+    assert "compute.instances.setMetadata" in _calls(cloud, 0)
+    # A second start's check finds it there and changes nothing (the metadata's fingerprint guards a race).
+    assert cloud.stop("oldvm").returncode == 0
+    assert_nothing_left(cloud, "oldvm")

@@ -549,7 +549,11 @@ class GCEProvider(Provider):
                         f"port): the key met on first contact ({fingerprint(pinned)}) is trusted as it is")
             return
         if _key_of(pinned) not in {_key_of(k) for k in published}:
+            # Not pinned, and not spoken to again: undoing start goes nowhere near it.
             del ctx.state.host_keys[target.name]
+            instance = ctx.state.resource("gce-instance", names(ctx.info.name)["instance"])
+            if instance is not None:
+                instance.details["host_key_refused"] = True
             ctx.save()
             raise KubemarkUpError(
                 f"the SSH host key of {target.name} ({fingerprint(pinned)}) is not one that VM "
@@ -589,7 +593,9 @@ class GCEProvider(Provider):
     # Stop -----------------------------------------------------------------------------
 
     def _undo_host(self, ctx: Context) -> list[str]:
-        if self._instance_gone(ctx):
+        instance = ctx.state.resource("gce-instance", names(ctx.info.name)["instance"])
+        refused = instance is not None and instance.details.get("host_key_refused")
+        if refused or self._instance_gone(ctx):  # refused: nothing went there
             for resource in ctx.resources("host"):
                 ctx.forget(resource)
             return []
