@@ -47,7 +47,7 @@ class Cloud:
         section = {
             "project": PROJECT, "zone": ZONE, "source_ranges": ["127.0.0.1/32"], "ssh_user": self.sshd.user,
             "ssh_port": self.sshd.port, "remote_root": str(self.root), "bind_address": "127.0.0.1",
-            "connect_timeout": 5, "ssh_wait_timeout": 20, **gce,
+            "events_root": str(self.root / "events-pd"), "connect_timeout": 5, "ssh_wait_timeout": 20, **gce,
         }
         path = self.cli.home.parent / f"gce-{len(self.configs)}.yaml"
         path.write_text(yaml.safe_dump({"provider": "gce", "gce": section}))
@@ -468,3 +468,38 @@ def test_an_adopted_vm_without_the_clusters_key_gets_it(cloud):
     # A second start's check finds it there and changes nothing (the metadata's fingerprint guards a race).
     assert cloud.stop("oldvm").returncode == 0
     assert_nothing_left(cloud, "oldvm")
+
+
+def test_events_are_kept_by_their_own_etcd_on_the_events_disk(cloud):
+    result = cloud.start("ev", events_disk=True)
+    assert result.returncode == 0, result.stderr
+    state = cloud.state("ev")
+    data = cloud.root / "events-pd" / "ev" / "etcd-events"
+    # A second etcd, its data on the events disk's mount, and the apiserver sending Events there.
+    events = psutil.Process(state["processes"]["etcd-events"]["pid"]).children()[0]
+    assert f"--data-dir={data}" in events.cmdline() and "--name=etcd-events0" in events.cmdline()
+    apiserver = psutil.Process(state["processes"]["kube-apiserver"]["pid"]).children()[0]
+    port = state["ports"]["etcd_events_client"]
+    assert f"--etcd-servers-overrides=/events#https://127.0.0.1:{port}" in apiserver.cmdline()
+    assert (data / "member").is_dir()
+    kubeconfig = str(cloud.cli.home / "ev" / "kubeconfig.kubemark")
+
+    def keys(metrics_port: int) -> float:
+        text = subprocess.run(["curl", "-sf", f"http://127.0.0.1:{metrics_port}/metrics"], capture_output=True,
+                              text=True, timeout=30, check=True).stdout
+        return sum(float(line.split()[-1]) for line in text.splitlines() if line.startswith("etcd_debugging_mvcc_keys_total"))
+
+    before = keys(state["ports"]["etcd_events_metrics"]), keys(state["ports"]["etcd_metrics"])
+    event = {"apiVersion": "v1", "kind": "Event", "metadata": {"name": "kubemark-up-test", "namespace": "default"},
+             "involvedObject": {"kind": "Namespace", "name": "default"}, "reason": "Test", "message": "to etcd-events"}
+    created = subprocess.run(["kubectl", "--kubeconfig", kubeconfig, "create", "-f", "-"], input=json.dumps(event),
+                             capture_output=True, text=True, timeout=60)
+    assert created.returncode == 0, created.stderr
+    after = keys(state["ports"]["etcd_events_metrics"]), keys(state["ports"]["etcd_metrics"])
+    assert after[0] == before[0] + 1 and after[1] == before[1]  # in etcd-events, not in etcd
+    status = json.loads(cloud.cli.run("status", "--name", "ev", "-o", "json", **cloud.env()).stdout)
+    assert [c["name"] for c in status["master"]["components"]][:2] == ["etcd", "etcd-events"]
+    assert status["master"]["healthy"]
+    assert cloud.stop("ev").returncode == 0
+    assert not (cloud.root / "events-pd").exists()
+    assert_nothing_left(cloud, "ev")

@@ -85,3 +85,28 @@ def test_the_controllers_serve_metrics_without_credentials_on_loopback_only():
     assert f"--listen-metrics-urls=http://127.0.0.1:{PORTS['etcd_metrics']}" in components["etcd"].command
     assert master.metrics_url("kube-scheduler", PORTS) == f"https://127.0.0.1:{PORTS['scheduler']}/metrics"
     assert master.metrics_url("etcd", PORTS) == f"http://127.0.0.1:{PORTS['etcd_metrics']}/metrics"
+
+
+
+def test_events_get_an_etcd_of_their_own_where_there_is_an_events_disk():
+    import dataclasses
+
+    assert "etcd-events" not in render() and not any(
+        a.startswith("--etcd-servers-overrides") for a in render()["kube-apiserver"].command)
+    paths = dataclasses.replace(PATHS, events_data_dir="/mnt/events/km/etcd-events")
+    ports = {**PORTS, **dict(zip(master.EVENTS_PORT_NAMES, range(21010, 21013), strict=True))}
+    assert master.port_names(paths) == master.PORT_NAMES + master.EVENTS_PORT_NAMES
+    components = {c.name: c for c in master.render(config.Settings(), paths=paths, ports=ports,
+                                                   advertise_address="192.0.2.10")}
+    assert list(components) == ["etcd", "etcd-events", "kube-apiserver", "kube-controller-manager", "kube-scheduler"]
+    events = components["etcd-events"]
+    assert events.manifest["metadata"]["name"] == "etcd-events" and events.command[0] == "etcd"
+    assert "--data-dir=/mnt/events/km/etcd-events" in events.command
+    assert "--listen-client-urls=https://127.0.0.1:21010" in events.command
+    assert "--initial-cluster=etcd-events0=https://127.0.0.1:21011" in events.command
+    assert events.startup_probe.url == "http://127.0.0.1:21012/readyz"
+    assert "--data-dir=/var/lib/km/etcd" in components["etcd"].command
+    assert "--etcd-servers-overrides=/events#https://127.0.0.1:21010" in components["kube-apiserver"].command
+    assert master.stop_wave(["/bin/sh", "start-master.sh", "etcd-events"]) == master.stop_wave(["etcd"]) == 2
+    script = master.start_script(list(components.values()), paths, cluster="c")
+    assert "  etcd-events)\n    exec /opt/km/bin/etcd" in script

@@ -98,6 +98,7 @@ class GCESettings(ProviderSettings):
     ssh_wait_timeout: float = Field(300, gt=0)
     python: str = "python3"
     remote_root: str = "/mnt/disks/master-pd/kubemark-up"
+    events_root: str = "/mnt/disks/master-event-pd/kubemark-up"
     bind_address: str = "0.0.0.0"
     operation_timeout: float = Field(600, gt=0)
     host_key_wait_timeout: float = Field(60, ge=0)
@@ -150,7 +151,7 @@ class GCESettings(ProviderSettings):
                 raise ValueError(f"{item!r} is not a network in CIDR form") from None
         return value
 
-    @field_validator("remote_root")
+    @field_validator("remote_root", "events_root")
     @classmethod
     def _absolute(cls, value: str) -> str:
         if not posixpath.isabs(value):
@@ -195,6 +196,8 @@ def _startup_script(settings: GCESettings) -> str:
     if settings.events_disk:
         lines.append(f"mount_pd {EVENTS_PD_DEVICE} /mnt/disks/master-event-pd")
     lines.append(f"mkdir -p -m 1777 {settings.remote_root}")
+    if settings.events_disk:  # etcd-events' data, on the events disk
+        lines.append(f"mkdir -p -m 1777 {settings.events_root}")
     return "\n".join(lines) + "\n"
 
 
@@ -256,7 +259,7 @@ class GCEProvider(Provider):
                 host=ip, port=s.ssh_port, user=s.ssh_user, identity_file=self._key_path(ctx),
                 known_hosts=ctx.dir.root / "known_hosts.none", trust_unknown_host=True,
                 connect_timeout=s.connect_timeout, python=s.python, address=ip, bind_address=s.bind_address,
-                remote_root=s.remote_root,
+                remote_root=s.remote_root, events_root=s.events_root if s.events_disk else None,
             ))
         return self._remote
 
