@@ -3,6 +3,7 @@ each hollow node at steady state.
 
     python3 benchmarks/start_to_ready.py --nodes 10 --nodes 50 [--repeat 5] [--wave W]
         [--provider local|preexisting] [--settle 30] [--sample 60 | --sample 0]
+        [--engine kubemark --engine fleet] [--fleet-processes P]
 
 For each node count (and each repeat) it runs the real CLI in a fresh
 KUBEMARK_UP_HOME (binaries from the normal cache or KUBEMARK_UP_BIN_DIR), then:
@@ -14,6 +15,10 @@ KUBEMARK_UP_HOME (binaries from the normal cache or KUBEMARK_UP_BIN_DIR), then:
     not RSS: RSS counts the binary's file pages once per process although all copies
     share them;
   - wall seconds for `stop`.
+With --engine given more than once, each node count runs on each engine in turn, one
+after another on the same machine and master build: stock kubemark nodes beside fleet
+nodes. A fleet's cost per node is its processes' total over its nodes; the master's
+CPU and memory under each are reported too (what the nodes cost the master).
 With --provider preexisting the master and the nodes run on "another" host: this
 machine through a real unprivileged sshd on a loopback port (tests/sshd.py), so
 every file and command goes through SSH.
@@ -113,14 +118,14 @@ def _config(home: Path, provider: str, sshd: SSHServer | None) -> list[str]:
 
 
 def run(nodes: int, *, provider: str, wave: int | None, settle: float, sample: float, bin_dir: str,
-        sshd: SSHServer | None) -> dict:
+        sshd: SSHServer | None, engine: str = "kubemark", fleet_processes: int = 1) -> dict:
     with tempfile.TemporaryDirectory(prefix="kmup-bench-") as tmp:
         home = Path(tmp)
         env = dict(os.environ, KUBEMARK_UP_HOME=str(home), KUBEMARK_UP_BIN_DIR=bin_dir)
         if wave:
             env["KUBEMARK_UP_NODE_START_WAVE"] = str(wave)
         name = f"bench-{nodes}"
-        extra = _config(home, provider, sshd)
+        extra = [*_config(home, provider, sshd), "--node-engine", engine, "--fleet-processes", str(fleet_processes)]
         began = time.monotonic()
         start = subprocess.run(
             [sys.executable, "-m", "kubemark_up", "start", "--name", name, "--nodes", str(nodes), *extra],
@@ -143,13 +148,21 @@ def run(nodes: int, *, provider: str, wave: int | None, settle: float, sample: f
         if stop.returncode != 0:
             raise SystemExit(f"stop failed:\n{stop.stderr[-3000:]}")
     kubelet, proxy = usage.get("hollow kubelet", {}), usage.get("hollow proxy", {})
-    per_node = {
-        "millicpu": round(kubelet.get("mean_millicpu", 0) + proxy.get("mean_millicpu", 0), 3),
-        "pss_mib": round(kubelet.get("mean_pss_mib", 0) + proxy.get("mean_pss_mib", 0), 3),
-        "rss_mib": round(kubelet.get("mean_rss_mib", 0) + proxy.get("mean_rss_mib", 0), 3),
-    }
+    if engine == "fleet":
+        fleet = usage.get("hollow fleet", {})
+        per_node = {key: round(fleet.get(f"total_{key}", 0) / nodes, 4) for key in ("millicpu", "pss_mib", "rss_mib")}
+    else:
+        per_node = {
+            "millicpu": round(kubelet.get("mean_millicpu", 0) + proxy.get("mean_millicpu", 0), 3),
+            "pss_mib": round(kubelet.get("mean_pss_mib", 0) + proxy.get("mean_pss_mib", 0), 3),
+            "rss_mib": round(kubelet.get("mean_rss_mib", 0) + proxy.get("mean_rss_mib", 0), 3),
+        }
+    master = {name: {"millicpu": usage.get(name, {}).get("total_millicpu"), "pss_mib": usage.get(name, {}).get("total_pss_mib")}
+              for name in ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler")}
     return {
         "provider": provider,
+        "engine": engine,
+        "fleet_processes": fleet_processes if engine == "fleet" else None,
         "nodes": nodes,
         "wave": wave or "default",
         "start_to_ready_seconds": round(start_seconds, 2),
@@ -160,6 +173,7 @@ def run(nodes: int, *, provider: str, wave: int | None, settle: float, sample: f
         "settle_seconds": settle,
         "sample_seconds": sample,
         "per_hollow_node": per_node,
+        "master": master,
         "groups": usage,
     }
 
@@ -172,6 +186,8 @@ def main() -> None:
     parser.add_argument("--provider", choices=["local", "preexisting"], default="local")
     parser.add_argument("--settle", type=float, default=30, help="seconds after Ready before sampling")
     parser.add_argument("--sample", type=float, default=60, help="seconds of CPU sampling (0: none)")
+    parser.add_argument("--engine", action="append", choices=["kubemark", "fleet"], help="node engines, in turn [kubemark]")
+    parser.add_argument("--fleet-processes", type=int, default=1, help="fleet processes sharing the nodes")
     args = parser.parse_args()
     bin_dir = _bin_dir()
     machine = {"cpus": psutil.cpu_count(), "memory_gib": round(psutil.virtual_memory().total / 2**30, 1)}
@@ -180,21 +196,24 @@ def main() -> None:
     if sshd is not None:
         sshd.start()
     try:
-        for nodes in args.nodes or [10, 50]:
+        for nodes, engine in [(n, e) for n in args.nodes or [10, 50] for e in args.engine or ["kubemark"]]:
             for attempt in range(1, args.repeat + 1):
                 result = run(nodes, provider=args.provider, wave=args.wave, settle=args.settle, sample=args.sample,
-                             bin_dir=bin_dir, sshd=sshd)
+                             bin_dir=bin_dir, sshd=sshd, engine=engine, fleet_processes=args.fleet_processes)
                 result["machine"] = machine
                 result["attempt"] = attempt
                 result["when"] = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
                 stamp = result["when"].replace(":", "")
-                path = RESULTS / f"start-to-ready-{args.provider}-{nodes}-{stamp}-{attempt}.json"
+                path = RESULTS / f"start-to-ready-{args.provider}-{engine}-{nodes}-{stamp}-{attempt}.json"
                 path.write_text(json.dumps(result, indent=1))
                 node = result["per_hollow_node"]
                 restarted = {n: r for n, r in result["master_restarts_during_start"].items() if r}
                 cost = f"; per node {node['millicpu']} mCPU, {node['pss_mib']} MiB PSS" if args.sample > 0 else ""
+                apiserver = result["master"]["kube-apiserver"]
+                if args.sample > 0 and apiserver["millicpu"] is not None:
+                    cost += f"; kube-apiserver {apiserver['millicpu']:.0f} mCPU, {apiserver['pss_mib']:.0f} MiB PSS"
                 print(
-                    f"{args.provider} {nodes} hollow nodes (run {attempt}/{args.repeat}, wave {result['wave']}): "
+                    f"{args.provider} {engine} {nodes} hollow nodes (run {attempt}/{args.repeat}, wave {result['wave']}): "
                     f"Ready {result['start_to_ready_seconds']}s after start{cost}; master restarts {restarted or 0}; "
                     f"stop {result['stop_seconds']}s  [{path}]",
                     flush=True,

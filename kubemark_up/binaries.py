@@ -1,5 +1,6 @@
 """Finding the Kubernetes binaries: etcd, kube-apiserver, kube-controller-manager,
-kube-scheduler and kubemark (the hollow node).
+kube-scheduler, kubemark (the stock hollow node) and kubemark-fleet (the fleet node
+engine).
 
 Resolution order, per binary:
   1. --bin-dir / KUBEMARK_UP_BIN_DIR: everything must be there;
@@ -32,7 +33,7 @@ from kubemark_up.errors import BinaryError
 from kubemark_up.ui import UI
 
 MASTER = ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler")
-NAMES = MASTER + ("kubemark",)
+NAMES = MASTER + ("kubemark", "kubemark-fleet")
 # Built on demand only, by the commands that need them: crane pushes the hollow-node
 # image (`kubemark-up image push`), node-problem-detector goes into that image; the
 # kubelet runs a real root cluster (the tests').
@@ -41,6 +42,9 @@ NPD_VERSION = "v1.34.0"  # as kubemark_up/gobuild/tools/go.mod requires it
 
 GO_RECIPE = Path(__file__).parent / "gobuild"
 _DOWNLOAD_TIMEOUT = 60
+
+
+FLEET_SOURCES = tuple(sorted(f"fleet/{p.name}" for p in (GO_RECIPE / "fleet").glob("*.go")))
 
 
 @dataclass(frozen=True)
@@ -63,6 +67,8 @@ OUTPUTS = {
     for output in (
         Output("kube-master", ".", ".", ("go.mod", "go.sum", "main.go"), cold_minutes=11),
         Output("kubemark", ".", "k8s.io/kubernetes/cmd/kubemark", ("go.mod", "go.sum")),
+        # The fleet node engine (gobuild/fleet): many hollow nodes in one process.
+        Output("kubemark-fleet", ".", "./fleet", ("go.mod", "go.sum", *FLEET_SOURCES)),
         Output("kubelet", ".", "k8s.io/kubernetes/cmd/kubelet", ("go.mod", "go.sum")),
         Output("crane", "tools", "github.com/google/go-containerregistry/cmd/crane",
                ("tools/go.mod", "tools/go.sum"), ldflags="-s -w"),

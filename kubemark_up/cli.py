@@ -78,12 +78,15 @@ def start(
         str | None, typer.Option(help="kubemark (a process pair per node) or fleet [default: kubemark].")
     ] = None,
     fleet_processes: Annotated[int | None, typer.Option(help="Fleet processes sharing the nodes [default: 1].")] = None,
+    audit_nodes: Annotated[
+        bool | None, typer.Option("--audit-nodes", help="Audit-log the nodes' requests (for fidelity) [default: off].")
+    ] = None,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Print what start would make; make nothing.")] = False,
 ) -> None:
     """Start a kubemark cluster and wait until every hollow node is Ready."""
     settings = config_mod.resolve(
         flags={"provider": provider, "name": name, "nodes": nodes, "bin_dir": bin_dir, "apiserver_port": apiserver_port,
-               "node_engine": node_engine, "fleet_processes": fleet_processes},
+               "node_engine": node_engine, "fleet_processes": fleet_processes, "audit_nodes": audit_nodes},
         config_file=config,
     )
     if dry_run:
@@ -279,6 +282,46 @@ def run_command(
     if not outcome.ok:
         failed = [s.name for r in outcome.results for s in r.slos if not s.ok]
         ui.error(f"SLO violated: {', '.join(failed)}")
+        raise typer.Exit(SLO_VIOLATED)
+
+
+@app.command("fidelity")
+def fidelity_command(
+    name: NameOption = None,
+    minutes: Annotated[float, typer.Option(help="Minutes counted (watches re-open every 5-10 min: 20+ judges them).")] = 10,
+    settle: Annotated[float, typer.Option(help="Seconds waited before counting, past the start-up burst.")] = 30,
+    tolerance: Annotated[str, typer.Option(help="How far a rate may be from its reference.")] = "10%",
+    out_file: Annotated[Path | None, typer.Option("--out", help="Write the report as JSON here.")] = None,
+) -> None:
+    """Count the hollow nodes' requests per node and minute, and their open watches, from
+    the apiserver's audit log (a cluster started with --audit-nodes), beside the rates of
+    a real node. Exits 3 when a rate is off by more than the tolerance or an open-watch
+    count is not exact."""
+    from kubemark_up.fidelity.measure import measure
+
+    if minutes <= 0 or settle < 0:
+        raise config_mod.ConfigError("--minutes must be above 0 and --settle not below 0")
+    from kubemark_up.reports.compare import threshold_of
+
+    limit = threshold_of(tolerance)
+    signal.signal(signal.SIGTERM, _raise_interrupt)
+    report = measure(config_mod.cluster_name(name), config_mod.home_dir(), ui, minutes=minutes, settle=settle,
+                     tolerance=limit)
+    table = Table("component", "verb", "resource", "sub", "count", "/node/min", "reference", "verdict",
+                  title=f"requests of {report.nodes} nodes over {report.minutes:g} min")
+    for b in report.requests:
+        table.add_row(b.component, b.verb, b.resource, b.subresource, str(b.count), f"{b.rate:.3f}",
+                      "-" if b.reference is None else f"{b.reference:g}", b.verdict)
+    out.print(table)
+    watches = Table("component", "resource", "open", "per node", "reference", "verdict", title="open watches")
+    for w in report.watches:
+        watches.add_row(w.component, w.resource, str(w.open), f"{w.per_node:g}", str(w.reference), w.verdict)
+    out.print(watches)
+    if out_file is not None:
+        out_file.write_text(json.dumps(report.to_json(), indent=1))
+        out.print(f"report in {out_file.absolute()}")
+    if not report.ok:
+        ui.error(f"outside the reference (±{limit:.0%} on rates, exact on open watches)")
         raise typer.Exit(SLO_VIOLATED)
 
 

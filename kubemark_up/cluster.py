@@ -297,6 +297,9 @@ def _step_stage(ctx: Context) -> None:
             manifest = yaml.safe_dump(component.manifest, sort_keys=False).encode()
             # The rendered static-pod manifest, for the user to read: what this process is.
             host.put(posixpath.join(paths.manifests_dir, f"{component.name}.yaml"), manifest, mode=0o600)
+        if ctx.settings.audit_nodes:
+            host.put(posixpath.join(paths.data_dir, "audit-policy.yaml"), master.audit_policy(ctx.settings).encode(),
+                     mode=0o600)
         script = master.start_script(list(components.values()), paths, cluster=ctx.info.name)
         host.put(paths.start_script, script.encode(), mode=0o700)
     wanted = {name: Path(ctx.state.binaries[name]) for name in master.ORDER}

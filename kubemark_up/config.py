@@ -163,6 +163,8 @@ class Settings(BaseModel):
     max_requests_inflight: int | None = Field(None, ge=0)
     max_mutating_requests_inflight: int | None = Field(None, ge=0)
     # kube-apiserver's watch cache: off passes --watch-cache=false; sizes, --watch-cache-sizes.
+    # The apiserver writes an audit log of the hollow nodes' requests (kubemark-up fidelity).
+    audit_nodes: bool = False
     watch_cache: bool = True
     watch_cache_sizes: str = ""
 

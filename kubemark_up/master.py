@@ -19,6 +19,7 @@ from pathlib import Path
 import jinja2
 import yaml
 
+from kubemark_up import pki
 from kubemark_up.config import Settings
 from kubemark_up.hosts import agent
 
@@ -163,6 +164,7 @@ def render(
         pki_dir=paths.pki_dir,
         kubeconfig_dir=paths.kubeconfig_dir,
         data_dir=paths.data_dir,
+        log_dir=paths.log_dir,
         advertise_address=advertise_address,
         endpoint_reconciler_type="none" if ipaddress.ip_address(advertise_address).is_loopback else "lease",
         bind_address=bind_address,
@@ -195,6 +197,11 @@ def metrics_url(component: str, ports: dict[str, int]) -> str:
     """Where component serves /metrics, as seen from its host."""
     scheme, port = METRICS_ENDPOINTS[component]
     return f"{scheme}://127.0.0.1:{ports[port]}/metrics"
+
+
+def audit_policy(settings: Settings) -> str:
+    """The audit policy that audit_nodes turns on (master-manifests/audit-policy.yaml)."""
+    return _environment().get_template("audit-policy.yaml").render(npd_user=pki.NPD_USER)
 
 
 def stop_wave(argv: list[str] | None) -> int:

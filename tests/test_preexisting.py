@@ -435,3 +435,25 @@ def test_a_standard_metrics_port_in_use_on_the_host_is_one_line(remote):
     stop = remote.cli.run("stop", "--name", "busy")
     assert stop.returncode == 0, stop.stderr
     assert_nothing_left(remote, "busy")
+
+
+def test_a_fleet_on_the_host(remote):
+    """The fleet engine on the master's host over SSH: its binary and the nodes' keys
+    put there (0600), the fleet process run as the SSH user, nodes Ready, pod-for-node
+    naming the fleet process, and stop leaving nothing."""
+    result = remote.start("fleet", 3, "--node-engine", "fleet")
+    assert result.returncode == 0, result.stderr
+    state = remote.state("fleet")
+    fleets = [r for r in state["processes"].values() if r["role"] == "fleet"]
+    assert len(fleets) == 1 and fleets[0]["argv"][0].startswith(str(remote.cluster_root("fleet")))
+    assert psutil.Process(fleets[0]["pid"]).username() == remote.sshd.user
+    keys = list((remote.cluster_root("fleet") / "pki" / "nodes").glob("*.key"))
+    assert len(keys) == 3 and all(k.stat().st_mode & 0o777 == 0o600 for k in keys)
+    kubeconfig = remote.cli.home / "fleet" / "kubeconfig.kubemark"
+    ready = subprocess.run(["kubectl", "--kubeconfig", str(kubeconfig), "get", "nodes", "--no-headers"],
+                           capture_output=True, text=True, timeout=60)
+    assert ready.stdout.count(" Ready ") == 3, ready.stdout
+    where = remote.cli.run("pod-for-node", "--name", "fleet", "hollow-node-2")
+    assert where.returncode == 0 and "fleet process fleet-0" in where.stdout, where.stdout + where.stderr
+    assert remote.cli.run("stop", "--name", "fleet").returncode == 0
+    assert_nothing_left(remote, "fleet")

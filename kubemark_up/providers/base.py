@@ -43,7 +43,7 @@ def node_engine_for(ctx: Context, site: MasterSite) -> NodeEngine:
     if ctx.settings.node_engine == "fleet":
         from kubemark_up.nodes.fleet.engine import FleetNodes
 
-        return FleetNodes(site.host, site.paths)
+        return FleetNodes(site.host, site.paths, upload=site.upload_binaries)
     from kubemark_up.nodes.processes import ProcessNodes
 
     return ProcessNodes(site.host, site.paths, upload=site.upload_binaries)

@@ -1,17 +1,18 @@
-"""The fleet NodeEngine: hollow nodes as fleet processes on the master's host (this
-machine for now), `fleet_processes` of them sharing the nodes of each start, each
-recorded in state before it starts and carrying the cluster's node marker.
+"""The fleet NodeEngine: hollow nodes as kubemark-fleet processes (the Go program in
+kubemark_up/gobuild/fleet) on the master's host, `fleet_processes` of them sharing the
+nodes of each start, each recorded in state before it starts and carrying the
+cluster's node marker.
 
 Each node authenticates with its own certificate (system:node:<name>, made by the PKI
 step like every node's), its kube-proxy and node-problem-detector with theirs; each
-gets a unique loopback InternalIP, so nothing that dials a node leaves the machine."""
+gets a unique loopback InternalIP, which its connections also leave from when the
+master is on loopback, so nothing that dials a node leaves the host."""
 
 from __future__ import annotations
 
 import json
 import posixpath
 import re
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -19,9 +20,9 @@ from kubernetes import client as k8s
 from kubernetes import config as k8s_config
 from kubernetes.client.exceptions import ApiException
 
-from kubemark_up import binaries, pki
+from kubemark_up import binaries, pki, staging
 from kubemark_up.context import Context
-from kubemark_up.errors import ComponentError, ConfigError
+from kubemark_up.errors import ComponentError
 from kubemark_up.hosts import Host
 from kubemark_up.master import MasterPaths
 from kubemark_up.nodes.base import NodeEngine, NodeFailure, NodeLocation
@@ -40,8 +41,8 @@ def node_address(index: int) -> str:
 class FleetNodes(NodeEngine):
     name = "fleet"
 
-    def __init__(self, host: Host, paths: MasterPaths) -> None:
-        self.host, self.paths = host, paths
+    def __init__(self, host: Host, paths: MasterPaths, *, upload: bool = True) -> None:
+        self.host, self.paths, self.upload = host, paths, upload
 
     @property
     def where(self) -> str:
@@ -50,16 +51,16 @@ class FleetNodes(NodeEngine):
     def _records(self, ctx: Context) -> list[ProcessRecord]:
         return [r for r in ctx.state.processes.values() if r.role == ROLE]
 
-    def preflight(self, ctx: Context) -> None:
-        if not self.host.is_this_machine:
-            raise ConfigError("node_engine fleet runs its processes on this machine only (so far): "
-                              "use hollow_nodes: host with node_engine kubemark on another host")
-
     def wave_size(self, ctx: Context) -> int:
         return 0  # one start: a fleet spreads its nodes over fleet_start_window itself
 
     def prepare(self, ctx: Context, names: list[str]) -> None:
-        """node-problem-detector's role on the master, as its DaemonSet's binding gives it."""
+        """The kubemark-fleet binary and the identities on the host (on this machine they
+        are already where they are read), and node-problem-detector's role on the
+        master, as its DaemonSet's binding gives it."""
+        staging.put_binaries(self.host, {"kubemark-fleet": Path(ctx.state.binaries["kubemark-fleet"])},
+                             self.paths.bin_dir, upload=self.upload)
+        staging.put_tree(self.host, ctx.dir.pki, self.paths.pki_dir, include=_identity)
         api = k8s.RbacAuthorizationV1Api(k8s_config.new_client_from_config(str(ctx.dir.kubeconfig)))
         body: Any = {
             "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding",
@@ -85,7 +86,7 @@ class FleetNodes(NodeEngine):
             config_path = posixpath.join(self.paths.data_dir, f"{key}.json")
             self.host.put(config_path, json.dumps(self._config(ctx, new[shard::shards])).encode(), mode=0o600)
             record = ProcessRecord(name=key, role=ROLE, node=None, log=self.paths.log(key),
-                                   argv=[sys.executable, "-m", "kubemark_up.nodes.fleet", config_path])
+                                   argv=[self.paths.binary("kubemark-fleet"), config_path])
             ctx.state.processes[key] = record
             records.append(record)
         ctx.state.nodes = [*ctx.state.nodes, *new]
@@ -110,6 +111,7 @@ class FleetNodes(NodeEngine):
             "server": ctx.state.endpoint, "ca": f"{there}/ca.crt", "version": binaries.pinned_version(),
             "start_window": ctx.settings.fleet_start_window, "max_pods": ctx.settings.max_pods,
             "proxy": identity("kube-proxy"), "npd": identity("node-problem-detector"), "nodes": nodes,
+            "bind_addresses": True,
         }
 
     def _nodes_of(self, record: ProcessRecord) -> list[str]:
@@ -150,3 +152,11 @@ class FleetNodes(NodeEngine):
                 if self.host.get(source, target):
                     written.append(target)
         return written
+
+
+def _identity(relative: Path) -> bool:
+    """The files of pki/ a fleet reads: the nodes', kube-proxy's and
+    node-problem-detector's certificates and keys, and the CA."""
+    first = relative.parts[0]
+    return first == "nodes" or first in ("ca.crt", "kube-proxy.crt", "kube-proxy.key",
+                                         "node-problem-detector.crt", "node-problem-detector.key")

@@ -1,0 +1,415 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"net/http"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	v1 "k8s.io/api/core/v1"
+	storagev1 "k8s.io/api/storage/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/resource"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/apimachinery/pkg/util/wait"
+	"k8s.io/client-go/tools/cache"
+	"k8s.io/component-helpers/apimachinery/lease"
+	nodeutil "k8s.io/component-helpers/node/util"
+	"k8s.io/klog/v2"
+	kubeletutil "k8s.io/kubernetes/pkg/kubelet/util"
+	"k8s.io/utils/clock"
+)
+
+// The kubelet's defaults (pkg/kubelet/apis/config/v1beta1/defaults.go) and constants.
+const (
+	leaseDurationSeconds = 40
+	renewInterval        = 10 * time.Second // 0.25 x the lease duration
+	statusUpdateEvery    = 10 * time.Second // nodeStatusUpdateFrequency
+	statusReportEvery    = 5 * time.Minute  // nodeStatusReportFrequency
+	kubeAPIQPS           = 50
+	kubeAPIBurst         = 100
+	jitter               = 0.04
+)
+
+// HollowNode is one node of the fleet: its kubelet, kube-proxy and node-problem-detector.
+type HollowNode struct {
+	fleet     *Fleet
+	conf      NodeConf
+	kube      *clients // the kubelet's client
+	heartbeat *clients // leases and node status: the same connection, no client-side limit, 10 s timeout
+	proxy     *clients
+	npd       *clients
+
+	nodeStore  cache.Store // the kubelet's node lister: its own Node, from its watch
+	registered atomic.Bool
+
+	statusMu     sync.Mutex
+	ready        bool
+	transitions  map[string]metav1.Time // condition type=status -> when it took that status
+	lastReported *v1.NodeStatus
+	lastPodCIDR  string
+	reportedAt   time.Time
+
+	pods podTable
+	// Watch events delivered to each of its reflectors ("kube-proxy endpointslices").
+	watchEvents map[string]*atomic.Int64
+}
+
+// watchCounter is the event counter of one of the node's reflectors.
+func (n *HollowNode) watchCounter(key string) *atomic.Int64 {
+	return n.watchEvents[key]
+}
+
+var watchKeys = []string{"kubelet services", "kubelet csidrivers", "kubelet runtimeclasses", "kubelet configmaps",
+	"kubelet secrets", "kube-proxy services", "kube-proxy endpointslices", "kube-proxy servicecidrs"}
+
+func newHollowNode(f *Fleet, conf NodeConf) (*HollowNode, error) {
+	bind := ""
+	if f.config.BindAddresses && bindable(conf.Address, f.config.Server) {
+		bind = conf.Address
+	}
+	version := f.config.Version
+	n := &HollowNode{fleet: f, conf: conf, transitions: map[string]metav1.Time{}, watchEvents: map[string]*atomic.Int64{}}
+	for _, key := range watchKeys {
+		n.watchEvents[key] = &atomic.Int64{}
+	}
+	// The kubelet: one connection for its client and its heartbeat client, as the hollow
+	// kubelet's two clients share client-go's cached transport.
+	kubelet, err := f.connection(conf.Identity, bind, "kubelet")
+	if err != nil {
+		return nil, err
+	}
+	agent := fmt.Sprintf("kubelet/%s (linux/amd64) kubemark-up-fleet", version)
+	if n.kube, err = newClients(f.restConfig(agent, kubeAPIQPS, kubeAPIBurst), &http.Client{Transport: kubelet},
+		"core", "storage", "node", "resource"); err != nil {
+		return nil, err
+	}
+	hb := &http.Client{Transport: kubelet, Timeout: statusUpdateEvery}
+	if n.heartbeat, err = newClients(f.restConfig(agent, -1, 0), hb, "core", "coordination"); err != nil {
+		return nil, err
+	}
+	proxy, err := f.connection(f.config.Proxy, bind, "kube-proxy")
+	if err != nil {
+		return nil, err
+	}
+	proxyAgent := fmt.Sprintf("kube-proxy/%s (linux/amd64) kubemark-up-fleet", version)
+	if n.proxy, err = newClients(f.restConfig(proxyAgent, 5, 10), &http.Client{Transport: proxy},
+		"core", "discovery", "networking"); err != nil {
+		return nil, err
+	}
+	if f.config.NPD != nil {
+		npd, err := f.connection(*f.config.NPD, bind, "node-problem-detector")
+		if err != nil {
+			return nil, err
+		}
+		if n.npd, err = newClients(f.restConfig("node-problem-detector/v1.34.0 kubemark-up-fleet", 5, 10),
+			&http.Client{Transport: npd}, "core"); err != nil {
+			return nil, err
+		}
+	}
+	n.pods = podTable{node: n, pods: map[string]*podState{}, watches: map[objectRef]*objectWatch{}}
+	return n, nil
+}
+
+func (n *HollowNode) event(ref *v1.ObjectReference, kind, reason, format string, args ...any) {
+	n.fleet.events.record(n, ref, kind, reason, format, args...)
+}
+
+func (n *HollowNode) name() string { return n.conf.Name }
+
+// run is the kubelet's start-up (reference section 1.8), then its loops until ctx ends.
+func (n *HollowNode) run(ctx context.Context) {
+	name := n.name()
+	core := n.kube.CoreV1().RESTClient()
+	// K1: its own Node, the kubelet's node lister.
+	nodeInformerStore, nodeController := cache.NewInformerWithOptions(cache.InformerOptions{
+		ListerWatcher: listWatch(core, "nodes", "", nameSelector(name), ""),
+		ObjectType:    &v1.Node{},
+		Handler:       cache.ResourceEventHandlerFuncs{UpdateFunc: func(_, obj any) { n.onNode(ctx, obj) }, AddFunc: func(obj any) { n.onNode(ctx, obj) }},
+	})
+	n.nodeStore = nodeInformerStore
+	go nodeController.RunWithContext(ctx)
+	// K2, K4, K5: Services (headless ones filtered, v1.31+), CSIDrivers, RuntimeClasses.
+	go follow(ctx, core, "services", "", "spec.clusterIP!=None", "", n.watchCounter("kubelet services"))
+	go follow(ctx, n.kube.StorageV1().RESTClient(), "csidrivers", "", "", "", n.watchCounter("kubelet csidrivers"))
+	go follow(ctx, n.kube.NodeV1().RESTClient(), "runtimeclasses", "", "", "", n.watchCounter("kubelet runtimeclasses"))
+	// K3: its pods, once the node lister has synced.
+	if !cache.WaitForCacheSync(ctx.Done(), nodeController.HasSynced) {
+		return
+	}
+	go n.pods.run(ctx)
+
+	// The lease controller starts in parallel with registration (its first syncs find
+	// no node and repeat), exactly the kubelet's: the same controller and owner func.
+	leases := lease.NewController(clock.RealClock{}, n.heartbeat, name, leaseDurationSeconds, nil, renewInterval, name,
+		v1.NamespaceNodeLease, kubeletutil.SetNodeOwnerFunc(ctx, n.heartbeat, name))
+	go leases.Run(ctx)
+
+	if !n.register(ctx) {
+		return
+	}
+	n.registered.Store(true)
+	n.startupEvents()
+	go n.csiNode(ctx)
+	go n.wipeResourceSlices(ctx)
+	if n.npd != nil {
+		go runNPD(ctx, n)
+	}
+	go runProxy(ctx, n)
+	// The runtime is "up" at once: fastStatusUpdateOnce sends the Ready patch now.
+	n.statusMu.Lock()
+	n.ready = true
+	n.statusMu.Unlock()
+	n.syncStatus(ctx)
+	wait.JitterUntilWithContext(ctx, n.syncStatus, statusUpdateEvery, jitter, true)
+}
+
+func (n *HollowNode) nodeRef() *v1.ObjectReference {
+	// The kubelet's own reference to its node: UID is the node's name.
+	return &v1.ObjectReference{Kind: "Node", Name: n.name(), UID: types.UID(n.name())}
+}
+
+func (n *HollowNode) startupEvents() {
+	ref := n.nodeRef()
+	n.event(ref, v1.EventTypeNormal, "Starting", "Starting kubelet.")
+	n.event(ref, v1.EventTypeNormal, "NodeHasSufficientMemory", "Node %s status is now: NodeHasSufficientMemory", n.name())
+	n.event(ref, v1.EventTypeNormal, "NodeHasNoDiskPressure", "Node %s status is now: NodeHasNoDiskPressure", n.name())
+	n.event(ref, v1.EventTypeNormal, "NodeHasSufficientPID", "Node %s status is now: NodeHasSufficientPID", n.name())
+	n.event(ref, v1.EventTypeNormal, "NodeAllocatableEnforced", "Updated Node Allocatable limit across pods")
+}
+
+func (n *HollowNode) capacity() v1.ResourceList {
+	return v1.ResourceList{
+		v1.ResourceCPU:              resource.MustParse("4"),
+		v1.ResourceMemory:           resource.MustParse("15Gi"),
+		v1.ResourcePods:             *resource.NewQuantity(int64(n.fleet.config.MaxPods), resource.DecimalSI),
+		v1.ResourceEphemeralStorage: resource.MustParse("100Gi"),
+		"hugepages-1Gi":             resource.MustParse("0"),
+		"hugepages-2Mi":             resource.MustParse("0"),
+	}
+}
+
+func (n *HollowNode) since(kind, status string, now metav1.Time) metav1.Time {
+	key := kind + "=" + status
+	if t, ok := n.transitions[key]; ok {
+		return t
+	}
+	n.transitions[key] = now
+	return now
+}
+
+// status is what the kubelet's setters compute (pkg/kubelet/nodestatus): capacity,
+// conditions, addresses, daemon endpoints, node info.
+func (n *HollowNode) status(now metav1.Time) v1.NodeStatus {
+	readyStatus, readyReason, readyMessage := v1.ConditionFalse, "KubeletNotReady", "container runtime status check may not have completed yet"
+	if n.ready {
+		readyStatus, readyReason, readyMessage = v1.ConditionTrue, "KubeletReady", "kubelet is posting ready status"
+	}
+	condition := func(kind v1.NodeConditionType, status v1.ConditionStatus, reason, message string) v1.NodeCondition {
+		return v1.NodeCondition{Type: kind, Status: status, Reason: reason, Message: message, LastHeartbeatTime: now,
+			LastTransitionTime: n.since(string(kind), string(status), now)}
+	}
+	capacity := n.capacity()
+	version := n.fleet.config.Version
+	return v1.NodeStatus{
+		Capacity:    capacity,
+		Allocatable: capacity,
+		Conditions: []v1.NodeCondition{
+			condition(v1.NodeMemoryPressure, v1.ConditionFalse, "KubeletHasSufficientMemory", "kubelet has sufficient memory available"),
+			condition(v1.NodeDiskPressure, v1.ConditionFalse, "KubeletHasNoDiskPressure", "kubelet has no disk pressure"),
+			condition(v1.NodePIDPressure, v1.ConditionFalse, "KubeletHasSufficientPID", "kubelet has sufficient PID available"),
+			condition(v1.NodeReady, readyStatus, readyReason, readyMessage),
+		},
+		Addresses: []v1.NodeAddress{
+			{Type: v1.NodeInternalIP, Address: n.conf.Address},
+			{Type: v1.NodeHostName, Address: n.name()},
+		},
+		DaemonEndpoints: v1.NodeDaemonEndpoints{KubeletEndpoint: v1.DaemonEndpoint{Port: 10250}},
+		NodeInfo: v1.NodeSystemInfo{
+			MachineID: n.name(), SystemUUID: n.name(), BootID: n.name(), KernelVersion: "6.1.0",
+			OSImage: "kubemark-up fleet", ContainerRuntimeVersion: "fake://1.0.0", KubeletVersion: version,
+			OperatingSystem: "linux", Architecture: "amd64",
+		},
+		RuntimeHandlers: []v1.NodeRuntimeHandler{{Name: "", Features: &v1.NodeRuntimeHandlerFeatures{}}},
+	}
+}
+
+// register is the kubelet's registerWithAPIServer: POST the Node, retrying with
+// back-off 100 ms to 7 s; on 409 (a restarted fleet) GET it and take it back.
+func (n *HollowNode) register(ctx context.Context) bool {
+	name := n.name()
+	n.statusMu.Lock()
+	node := &v1.Node{
+		ObjectMeta: metav1.ObjectMeta{
+			Name: name,
+			Labels: map[string]string{
+				v1.LabelHostname: name, v1.LabelOSStable: "linux", v1.LabelArchStable: "amd64",
+				"beta.kubernetes.io/os": "linux", "beta.kubernetes.io/arch": "amd64",
+			},
+			Annotations: map[string]string{"volumes.kubernetes.io/controller-managed-attach-detach": "true"},
+		},
+		Spec:   v1.NodeSpec{ProviderID: "kubemark-up://" + name},
+		Status: n.status(metav1.Now()),
+	}
+	n.statusMu.Unlock()
+	delay := 100 * time.Millisecond
+	for {
+		_, err := n.kube.CoreV1().Nodes().Create(ctx, node, metav1.CreateOptions{})
+		if err == nil {
+			return true
+		}
+		if apierrors.IsAlreadyExists(err) {
+			if _, err := n.kube.CoreV1().Nodes().Get(ctx, name, metav1.GetOptions{}); err == nil {
+				return true
+			}
+		} else {
+			klog.InfoS("registration failed, retrying", "node", name, "err", err)
+		}
+		select {
+		case <-ctx.Done():
+			return false
+		case <-time.After(delay):
+		}
+		delay = min(delay*2, 7*time.Second)
+	}
+}
+
+func (n *HollowNode) onNode(ctx context.Context, obj any) {
+	node, ok := obj.(*v1.Node)
+	if !ok {
+		return
+	}
+	n.statusMu.Lock()
+	changed := node.Spec.PodCIDR != n.lastPodCIDR && n.lastReported != nil
+	n.statusMu.Unlock()
+	if changed { // a new podCIDR is applied at once, as the kubelet updates its runtime config
+		go n.syncStatus(ctx)
+	}
+}
+
+// syncStatus is one tick of tryUpdateNodeStatus: the base Node from the lister (no
+// request), the status computed, a PATCH only if it changed (heartbeat times aside),
+// the podCIDR changed, or 5 minutes passed since the last report.
+func (n *HollowNode) syncStatus(ctx context.Context) {
+	n.statusMu.Lock()
+	defer n.statusMu.Unlock()
+	item, exists, err := n.nodeStore.GetByKey(n.name())
+	var base *v1.Node
+	if err == nil && exists {
+		base = item.(*v1.Node)
+	} else {
+		base, err = n.heartbeat.CoreV1().Nodes().Get(ctx, n.name(), metav1.GetOptions{})
+		if err != nil {
+			return
+		}
+	}
+	now := metav1.Now()
+	wasReady := n.lastReported != nil && readyOf(n.lastReported)
+	status := n.status(now)
+	if n.lastReported != nil && base.Spec.PodCIDR == n.lastPodCIDR && !statusChanged(n.lastReported, &status) &&
+		time.Since(n.reportedAt) < statusReportEvery {
+		return
+	}
+	updated := base.DeepCopy()
+	updated.Status = mergeStatus(base.Status, status)
+	if _, _, err := nodeutil.PatchNodeStatus(n.heartbeat.CoreV1(), types.NodeName(n.name()), base, updated); err != nil {
+		klog.V(2).InfoS("node status patch failed", "node", n.name(), "err", err)
+		return
+	}
+	n.lastReported, n.lastPodCIDR, n.reportedAt = &status, base.Spec.PodCIDR, time.Now()
+	if !wasReady && readyOf(&status) {
+		n.event(n.nodeRef(), v1.EventTypeNormal, "NodeReady", "Node %s status is now: NodeReady", n.name())
+	}
+}
+
+// mergeStatus keeps the conditions others own (node-problem-detector's) beside the
+// kubelet's, as the kubelet's setters update only their own.
+func mergeStatus(old, mine v1.NodeStatus) v1.NodeStatus {
+	own := map[v1.NodeConditionType]bool{}
+	for _, c := range mine.Conditions {
+		own[c.Type] = true
+	}
+	for _, c := range old.Conditions {
+		if !own[c.Type] {
+			mine.Conditions = append(mine.Conditions, c)
+		}
+	}
+	return mine
+}
+
+func readyOf(s *v1.NodeStatus) bool {
+	for _, c := range s.Conditions {
+		if c.Type == v1.NodeReady {
+			return c.Status == v1.ConditionTrue
+		}
+	}
+	return false
+}
+
+// statusChanged compares as the kubelet's nodeStatusHasChanged does: conditions by
+// type, status, reason, message and transition time; the rest of the status as is.
+func statusChanged(a, b *v1.NodeStatus) bool {
+	if len(a.Conditions) != len(b.Conditions) {
+		return true
+	}
+	for i := range a.Conditions {
+		x, y := a.Conditions[i], b.Conditions[i]
+		if x.Type != y.Type || x.Status != y.Status || x.Reason != y.Reason || x.Message != y.Message ||
+			!x.LastTransitionTime.Equal(&y.LastTransitionTime) {
+			return true
+		}
+	}
+	return len(a.Addresses) != len(b.Addresses) || a.Addresses[0] != b.Addresses[0] ||
+		a.NodeInfo != b.NodeInfo || !a.Capacity.Pods().Equal(*b.Capacity.Pods())
+}
+
+// csiNode is the CSI plugin's start-up: GET csinodes/N (404), GET the node for its
+// owner reference, POST the CSINode.
+func (n *HollowNode) csiNode(ctx context.Context) {
+	name := n.name()
+	csi := n.kube.StorageV1().CSINodes()
+	_ = wait.ExponentialBackoffWithContext(ctx, wait.Backoff{Duration: time.Second, Factor: 2, Steps: 6, Cap: 30 * time.Second},
+		func(ctx context.Context) (bool, error) {
+			if _, err := csi.Get(ctx, name, metav1.GetOptions{}); err == nil {
+				return true, nil
+			} else if !apierrors.IsNotFound(err) {
+				return false, nil
+			}
+			node, err := n.kube.CoreV1().Nodes().Get(ctx, name, metav1.GetOptions{})
+			if err != nil {
+				return false, nil
+			}
+			_, err = csi.Create(ctx, &storagev1.CSINode{
+				ObjectMeta: metav1.ObjectMeta{Name: name, OwnerReferences: []metav1.OwnerReference{
+					{APIVersion: "v1", Kind: "Node", Name: name, UID: node.UID}}},
+				Spec: storagev1.CSINodeSpec{Drivers: []storagev1.CSINodeDriver{}},
+			}, metav1.CreateOptions{})
+			return err == nil || apierrors.IsAlreadyExists(err), nil
+		})
+}
+
+// wipeResourceSlices: the v1.34+ kubelet deletes its node's DRA ResourceSlices at start.
+func (n *HollowNode) wipeResourceSlices(ctx context.Context) {
+	err := n.kube.ResourceV1().ResourceSlices().DeleteCollection(ctx, metav1.DeleteOptions{},
+		metav1.ListOptions{FieldSelector: "spec.nodeName=" + n.name()})
+	if err != nil {
+		klog.V(2).InfoS("resource slices wipe failed", "node", n.name(), "err", err)
+	}
+}
+
+// podCIDR is the node's pod network, as the IPAM controller assigned it.
+func (n *HollowNode) podCIDR() *net.IPNet {
+	item, exists, err := n.nodeStore.GetByKey(n.name())
+	if err != nil || !exists {
+		return nil
+	}
+	_, cidr, err := net.ParseCIDR(item.(*v1.Node).Spec.PodCIDR)
+	if err != nil {
+		return nil
+	}
+	return cidr
+}

@@ -1,0 +1,207 @@
+// Command kubemark-fleet runs many hollow nodes in one process: each node is its own
+// kubelet client (system:node:<name>, its own TLS connection from its own address),
+// with a kube-proxy and a node-problem-detector client of its own, and sends what a
+// real v1.36 node sends (kubemark-up's node-traffic reference, section 7) through the
+// same client-go code a kubelet uses: reflectors, the node lease controller, the
+// node and pod status patch builders, the event recorder. Nothing runs containers.
+//
+// Usage: kubemark-fleet CONFIG.json. It runs until SIGTERM or SIGINT, writing every
+// STATUS_EVERY a status file beside CONFIG (CONFIG without .json, plus .status.json).
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"flag"
+	"fmt"
+	"math/rand/v2"
+	"net/http"
+	_ "net/http/pprof"
+	"os"
+	"os/signal"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"k8s.io/component-base/version"
+	"k8s.io/klog/v2"
+)
+
+// Config is what kubemark-up's fleet engine writes for one fleet process.
+type Config struct {
+	Server      string     `json:"server"`
+	CA          string     `json:"ca"`
+	Version     string     `json:"version"` // the kubelet version nodes report
+	StartWindow float64    `json:"start_window"`
+	MaxPods     int        `json:"max_pods"`
+	Proxy       Identity   `json:"proxy"`
+	NPD         *Identity  `json:"npd"`
+	Nodes       []NodeConf `json:"nodes"`
+	// Bind each node's connections to its own address (only when it is an address of
+	// this machine, as loopback addresses are).
+	BindAddresses bool `json:"bind_addresses"`
+}
+
+type Identity struct {
+	Cert string `json:"cert"`
+	Key  string `json:"key"`
+}
+
+type NodeConf struct {
+	Name    string `json:"name"`
+	Address string `json:"address"`
+	Identity
+}
+
+const statusEvery = 30 * time.Second
+
+func main() {
+	klog.InitFlags(nil)
+	showVersion := flag.Bool("version", false, "print the version and exit")
+	flag.Parse()
+	if *showVersion {
+		fmt.Printf("kubemark-fleet Kubernetes %s\n", version.Get().GitVersion)
+		return
+	}
+	if flag.NArg() != 1 {
+		fmt.Fprintln(os.Stderr, "usage: kubemark-fleet CONFIG.json")
+		os.Exit(2)
+	}
+	path := flag.Arg(0)
+	raw, err := os.ReadFile(path)
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "kubemark-fleet: %v\n", err)
+		os.Exit(2)
+	}
+	var config Config
+	if err := json.Unmarshal(raw, &config); err != nil {
+		fmt.Fprintf(os.Stderr, "kubemark-fleet: %s: %v\n", path, err)
+		os.Exit(2)
+	}
+	if config.MaxPods == 0 {
+		config.MaxPods = 110
+	}
+	if addr := os.Getenv("KUBEMARK_FLEET_PPROF"); addr != "" {
+		// For profiling the fleet itself (go tool pprof http://ADDR/debug/pprof/heap).
+		go func() { _ = http.ListenAndServe(addr, nil) }()
+	}
+	ctx, cancel := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
+	defer cancel()
+	material, err := newTLSMaterial(config.CA)
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "kubemark-fleet: %v\n", err)
+		os.Exit(2)
+	}
+	fleet := &Fleet{config: config, counters: newCounters(), tls: material}
+	fleet.events = newEventSender(ctx, fleet.counters)
+	statusPath := strings.TrimSuffix(path, ".json") + ".status.json"
+	klog.InfoS("fleet starting", "nodes", len(config.Nodes), "window", config.StartWindow, "server", config.Server)
+	fleet.run(ctx, statusPath)
+	klog.InfoS("fleet stopped")
+	klog.Flush()
+}
+
+// Fleet holds the hollow nodes of one process.
+type Fleet struct {
+	config   Config
+	counters *counters
+	tls      *tlsMaterial
+	events   *eventSender
+	mu       sync.Mutex
+	nodes    []*HollowNode
+}
+
+func (f *Fleet) run(ctx context.Context, statusPath string) {
+	window := time.Duration(f.config.StartWindow * float64(time.Second))
+	var wg sync.WaitGroup
+	for _, conf := range f.config.Nodes {
+		// Spread over the window so that a fleet does not arrive as one thundering herd.
+		delay := time.Duration(0)
+		if window > 0 {
+			delay = time.Duration(rand.Int64N(int64(window)))
+		}
+		wg.Add(1)
+		go func(conf NodeConf) {
+			defer wg.Done()
+			select {
+			case <-ctx.Done():
+				return
+			case <-time.After(delay):
+			}
+			node, err := newHollowNode(f, conf)
+			if err != nil {
+				klog.ErrorS(err, "hollow node could not start", "node", conf.Name)
+				return
+			}
+			f.mu.Lock()
+			f.nodes = append(f.nodes, node)
+			f.mu.Unlock()
+			node.run(ctx)
+		}(conf)
+	}
+	ticker := time.NewTicker(statusEvery)
+	defer ticker.Stop()
+	// SIGUSR1 asks for the status file now (the tests and benchmarks read it).
+	now := make(chan os.Signal, 1)
+	signal.Notify(now, syscall.SIGUSR1)
+	f.writeStatus(statusPath)
+	for {
+		select {
+		case <-ctx.Done():
+			wg.Wait()
+			f.writeStatus(statusPath)
+			return
+		case <-ticker.C:
+			f.writeStatus(statusPath)
+		case <-now:
+			f.writeStatus(statusPath)
+		}
+	}
+}
+
+// Status is the status file: read by the engine, the tests and the benchmarks.
+type Status struct {
+	Time        float64          `json:"time"`
+	PID         int              `json:"pid"`
+	Nodes       int              `json:"nodes"`
+	Started     int              `json:"started"`
+	Registered  int              `json:"registered"`
+	Pods        int              `json:"pods"`
+	OpenWatches int64            `json:"open_watches"`
+	Requests    map[string]int64 `json:"requests"`
+	// Per node, the watch events each of its reflectors received after its initial list.
+	WatchEvents map[string]map[string]int64 `json:"watch_events"`
+}
+
+func (f *Fleet) status() Status {
+	f.mu.Lock()
+	nodes := append([]*HollowNode(nil), f.nodes...)
+	f.mu.Unlock()
+	s := Status{Time: float64(time.Now().UnixNano()) / 1e9, PID: os.Getpid(), Nodes: len(f.config.Nodes),
+		Started: len(nodes), OpenWatches: f.counters.openWatches.Load(), Requests: f.counters.snapshot()}
+	s.WatchEvents = make(map[string]map[string]int64, len(nodes))
+	for _, n := range nodes {
+		if n.registered.Load() {
+			s.Registered++
+		}
+		s.Pods += n.podCount()
+		events := make(map[string]int64, len(n.watchEvents))
+		for key, count := range n.watchEvents {
+			events[key] = count.Load()
+		}
+		s.WatchEvents[n.name()] = events
+	}
+	return s
+}
+
+func (f *Fleet) writeStatus(path string) {
+	data, err := json.Marshal(f.status())
+	if err != nil {
+		return
+	}
+	tmp := path + ".tmp"
+	if err := os.WriteFile(tmp, data, 0o600); err == nil {
+		_ = os.Rename(tmp, path)
+	}
+}

@@ -1,0 +1,413 @@
+package main
+
+import (
+	"context"
+	"encoding/binary"
+	"fmt"
+	"math/rand/v2"
+	"net"
+	"sync"
+	"time"
+
+	authenticationv1 "k8s.io/api/authentication/v1"
+	v1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/tools/cache"
+	"k8s.io/klog/v2"
+	statusutil "k8s.io/kubernetes/pkg/util/pod"
+	"k8s.io/utils/ptr"
+)
+
+const (
+	tokenSeconds = 3607 // the projected token's requested TTL (WarnOnlyBoundTokenExpirationSeconds)
+)
+
+type objectRef struct{ resource, namespace, name string }
+
+type objectWatch struct {
+	count  int
+	cancel context.CancelFunc
+}
+
+type podState struct {
+	mu       sync.Mutex
+	uid      string
+	ip       net.IP
+	started  metav1.Time
+	running  bool
+	deleting bool
+	refs     []objectRef
+	token    *time.Timer
+}
+
+// podTable is the kubelet's pod side: its pods' watch (spec.nodeName), and per pod
+// the status manager's GET and PATCH, the TokenRequest, the per-object ConfigMap and
+// Secret watches, the Events; on deletion, the final status and the DELETE.
+type podTable struct {
+	node    *HollowNode
+	mu      sync.Mutex
+	pods    map[string]*podState // namespace/name
+	watches map[objectRef]*objectWatch
+	ips     map[string]bool
+}
+
+func (t *podTable) run(ctx context.Context) {
+	n := t.node
+	_, controller := cache.NewInformerWithOptions(cache.InformerOptions{
+		ListerWatcher: listWatch(n.kube.CoreV1().RESTClient(), "pods", "", "spec.nodeName="+n.name(), ""),
+		ObjectType:    &v1.Pod{},
+		Handler: cache.ResourceEventHandlerFuncs{
+			AddFunc:    func(obj any) { t.seen(ctx, obj) },
+			UpdateFunc: func(_, obj any) { t.seen(ctx, obj) },
+			DeleteFunc: func(obj any) {
+				if d, ok := obj.(cache.DeletedFinalStateUnknown); ok {
+					obj = d.Obj
+				}
+				if pod, ok := obj.(*v1.Pod); ok {
+					t.forget(pod)
+				}
+			},
+		},
+	})
+	controller.RunWithContext(ctx)
+}
+
+func (n *HollowNode) podCount() int {
+	n.pods.mu.Lock()
+	defer n.pods.mu.Unlock()
+	return len(n.pods.pods)
+}
+
+func key(pod *v1.Pod) string { return pod.Namespace + "/" + pod.Name }
+
+func (t *podTable) seen(ctx context.Context, obj any) {
+	pod, ok := obj.(*v1.Pod)
+	if !ok {
+		return
+	}
+	t.mu.Lock()
+	state := t.pods[key(pod)]
+	fresh := state == nil || state.uid != string(pod.UID)
+	if fresh {
+		state = &podState{uid: string(pod.UID)}
+		t.pods[key(pod)] = state
+	}
+	t.mu.Unlock()
+	switch {
+	case pod.DeletionTimestamp != nil:
+		state.mu.Lock()
+		already := state.deleting
+		state.deleting = true
+		state.mu.Unlock()
+		if !already {
+			go t.kill(ctx, pod, state)
+		}
+	case fresh && pod.Status.Phase != v1.PodSucceeded && pod.Status.Phase != v1.PodFailed:
+		go t.start(ctx, pod, state)
+	}
+}
+
+func (t *podTable) forget(pod *v1.Pod) {
+	t.mu.Lock()
+	state := t.pods[key(pod)]
+	if state == nil || state.uid != string(pod.UID) {
+		t.mu.Unlock()
+		return
+	}
+	delete(t.pods, key(pod))
+	state.mu.Lock()
+	if state.ip != nil {
+		delete(t.ips, state.ip.String())
+	}
+	if state.token != nil {
+		state.token.Stop()
+	}
+	refs := state.refs
+	state.mu.Unlock()
+	for _, ref := range refs {
+		t.unwatchLocked(ref)
+	}
+	t.mu.Unlock()
+}
+
+// start: the status manager's Pending status, the volumes' watches and token, the
+// container Events, then Running with a pod IP.
+func (t *podTable) start(ctx context.Context, pod *v1.Pod, state *podState) {
+	n := t.node
+	state.mu.Lock()
+	defer state.mu.Unlock()
+	state.started = metav1.Now()
+	t.setStatus(ctx, pod, state, false, false)
+	refs := references(pod)
+	t.mu.Lock()
+	for _, ref := range refs {
+		t.watchLocked(ctx, ref)
+	}
+	t.mu.Unlock()
+	state.refs = refs
+	if wantsToken(pod) {
+		t.requestToken(ctx, pod, state)
+	}
+	state.ip = t.allocateIP()
+	for _, c := range pod.Spec.Containers {
+		ref := containerRef(pod, c.Name)
+		n.event(ref, v1.EventTypeNormal, "Pulled", "Container image %q already present on machine", c.Image)
+		n.event(ref, v1.EventTypeNormal, "Created", "Created container: %s", c.Name)
+		n.event(ref, v1.EventTypeNormal, "Started", "Started container %s", c.Name)
+	}
+	if state.deleting {
+		return
+	}
+	state.running = true
+	t.setStatus(ctx, pod, state, true, false)
+}
+
+// kill: Killing per container, the final status, then DELETE with grace 0 and the UID
+// precondition (the status manager's last act for a pod being deleted).
+func (t *podTable) kill(ctx context.Context, pod *v1.Pod, state *podState) {
+	n := t.node
+	state.mu.Lock()
+	defer state.mu.Unlock()
+	for _, c := range pod.Spec.Containers {
+		n.event(containerRef(pod, c.Name), v1.EventTypeNormal, "Killing", "Stopping container %s", c.Name)
+	}
+	if state.started.IsZero() {
+		state.started = metav1.Now()
+	}
+	t.setStatus(ctx, pod, state, state.running, true)
+	err := n.kube.CoreV1().Pods(pod.Namespace).Delete(ctx, pod.Name, metav1.DeleteOptions{
+		GracePeriodSeconds: ptr.To[int64](0), Preconditions: metav1.NewUIDPreconditions(string(pod.UID))})
+	if err != nil && !apierrors.IsNotFound(err) && !apierrors.IsConflict(err) {
+		klog.V(2).InfoS("pod delete failed", "pod", key(pod), "err", err)
+	}
+}
+
+// setStatus: GET the pod, then the status manager's strategic merge patch with the
+// UID precondition.
+func (t *podTable) setStatus(ctx context.Context, pod *v1.Pod, state *podState, running, terminated bool) {
+	n := t.node
+	pods := n.kube.CoreV1().Pods(pod.Namespace)
+	current, err := pods.Get(ctx, pod.Name, metav1.GetOptions{})
+	if err != nil || string(current.UID) != state.uid {
+		return
+	}
+	now := metav1.Now()
+	ready := running && !terminated
+	boolStatus := func(b bool) v1.ConditionStatus {
+		if b {
+			return v1.ConditionTrue
+		}
+		return v1.ConditionFalse
+	}
+	notReady := ""
+	if !ready {
+		notReady = "ContainersNotReady"
+	}
+	status := v1.PodStatus{
+		Phase:     v1.PodPending,
+		HostIP:    n.conf.Address,
+		HostIPs:   []v1.HostIP{{IP: n.conf.Address}},
+		StartTime: &state.started,
+		QOSClass:  current.Status.QOSClass,
+		Conditions: []v1.PodCondition{
+			{Type: v1.PodReadyToStartContainers, Status: boolStatus(running || terminated), LastTransitionTime: now},
+			{Type: v1.PodInitialized, Status: v1.ConditionTrue, LastTransitionTime: state.started},
+			{Type: v1.PodReady, Status: boolStatus(ready), Reason: notReady, LastTransitionTime: now},
+			{Type: v1.ContainersReady, Status: boolStatus(ready), Reason: notReady, LastTransitionTime: now},
+			{Type: v1.PodScheduled, Status: v1.ConditionTrue, LastTransitionTime: state.started},
+		},
+	}
+	if running {
+		status.Phase = v1.PodRunning
+	}
+	if terminated {
+		status.Phase = v1.PodSucceeded
+		if current.Spec.RestartPolicy == v1.RestartPolicyAlways {
+			status.Phase = v1.PodSucceeded // exit 0 on SIGTERM, as the pause container does
+		}
+	}
+	if state.ip != nil && (running || terminated) {
+		status.PodIP, status.PodIPs = state.ip.String(), []v1.PodIP{{IP: state.ip.String()}}
+	}
+	for _, c := range current.Spec.Containers {
+		cs := v1.ContainerStatus{Name: c.Name, Image: c.Image, ImageID: "fake://" + c.Image, Ready: ready,
+			Started: ptr.To(running && !terminated)}
+		switch {
+		case terminated:
+			cs.State.Terminated = &v1.ContainerStateTerminated{ExitCode: 0, Reason: "Completed", StartedAt: state.started,
+				FinishedAt: now, ContainerID: containerID(pod, c.Name)}
+			cs.ContainerID = containerID(pod, c.Name)
+		case running:
+			cs.State.Running = &v1.ContainerStateRunning{StartedAt: now}
+			cs.ContainerID = containerID(pod, c.Name)
+		default:
+			cs.State.Waiting = &v1.ContainerStateWaiting{Reason: "ContainerCreating"}
+		}
+		status.ContainerStatuses = append(status.ContainerStatuses, cs)
+	}
+	if _, _, _, err := statusutil.PatchPodStatus(ctx, n.kube, pod.Namespace, pod.Name, current.UID, current.Status, status); err != nil {
+		klog.V(2).InfoS("pod status patch failed", "pod", key(pod), "err", err)
+	}
+}
+
+func containerID(pod *v1.Pod, name string) string {
+	return fmt.Sprintf("fake://%s-%s", pod.UID, name)
+}
+
+func containerRef(pod *v1.Pod, name string) *v1.ObjectReference {
+	return &v1.ObjectReference{Kind: "Pod", Namespace: pod.Namespace, Name: pod.Name, UID: pod.UID, APIVersion: "v1",
+		ResourceVersion: pod.ResourceVersion, FieldPath: fmt.Sprintf("spec.containers{%s}", name)}
+}
+
+func wantsToken(pod *v1.Pod) bool {
+	for _, vol := range pod.Spec.Volumes {
+		if vol.Projected == nil {
+			continue
+		}
+		for _, src := range vol.Projected.Sources {
+			if src.ServiceAccountToken != nil {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// requestToken posts the TokenRequest of the projected token and schedules its refresh
+// (at 80 % of its life, less up to 10 s), as the kubelet's token manager does.
+func (t *podTable) requestToken(ctx context.Context, pod *v1.Pod, state *podState) {
+	n := t.node
+	account := pod.Spec.ServiceAccountName
+	if account == "" {
+		account = "default"
+	}
+	_, err := n.kube.CoreV1().ServiceAccounts(pod.Namespace).CreateToken(ctx, account, &authenticationv1.TokenRequest{
+		Spec: authenticationv1.TokenRequestSpec{
+			ExpirationSeconds: ptr.To[int64](tokenSeconds),
+			BoundObjectRef:    &authenticationv1.BoundObjectReference{APIVersion: "v1", Kind: "Pod", Name: pod.Name, UID: pod.UID},
+		},
+	}, metav1.CreateOptions{})
+	if err != nil {
+		klog.V(2).InfoS("token request failed", "pod", key(pod), "err", err)
+	}
+	refresh := time.Duration(0.8*tokenSeconds*float64(time.Second)) - time.Duration(rand.Float64()*10*float64(time.Second))
+	state.token = time.AfterFunc(refresh, func() {
+		state.mu.Lock()
+		defer state.mu.Unlock()
+		if !state.deleting && ctx.Err() == nil {
+			t.requestToken(ctx, pod, state)
+		}
+	})
+}
+
+// allocateIP hands out the next free address of the node's podCIDR (the network
+// address and the first host, the bridge's, excluded).
+func (t *podTable) allocateIP() net.IP {
+	cidr := t.node.podCIDR()
+	if cidr == nil || cidr.IP.To4() == nil {
+		return nil
+	}
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.ips == nil {
+		t.ips = map[string]bool{}
+	}
+	base := binary.BigEndian.Uint32(cidr.IP.To4())
+	ones, bits := cidr.Mask.Size()
+	size := uint32(1) << (bits - ones)
+	for i := uint32(2); i+1 < size; i++ {
+		ip := make(net.IP, 4)
+		binary.BigEndian.PutUint32(ip, base+i)
+		if !t.ips[ip.String()] {
+			t.ips[ip.String()] = true
+			return ip
+		}
+	}
+	return nil
+}
+
+// watchLocked starts (or counts) the kubelet's per-object watch of one ConfigMap or
+// Secret: a reflector with metadata.name=<name> in its namespace.
+func (t *podTable) watchLocked(ctx context.Context, ref objectRef) {
+	if w := t.watches[ref]; w != nil {
+		w.count++
+		return
+	}
+	wctx, cancel := context.WithCancel(ctx)
+	t.watches[ref] = &objectWatch{count: 1, cancel: cancel}
+	counter := t.node.watchCounter("kubelet " + ref.resource)
+	go follow(wctx, t.node.kube.CoreV1().RESTClient(), ref.resource, ref.namespace, nameSelector(ref.name), "", counter)
+}
+
+func (t *podTable) unwatchLocked(ref objectRef) {
+	w := t.watches[ref]
+	if w == nil {
+		return
+	}
+	if w.count--; w.count <= 0 {
+		w.cancel()
+		delete(t.watches, ref)
+	}
+}
+
+// references: the ConfigMaps and Secrets a pod's volumes, env and pull secrets name
+// (kube-root-ca.crt through the projected token volume among them).
+func references(pod *v1.Pod) []objectRef {
+	seen := map[objectRef]bool{}
+	var out []objectRef
+	add := func(resource, name string) {
+		if name == "" {
+			return
+		}
+		ref := objectRef{resource, pod.Namespace, name}
+		if !seen[ref] {
+			seen[ref] = true
+			out = append(out, ref)
+		}
+	}
+	for _, vol := range pod.Spec.Volumes {
+		if vol.ConfigMap != nil {
+			add("configmaps", vol.ConfigMap.Name)
+		}
+		if vol.Secret != nil {
+			add("secrets", vol.Secret.SecretName)
+		}
+		if vol.Projected != nil {
+			for _, src := range vol.Projected.Sources {
+				if src.ConfigMap != nil {
+					add("configmaps", src.ConfigMap.Name)
+				}
+				if src.Secret != nil {
+					add("secrets", src.Secret.Name)
+				}
+			}
+		}
+	}
+	containers := append(append([]v1.Container{}, pod.Spec.InitContainers...), pod.Spec.Containers...)
+	for _, c := range containers {
+		for _, env := range c.Env {
+			if env.ValueFrom == nil {
+				continue
+			}
+			if r := env.ValueFrom.ConfigMapKeyRef; r != nil {
+				add("configmaps", r.Name)
+			}
+			if r := env.ValueFrom.SecretKeyRef; r != nil {
+				add("secrets", r.Name)
+			}
+		}
+		for _, from := range c.EnvFrom {
+			if from.ConfigMapRef != nil {
+				add("configmaps", from.ConfigMapRef.Name)
+			}
+			if from.SecretRef != nil {
+				add("secrets", from.SecretRef.Name)
+			}
+		}
+	}
+	for _, s := range pod.Spec.ImagePullSecrets {
+		add("secrets", s.Name)
+	}
+	return out
+}

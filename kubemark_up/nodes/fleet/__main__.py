@@ -1,5 +1,0 @@
-import sys
-
-from kubemark_up.nodes.fleet.process import main
-
-sys.exit(main(sys.argv[1:]))
