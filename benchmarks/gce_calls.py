@@ -97,7 +97,8 @@ def main() -> None:
     shutil.chown(root, sshd.user)
     runs = []
     try:
-        with ComputeEndpoint(op_seconds=args.op_seconds, authorized_keys=keys) as endpoint:
+        host_key = " ".join(sshd.host_key.with_suffix(".pub").read_text().split()[:2])
+        with ComputeEndpoint(op_seconds=args.op_seconds, authorized_keys=keys, host_keys=[host_key]) as endpoint:
             cli = CLI(home=work / "home", bin_dir=_bin_dir())
             config = work / "gce.yaml"
             config.write_text(yaml.safe_dump({"provider": "gce", "gce": {

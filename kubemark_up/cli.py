@@ -282,10 +282,7 @@ def run_command(
     out.print(summary.slo_table(outcome.results))
     out.print(summary.figures_table(outcome.results, outcome.meta))
     if out_dir is not None:
-        written = results_mod.write(out_dir.absolute(), outcome.meta, outcome.results)
-        from kubemark_up.reports import html
-
-        written.append(html.write(out_dir.absolute(), outcome.meta, outcome.results))
+        written = results_mod.write_all(out_dir.absolute(), outcome.meta, outcome.results)
         out.print(f"{len(written)} file(s) in {out_dir.absolute()}")
     if not outcome.ok:
         failed = [s.name for r in outcome.results for s in r.slos if not s.ok]
@@ -379,7 +376,10 @@ def env_command(name: NameOption = None, output: OutputOption = "text") -> None:
     _check_output(output)
     cdir = ClusterDir(config_mod.home_dir(), config_mod.cluster_name(name))
     info, state = cdir.load_info(), cdir.load()
-    values = envexport.exports(cdir, info, state, cluster.recorded_settings(info))
+    settings = cluster.recorded_settings(info)
+    values = envexport.exports(cdir, info, state, settings)
+    for note in envexport.notes(cdir, info, state, settings):
+        ui.warn(note)
     if output == "json":
         print(json.dumps(values, indent=1))
     else:

@@ -192,9 +192,8 @@ def _step_binaries(ctx: Context) -> None:
 
 def _step_ports(ctx: Context) -> None:
     site = ctx.provider.master(ctx)
-    wanted = [name for name in master.PORT_NAMES if name not in ctx.state.ports]
-    port = ctx.provider.apiserver_port(ctx)
-    fixed = {"apiserver": port} if port else {}
+    wanted = [name for name in master.port_names(site.paths) if name not in ctx.state.ports]
+    fixed = ctx.provider.fixed_ports(ctx)
     low, high = ctx.settings.port_bounds
     with ctx.dir.lock_ports():  # picked and recorded before another cluster picks
         claimed = ctx.dir.claimed_ports()
@@ -202,12 +201,22 @@ def _step_ports(ctx: Context) -> None:
         # A port the provider fixes (gce: 443 on a VM of its own) is not another cluster's.
         if fixed and ctx.settings.apiserver_port and fixed["apiserver"] in claimed:
             raise ConfigError(f"apiserver_port {fixed['apiserver']} belongs to another kubemark-up cluster")
+        standard = [n for n in wanted if n in fixed and n != "apiserver"]
+        busy = [n for n, used in zip(standard, site.host.call("ports_in_use", ports=[fixed[n] for n in standard]),
+                                     strict=True) if used]
+        if busy:
+            raise ConfigError(
+                f"port(s) {', '.join(str(fixed[n]) for n in busy)} ({', '.join(busy)}) already in use on "
+                f"{site.host.name}: clusterloader2's fixed metrics ports (another cluster there?); "
+                "standard_metrics_ports: false picks free ones"
+            )
         free = site.host.free_ports(len([n for n in wanted if n not in fixed]), low=low, high=high, exclude=taken)
         for name in wanted:
             ctx.state.ports[name] = fixed[name] if name in fixed else free.pop(0)
         ctx.state.endpoint = f"https://{_url_host(site.addresses[0])}:{ctx.state.ports['apiserver']}"
         ctx.state.master = MasterRecord(
-            host=site.host.name, addresses=site.addresses, bind_address=site.bind_address, paths=asdict(site.paths)
+            host=site.host.name, addresses=site.addresses, bind_address=site.bind_address,
+            paths={k: v for k, v in asdict(site.paths).items() if v is not None},
         )
         ctx.save()
 
@@ -370,6 +379,12 @@ def _component_step(name: str) -> Callable[[Context], None]:
     return run
 
 
+def _step_etcd(ctx: Context) -> None:
+    _component_step("etcd")(ctx)
+    if master.EVENTS in master.order(ctx.provider.master(ctx).paths):
+        _component_step(master.EVENTS)(ctx)
+
+
 def _step_controllers(ctx: Context) -> None:
     # Started only once the apiserver is ready: the controller-manager exits at once if
     # RBAC bootstrap has not finished. Their health is checked alongside the nodes'.
@@ -429,7 +444,7 @@ def _diagnose(engine: NodeEngine, ctx: Context) -> str:
 def _check_master(ctx: Context, site: MasterSite, warned: set[str]) -> None:
     """Fail on a master component that is gone or crash-looping; one that restarted
     and came back is its supervisor's repair, said once and forgiven."""
-    for name in master.ORDER:
+    for name in master.order(site.paths):
         record = ctx.state.processes[name]
         if why := _trouble(ctx, site, name, restarts_allowed=CRASH_LOOP_RESTARTS - 1):
             raise ComponentError(f"{name} {why} (log: {record.log} on {site.host.name})",
@@ -478,8 +493,8 @@ def shared_steps() -> list[Step]:
         Step("ports", "pick ports", _step_ports),
         Step("pki", "write certificates and kubeconfigs", _step_pki),
         Step("stage", "", _step_stage),
-        Step("etcd", "start etcd", _component_step("etcd"),
-             undo=_stop_components("etcd", sweep=True), undo_title="stop etcd"),
+        Step("etcd", "start etcd", _step_etcd,
+             undo=_stop_components(master.EVENTS, "etcd", sweep=True), undo_title="stop etcd"),
         Step("kube-apiserver", "start kube-apiserver and wait for /readyz", _component_step("kube-apiserver"),
              undo=_stop_components("kube-apiserver"), undo_title="stop kube-apiserver"),
         Step("controllers", "start kube-controller-manager and kube-scheduler", _step_controllers,
@@ -632,14 +647,15 @@ def status(name: str, home: Path) -> dict:
 def _status(ctx: Context) -> dict:
     state = ctx.state
     site = ctx.provider.master(ctx)
-    components = _components(ctx, site) if state.ports.keys() >= set(master.PORT_NAMES) else {}
-    records = {n: r for n in master.ORDER if (r := state.processes.get(n))}
+    components = _components(ctx, site) if state.ports.keys() >= set(master.port_names(site.paths)) else {}
+    names = master.order(site.paths)
+    records = {n: r for n in names if (r := state.processes.get(n))}
     alive = site.host.alive(h for r in records.values() if (h := ctx.handle(r)))
-    urls = [components[n].liveness_probe.url for n in master.ORDER if n in components]
-    probes = dict(zip([n for n in master.ORDER if n in components],
+    urls = [components[n].liveness_probe.url for n in names if n in components]
+    probes = dict(zip([n for n in names if n in components],
                       site.host.call("probe", urls=urls, timeout=2.0) if urls else [], strict=True))
     report_components = []
-    for comp_name in master.ORDER:
+    for comp_name in names:
         record = records.get(comp_name)
         handle = ctx.handle(record) if record else None
         supervision = site.host.supervision(handle, record.log) if handle and record else None

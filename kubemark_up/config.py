@@ -147,6 +147,7 @@ class Settings(BaseModel):
 
     apiserver_port: int = Field(0, ge=0, le=65535)
     port_range: str = "20000-32767"
+    standard_metrics_ports: bool = True
 
     service_cluster_ip_range: str = "10.0.0.0/16"
     cluster_cidr: str | None = None

@@ -27,6 +27,23 @@ from kubemark_up.hosts import agent
 # for 30 s after SIGTERM, so etcd goes last).
 ORDER = ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler")
 PORT_NAMES = ("etcd_client", "etcd_peer", "etcd_metrics", "apiserver", "controller_manager", "scheduler")
+# Events' own etcd, where the master has an events disk (MasterPaths.events_data_dir):
+# rendered from etcd.yaml, started and stopped with etcd.
+EVENTS = "etcd-events"
+EVENTS_PORT_NAMES = ("etcd_events_client", "etcd_events_peer", "etcd_events_metrics")
+# Where the components other than the apiserver serve /metrics, on their host's loopback
+# (the manifests bind them there): scheme, and the name of the port in state.
+METRICS_ENDPOINTS = {
+    "etcd": ("http", "etcd_metrics"),
+    "kube-controller-manager": ("https", "controller_manager"),
+    "kube-scheduler": ("https", "scheduler"),
+}
+# The ports clusterloader2 reaches them at over SSH, fixed in its code: the scheduler's
+# and controller-manager's secure ports (pkg/provider/util.go, SchedulingMetrics'
+# `curl -k https://localhost:10259/metrics`) and etcd's plain-HTTP metrics port
+# (EtcdMetrics' `curl http://localhost:2382/metrics`, --etcd-insecure-port's default).
+# Providers whose master is reached over SSH use them (README: "clusterloader2").
+STANDARD_METRICS_PORTS = {"controller_manager": 10257, "scheduler": 10259, "etcd_metrics": 2382}
 
 _EXTRA_ARGS = {
     "etcd": "etcd_extra_args",
@@ -63,6 +80,7 @@ class MasterPaths:
     data_dir: str  # etcd's data, the rendered manifests, the start script
     bin_dir: str
     log_dir: str
+    events_data_dir: str | None = None  # etcd-events' data (the events disk), if there is one
 
     @property
     def start_script(self) -> str:
@@ -86,6 +104,26 @@ class Component:
     command: list[str]  # command[0] is the bare binary name; the runner resolves it
     startup_probe: Probe
     liveness_probe: Probe
+
+
+def order(paths: MasterPaths) -> tuple[str, ...]:
+    """The master's components in start order, etcd-events beside etcd if it has one."""
+    return ("etcd", EVENTS, *ORDER[1:]) if paths.events_data_dir else ORDER
+
+
+def port_names(paths: MasterPaths) -> tuple[str, ...]:
+    return PORT_NAMES + EVENTS_PORT_NAMES if paths.events_data_dir else PORT_NAMES
+
+
+def _members(paths: MasterPaths, ports: dict[str, int]) -> dict[str, dict]:
+    """etcd.yaml's values for each etcd member."""
+    members = {"etcd": {"pod": "etcd", "name": "etcd0", "data_dir": posixpath.join(paths.data_dir, "etcd"),
+                        "client": ports["etcd_client"], "peer": ports["etcd_peer"], "metrics": ports["etcd_metrics"]}}
+    if paths.events_data_dir:
+        members[EVENTS] = {"pod": EVENTS, "name": "etcd-events0", "data_dir": paths.events_data_dir,
+                           "client": ports["etcd_events_client"], "peer": ports["etcd_events_peer"],
+                           "metrics": ports["etcd_events_metrics"]}
+    return members
 
 
 def _flag(name: str, value: object) -> str:
@@ -119,6 +157,7 @@ def render(
     """bind_address is where kube-apiserver listens; etcd and the other components
     listen on loopback only, as kubeadm sets them up."""
     env = _environment()
+    members = _members(paths, ports)
     values = dict(
         settings.model_dump(),
         ports=ports,
@@ -133,10 +172,13 @@ def render(
         probe_host="127.0.0.1" if bind_address in ("0.0.0.0", "::") else bind_address,
         cluster_cidr=settings.pod_cidr,
         inflight=settings.inflight_limits,
+        etcd_events_client=members[EVENTS]["client"] if EVENTS in members else None,
     )
     components = []
-    for name in ORDER:
-        text = env.get_template(f"{name}.yaml").render(values, extra_args=getattr(settings, _EXTRA_ARGS[name]))
+    for name in order(paths):
+        template = "etcd" if name == EVENTS else name
+        text = env.get_template(f"{template}.yaml").render(
+            values, member=members.get(name), extra_args=getattr(settings, _EXTRA_ARGS[template]))
         manifest = yaml.safe_load(text)
         container = manifest["spec"]["containers"][0]
         components.append(
@@ -151,6 +193,12 @@ def render(
     return components
 
 
+def metrics_url(component: str, ports: dict[str, int]) -> str:
+    """Where component serves /metrics, as seen from its host."""
+    scheme, port = METRICS_ENDPOINTS[component]
+    return f"{scheme}://127.0.0.1:{ports[port]}/metrics"
+
+
 def audit_policy(settings: Settings) -> str:
     """The audit policy that audit_nodes turns on (master-manifests/audit-policy.yaml)."""
     return _environment().get_template("audit-policy.yaml").render(npd_user=pki.NPD_USER)
@@ -160,7 +208,7 @@ def stop_wave(argv: list[str] | None) -> int:
     """When a process of the master stops, from its command line: the controllers
     first, then the apiserver, etcd last (the apiserver keeps retrying a dead etcd for
     30 s after SIGTERM); anything else with them first."""
-    waves = {"kube-scheduler": 0, "kube-controller-manager": 0, "kube-apiserver": 1, "etcd": 2}
+    waves = {"kube-scheduler": 0, "kube-controller-manager": 0, "kube-apiserver": 1, "etcd": 2, EVENTS: 2}
     if not argv:
         return 0
     # A supervisor ends with its component's name (start-master.sh NAME); the component

@@ -16,13 +16,14 @@ import os
 import secrets
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
-from kubemark_up import __version__, cluster, measurements, readiness, workloads
+from kubemark_up import __version__, cluster, master, measurements, readiness, workloads
 from kubemark_up.context import Context
 from kubemark_up.errors import ConfigError, KubemarkUpError, RunError
 from kubemark_up.measurements import MeasureContext, Measurement, Result, Sampler
@@ -156,7 +157,7 @@ def _run(ctx: Context, request: RunRequest, workload: workloads.Workload, chosen
     run_ctx = RunContext(kube=kube, run_id=run_id, nodes=ready, deadline=deadline, make_namespace=make_namespace,
                          make_cluster_object=make_cluster_object, sampler=sampler, cluster=ctx)
     mctx = MeasureContext(kube=kube, run_id=run_id, slo_overrides=request.slos, sampler=sampler,
-                          interval=request.interval)
+                          interval=request.interval, component_metrics=_component_metrics(ctx))
     taken: list[Measurement] = [measurements.get(name)(mctx) for name in chosen]
     for measurement in taken:
         if measurement.name == "api_latency":
@@ -189,13 +190,21 @@ def _run(ctx: Context, request: RunRequest, workload: workloads.Workload, chosen
             for measurement in reversed(started):
                 measurement.stop()
             started.clear()
+    except BaseException as exc:
+        # Interrupted (Ctrl-C, SIGTERM) or failed: what was measured up to here goes to
+        # --out, marked partial, before the clean-up (which may take minutes).
+        with cluster.shielded():
+            _stop_all(started)
+            if request.out is not None and mctx.started_at:
+                mctx.finished_at = time.time()
+                _write_partial(request.out, _ended_by(exc), lambda: _meta(
+                    ctx, kube, request, workload, plan, run_ctx, mctx, ready), taken, ui)
+        raise
     finally:
         with cluster.shielded():
             if informer is not None:
                 informer.stop()
-            for measurement in started:
-                with contextlib.suppress(Exception):
-                    measurement.stop()
+            _stop_all(started)
             try:
                 workload.close()
             except KubemarkUpError as exc:
@@ -206,6 +215,45 @@ def _run(ctx: Context, request: RunRequest, workload: workloads.Workload, chosen
         results.append(informer.result())
     meta = _meta(ctx, kube, request, workload, plan, run_ctx, mctx, ready)
     return RunOutcome(meta=meta, results=results)
+
+
+def _stop_all(started: list[Measurement]) -> None:
+    while started:
+        with contextlib.suppress(Exception):
+            started.pop().stop()
+
+
+def _ended_by(exc: BaseException) -> str:
+    if isinstance(exc, KeyboardInterrupt):  # SIGTERM is raised as one too (cli.py)
+        return "interrupted"
+    if isinstance(exc, KubemarkUpError):
+        return f"failed: {exc.message}"
+    return f"failed: {type(exc).__name__}: {exc}"
+
+
+def _write_partial(out: Path, ended: str, meta_of: Callable[[], dict[str, Any]], taken: list[Measurement],
+                   ui: UI) -> None:
+    """Each measurement's result so far (one that cannot make one says so in its notes)
+    and the report, marked partial; a failure to write is warned about, never raised
+    over the error that ended the run."""
+    from kubemark_up.reports import results as results_mod
+
+    results = []
+    for measurement in taken:
+        try:
+            results.append(measurement.result())
+        except Exception as exc:  # partial data a measurement did not expect: noted, not fatal
+            results.append(Result(measurement.name, measurement.title,
+                                  notes=[f"no result from the partial data: {type(exc).__name__}: {exc}"]))
+    try:
+        meta = meta_of()
+        meta["partial"] = True
+        meta["run"]["ended"] = ended
+        written = results_mod.write_all(out.absolute(), meta, results)
+    except Exception as exc:  # the run's own error matters more
+        ui.warn(f"could not write the partial results to {out}: {type(exc).__name__}: {exc}")
+        return
+    ui.warn(f"run {ended}: partial results ({len(written)} file(s)) in {out.absolute()}")
 
 
 def _sampler(ctx: Context) -> Sampler | None:
@@ -229,6 +277,27 @@ def _sampler(ctx: Context) -> Sampler | None:
         return found
 
     return Sampler(sample=host.usage, components=components, where=host.name)
+
+
+def _component_metrics(ctx: Context) -> Callable[[str], str]:
+    """A master component's /metrics, read on the host that runs it (they listen on its
+    loopback; the manifests let anyone there read /metrics, as clusterloader2 does)."""
+    host = ctx.provider.master(ctx).host
+    ports = dict(ctx.state.ports)
+
+    def read(component: str) -> str:
+        url = master.metrics_url(component, ports)
+        try:
+            status, body = host.fetch(url)
+        except KubemarkUpError as exc:
+            raise RunError(f"cannot read {component}'s /metrics on {host.name}: {exc.message}") from None
+        if status != 200:
+            hint = " (a cluster started before kubemark-up opened /metrics to the measurements: restart it)" \
+                if status in (401, 403) else ""
+            raise RunError(f"{component}'s /metrics on {host.name} answered HTTP {status}{hint}")
+        return body
+
+    return read
 
 
 def leftovers(ctx: Context, kube: Kube, ui: UI) -> None:
@@ -298,6 +367,7 @@ def _meta(ctx: Context, kube: Kube, request: RunRequest, workload: workloads.Wor
     create = next((p for p in run_ctx.progress.phases if p.get("requested_rate")), {})
     return {
         "tool_version": __version__,
+        "partial": False,  # True when the run was interrupted or failed: what was measured until then
         "cluster": {
             "name": ctx.info.name,
             "provider": ctx.info.provider,
@@ -322,6 +392,7 @@ def _meta(ctx: Context, kube: Kube, request: RunRequest, workload: workloads.Wor
             "requested_rate": create.get("requested_rate"),
             "achieved_rate": create.get("achieved_rate"),
             "phases": run_ctx.progress.phases,
+            "ended": "completed",
             "slo_overrides": request.slos,
             "interval_seconds": request.interval,
         },

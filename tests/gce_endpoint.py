@@ -21,17 +21,27 @@ until the test lets it through. Every request is logged (for the benchmark).
 An instance that reaches RUNNING with `ssh-keys` in its metadata has those keys put
 into `authorized_keys` (if set), as the guest environment of a real image does, and
 removed when it is deleted: so SSH to its natIP (external_ip, a loopback address
-where a test sshd listens) logs in with the key the provider put there.
+where a test sshd listens) logs in with the key the provider put there; setMetadata
+(with the metadata's current fingerprint, else 412) puts the new ones in place.
+
+A running instance also shows its SSH host keys (host_keys, the public key lines of
+the test sshd) as a real one does: in its guest attributes under hostkeys/ (when its
+metadata has enable-guest-attributes=TRUE; each entry keyed by the key's type, its
+value the key itself) and on its serial port 1, printed between the BEGIN/END SSH
+HOST KEY KEYS lines at boot (serial=False: a console that printed none;
+guest_attributes=False: a guest environment that publishes none).
 """
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import datetime as dt
 import functools
 import importlib.resources
 import itertools
 import json
+import os
 import re
 import threading
 import time
@@ -331,8 +341,12 @@ class Operation:
 
 class ComputeEndpoint:
     def __init__(self, *, external_ip: str = "127.0.0.1", op_seconds: float = 0.1,
-                 authorized_keys: Path | None = None) -> None:
+                 authorized_keys: Path | None = None, host_keys: list[str] | None = None,
+                 serial: bool = True, guest_attributes: bool = True) -> None:
         self.discovery = _discovery()
+        self.host_keys = list(host_keys or [])
+        self.serial = serial
+        self.guest_attributes = guest_attributes
         self.external_ip = external_ip
         self.op_seconds = op_seconds
         self.authorized_keys = authorized_keys
@@ -417,6 +431,8 @@ class ComputeEndpoint:
         """Make a resource directly, as someone else would have (no operation, no log)."""
         with self._lock:
             made = self._fill(COLLECTIONS[collection], project, scope, dict(body), COLLECTIONS[collection].ready)
+            if collection == "instances":
+                made.setdefault("metadata", {})["fingerprint"] = _fingerprint()
             self.resources[(collection, project, scope, made["name"])] = made
             return made
 
@@ -506,6 +522,12 @@ class ComputeEndpoint:
             return self._delete(collection, project, scope, name, op_error, op_message)
         if verb == "patch" and collection.name == "firewalls":
             return self._patch(collection, project, scope, name, body)
+        if collection.name == "instances" and verb == "setMetadata":
+            return self._set_metadata(project, scope, name, body)
+        if collection.name == "instances" and verb == "getSerialPortOutput":
+            return self._serial_port(project, scope, name, query)
+        if collection.name == "instances" and verb == "getGuestAttributes":
+            return self._guest_attributes(project, scope, name, query)
         raise Rejected(501, f"{method_id} is valid compute v1 but not implemented by the test endpoint", "notImplemented")
 
     # Resources ------------------------------------------------------------------------
@@ -568,6 +590,8 @@ class ComputeEndpoint:
         if collection.name == "firewalls" and not body.get("allowed") and not body.get("denied"):
             raise Rejected(400, "Invalid value for field 'resource': a firewall needs allowed or denied rules")
         made = self._fill(collection, project, scope, body, collection.creating)
+        if collection.name == "instances":
+            made.setdefault("metadata", {})["fingerprint"] = _fingerprint()
         if collection.name == "addresses":
             made["address"] = body.get("address") or self.external_ip
             made.setdefault("addressType", "EXTERNAL")
@@ -639,12 +663,73 @@ class ComputeEndpoint:
                 for (c, p, s, _), r in self.resources.items():
                     if c == "addresses" and p == project and s == f"regions/{region}" and r.get("address") == config["natIP"]:
                         r["users"], r["status"] = [link], "IN_USE"
+        self._grant_keys(instance)
+
+    def _grant_keys(self, instance: dict) -> None:
+        """The guest environment: the ssh-keys of the metadata in authorized_keys."""
+        link = instance["selfLink"]
+        self._revoke_keys(link)
         keys = [item.get("value", "") for item in instance.get("metadata", {}).get("items", []) if item.get("key") == "ssh-keys"]
         lines = [line.split(":", 1)[1].strip() for text in keys for line in text.splitlines() if ":" in line]
         if self.authorized_keys is not None and lines:
             with self.authorized_keys.open("a") as handle:
                 handle.writelines(line + "\n" for line in lines)
             self._granted_keys[link] = lines
+
+    def _revoke_keys(self, link: str) -> None:
+        granted = self._granted_keys.pop(link, [])
+        if granted and self.authorized_keys is not None and self.authorized_keys.exists():
+            kept = [line for line in self.authorized_keys.read_text().splitlines() if line not in granted]
+            self.authorized_keys.write_text("".join(line + "\n" for line in kept))
+
+    def _running(self, project: str, zone: str, name: str) -> dict:
+        found = self._get(COLLECTIONS["instances"], project, zone, name)
+        if found.get("status") != "RUNNING":
+            raise Rejected(400, f"The resource '{found['selfLink']}' is not ready", "resourceNotReady")
+        return found
+
+    def _set_metadata(self, project: str, zone: str, name: str, body: dict) -> dict:
+        found = self._get(COLLECTIONS["instances"], project, zone, name)
+        current = found.get("metadata", {}).get("fingerprint")
+        if body.get("fingerprint") != current:
+            raise Rejected(412, "Supplied fingerprint does not match current metadata fingerprint.", "conditionNotMet")
+
+        def commit() -> None:
+            found["metadata"] = {"kind": "compute#metadata", "items": list(body.get("items", [])),
+                                 "fingerprint": _fingerprint()}
+            if found.get("status") == "RUNNING":
+                self._grant_keys(found)
+
+        return self._operation("setMetadata", project, zone, found["selfLink"], commit, lambda: None, "", "")
+
+    def _serial_port(self, project: str, zone: str, name: str, query: dict[str, str]) -> dict:
+        found = self._running(project, zone, name)
+        port = int(query.get("port", "1"))
+        if not 1 <= port <= 4:
+            raise Rejected(400, f"Invalid value for field 'port': '{port}'. Must be between 1 and 4.")
+        lines = [f"Booting `Debian GNU/Linux' ({name})", "[    0.000000] Linux version 6.1.0-cloud-amd64"]
+        if port == 1 and self.serial:
+            lines += ["-----BEGIN SSH HOST KEY KEYS-----", *self.host_keys, "-----END SSH HOST KEY KEYS-----"]
+        lines.append(f"Debian GNU/Linux 12 {name} ttyS0")
+        contents = "".join(line + "\n" for line in lines) if port == 1 else ""
+        start = int(query.get("start", "0"))
+        return {"kind": "compute#serialPortOutput", "contents": contents[start:], "start": str(start),
+                "next": str(len(contents)), "selfLink": found["selfLink"] + f"/serialPort?port={port}"}
+
+    def _guest_attributes(self, project: str, zone: str, name: str, query: dict[str, str]) -> dict:
+        found = self._running(project, zone, name)
+        items = {i.get("key"): i.get("value") for i in found.get("metadata", {}).get("items", [])}
+        path = query.get("queryPath", "")
+        entries = [{"namespace": "hostkeys", "key": line.split()[0], "value": line.split()[1]}
+                   for line in self.host_keys]
+        enabled = self.guest_attributes and str(items.get("enable-guest-attributes", "")).upper() == "TRUE"
+        if not enabled or not path or not entries:
+            raise Rejected(404, f"The resource '{found['selfLink']}/guestAttributes/{path}' was not found", "notFound")
+        chosen = [e for e in entries if f"{e['namespace']}/{e['key']}".startswith(path)]
+        if not chosen:
+            raise Rejected(404, f"The resource '{found['selfLink']}/guestAttributes/{path}' was not found", "notFound")
+        return {"kind": "compute#guestAttributes", "queryPath": path, "queryValue": {"items": chosen},
+                "selfLink": found["selfLink"] + f"/guestAttributes/{path}"}
 
     def _detach(self, instance: dict) -> None:
         link = instance["selfLink"]
@@ -658,10 +743,7 @@ class ComputeEndpoint:
                 r.pop("users")
                 if c == "addresses":
                     r["status"] = "RESERVED"
-        granted = self._granted_keys.pop(link, [])
-        if granted and self.authorized_keys is not None and self.authorized_keys.exists():
-            kept = [line for line in self.authorized_keys.read_text().splitlines() if line not in granted]
-            self.authorized_keys.write_text("".join(line + "\n" for line in kept))
+        self._revoke_keys(link)
 
     def _forget(self, collection: str, project: str, scope: str, name: str) -> None:
         found = self.resources.pop((collection, project, scope, name), None)
@@ -753,6 +835,11 @@ class ComputeEndpoint:
         elif verb != "get":
             raise Rejected(501, f"operations {verb} is not implemented by the test endpoint", "notImplemented")
         return dict(op.body)
+
+
+def _fingerprint() -> str:
+    """A metadata fingerprint (the API's: 8 bytes, base64), new with every change."""
+    return base64.b64encode(os.urandom(8)).decode()
 
 
 @functools.cache

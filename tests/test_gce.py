@@ -64,7 +64,7 @@ def test_dry_run_prints_every_resource_and_makes_nothing(bare_cli: CLI, endpoint
     assert instance["labels"] == {"kubemark-up-cluster": "dry"}
     assert [d.get("deviceName") for d in instance["disks"]] == [None, "master-pd", "master-event-pd"]
     keys = {item["key"] for item in instance["metadata"]["items"]}
-    assert keys == {"ssh-keys", "startup-script"}
+    assert keys == {"ssh-keys", "startup-script", "enable-guest-attributes"}
     firewall = next(b for b in bodies if b["name"] == "kubemark-up-dry-https")
     assert firewall["sourceRanges"] == ["10.0.0.0/8"] and firewall["allowed"] == [{"IPProtocol": "tcp", "ports": ["443"]}]
     assert "StatefulSet kubemark/hollow-node scaled to 120" in out

@@ -47,7 +47,7 @@ class Cloud:
         section = {
             "project": PROJECT, "zone": ZONE, "source_ranges": ["127.0.0.1/32"], "ssh_user": self.sshd.user,
             "ssh_port": self.sshd.port, "remote_root": str(self.root), "bind_address": "127.0.0.1",
-            "connect_timeout": 5, "ssh_wait_timeout": 20, **gce,
+            "events_root": str(self.root / "events-pd"), "connect_timeout": 5, "ssh_wait_timeout": 20, **gce,
         }
         path = self.cli.home.parent / f"gce-{len(self.configs)}.yaml"
         path.write_text(yaml.safe_dump({"provider": "gce", "gce": section}))
@@ -98,7 +98,7 @@ def assert_nothing_left(cloud: Cloud, name: str) -> None:
 @pytest.fixture
 def cloud(tmp_path, bin_dir, sshd):
     keys = sshd.dir / "authorized_keys"
-    endpoint = ComputeEndpoint(op_seconds=0.05, authorized_keys=keys).start()
+    endpoint = ComputeEndpoint(op_seconds=0.05, authorized_keys=keys, host_keys=[_host_key(sshd)]).start()
     root = sshd.home / f"kmup-gce-{os.getpid()}-{tmp_path.name}"
     root.mkdir(mode=0o755)
     shutil.chown(root, sshd.user)
@@ -113,6 +113,11 @@ def cloud(tmp_path, bin_dir, sshd):
     endpoint.stop()
     keys.write_text(made.keys_before)
     shutil.rmtree(root, ignore_errors=True)
+
+
+def _host_key(sshd: SSHServer) -> str:
+    """The "VM"'s SSH host key, as it publishes it: type and key."""
+    return " ".join(sshd.host_key.with_suffix(".pub").read_text().split()[:2])
 
 
 def _calls(cloud: Cloud, since: float) -> list[str]:
@@ -163,6 +168,12 @@ def test_start_and_stop_a_master_on_the_vm(cloud):
     name = f"{cloud.sshd.user}@127.0.0.1:{cloud.sshd.port}"
     assert f"trusting the unknown host key of {name}" in result.stderr
     assert state["host_keys"][name].split()[1] == cloud.sshd.host_key.with_suffix(".pub").read_text().split()[1]
+    # ... and found to be the one the VM published, before anything secret went to it.
+    assert f"the SSH host key of {name} matches the one the VM published in its guest attributes" in result.stderr
+    calls = _calls(cloud, began)
+    assert "compute.instances.getGuestAttributes" in calls
+    assert "compute.instances.getSerialPortOutput" not in calls
+    assert {"key": "enable-guest-attributes", "value": "TRUE"} in made["instance"]["metadata"]["items"]
     # The master runs on the VM.
     status = cloud.cli.run("status", "--name", "gce1", "-o", "json", **cloud.env())
     assert status.returncode == 0, status.stdout + status.stderr
@@ -352,7 +363,7 @@ def test_the_host_key_pinned_at_start_is_required_after(tmp_path, bin_dir):
     root.mkdir(mode=0o755)
     shutil.chown(root, vm.user)
     keys = vm.dir / "authorized_keys"
-    with ComputeEndpoint(op_seconds=0.05, authorized_keys=keys) as endpoint:
+    with ComputeEndpoint(op_seconds=0.05, authorized_keys=keys, host_keys=[_host_key(vm)]) as endpoint:
         cloud = Cloud(cli=CLI(home=tmp_path / "home", bin_dir=bin_dir), endpoint=endpoint, sshd=vm, root=root,
                       keys_before=keys.read_text())
         try:
@@ -392,3 +403,105 @@ def test_a_firewall_rule_of_ours_left_by_an_earlier_run_is_adopted_and_updated(c
     assert rule["sourceRanges"] == ["127.0.0.1/32"] and rule["allowed"] == [{"IPProtocol": "tcp", "ports": [str(port)]}]
     assert cloud.stop("oldfw").returncode == 0
     assert_nothing_left(cloud, "oldfw")
+
+
+# The VM's identity -----------------------------------------------------------------------
+
+
+def test_the_host_key_is_checked_against_the_serial_console_without_guest_attributes(cloud):
+    cloud.endpoint.guest_attributes = False
+    result = cloud.start("serial")
+    assert result.returncode == 0, result.stderr
+    assert "matches the one the VM published in its serial port" in result.stderr
+    calls = _calls(cloud, 0)
+    assert calls.index("compute.instances.getGuestAttributes") < calls.index("compute.instances.getSerialPortOutput")
+    assert cloud.stop("serial").returncode == 0
+    assert_nothing_left(cloud, "serial")
+
+
+def test_a_host_key_the_vm_did_not_publish_is_refused_before_any_secret_goes_there(cloud, tmp_path):
+    other = tmp_path / "other"
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(other)], check=True)
+    # The VM says its key is another: whoever answered SSH at its address is not that VM.
+    cloud.endpoint.host_keys = [" ".join(other.with_suffix(".pub").read_text().split()[:2])]
+    result = cloud.start("mitm")
+    assert_one_line_error(result, 1, "is not one that VM kubemark-up-mitm-master published in its guest attributes",
+                          "another host answered at its address; refused")
+    # Refused before the cluster's folder (certificates, keys) was made there; start undid
+    # everything it made (without speaking to that host again).
+    assert not (cloud.root / "mitm").exists()
+    assert "undo" not in result.stderr or "could not" not in result.stderr
+    assert_nothing_left(cloud, "mitm")
+
+
+def test_a_vm_that_publishes_no_host_key_is_said_so(cloud):
+    cloud.endpoint.host_keys = []
+    result = cloud.start("silent", host_key_wait_timeout=1)
+    assert result.returncode == 0, result.stderr
+    assert "published no SSH host key (guest attributes, serial port)" in result.stderr
+    assert cloud.stop("silent").returncode == 0
+    assert_nothing_left(cloud, "silent")
+
+
+def test_an_adopted_vm_without_the_clusters_key_gets_it(cloud):
+    """A VM of ours (its label) that an earlier start of this name made with another key:
+    adopted, its metadata checked, this cluster's key put there (others kept), and SSH works."""
+    zone = f"zones/{ZONE}"
+    someone = "alice:ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOmq4cnbsclkFW0GCOp7ZpM+WILVqTQCxqQBk9mk7tjk alice"
+    stale = (f"{cloud.sshd.user}:ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIBEPkpuU3kBvXdOgcG6pHmOpqUMsLGn9qzjyO1b1ZrWg "
+             "kubemark-up-oldvm")
+    cloud.endpoint.put("instances", PROJECT, zone, {
+        "name": "kubemark-up-oldvm-master", "labels": {LABEL: "oldvm"}, "disks": [], "networkInterfaces": [],
+        "metadata": {"items": [{"key": "ssh-keys", "value": f"{someone}\n{stale}"}, {"key": "enable-guest-attributes",
+                                                                                     "value": "TRUE"}]}})
+    result = cloud.start("oldvm")
+    assert result.returncode == 0, result.stderr
+    assert "VM kubemark-up-oldvm-master already exists with this cluster's mark: adopted" in result.stderr
+    assert "does not carry this cluster's SSH key in its metadata (ssh-keys): adding it" in result.stderr
+    (vm,) = cloud.endpoint.items("instances")
+    lines = {i["key"]: i["value"] for i in vm["metadata"]["items"]}["ssh-keys"].splitlines()
+    public = subprocess.run(["ssh-keygen", "-y", "-f", str(cloud.cli.home / "oldvm" / "pki" / "gce-ssh-key")],
+                            capture_output=True, text=True, check=True).stdout.split()
+    # Someone else's key kept, the stale key of this cluster replaced by the current one.
+    assert lines[0] == someone and len(lines) == 2 and lines[1].startswith(f"{cloud.sshd.user}:{public[0]} {public[1]}")
+    assert "compute.instances.setMetadata" in _calls(cloud, 0)
+    # A second start's check finds it there and changes nothing (the metadata's fingerprint guards a race).
+    assert cloud.stop("oldvm").returncode == 0
+    assert_nothing_left(cloud, "oldvm")
+
+
+def test_events_are_kept_by_their_own_etcd_on_the_events_disk(cloud):
+    result = cloud.start("ev", events_disk=True)
+    assert result.returncode == 0, result.stderr
+    state = cloud.state("ev")
+    data = cloud.root / "events-pd" / "ev" / "etcd-events"
+    # A second etcd, its data on the events disk's mount, and the apiserver sending Events there.
+    events = psutil.Process(state["processes"]["etcd-events"]["pid"]).children()[0]
+    assert f"--data-dir={data}" in events.cmdline() and "--name=etcd-events0" in events.cmdline()
+    apiserver = psutil.Process(state["processes"]["kube-apiserver"]["pid"]).children()[0]
+    port = state["ports"]["etcd_events_client"]
+    assert f"--etcd-servers-overrides=/events#https://127.0.0.1:{port}" in apiserver.cmdline()
+    assert (data / "member").is_dir()
+    kubeconfig = str(cloud.cli.home / "ev" / "kubeconfig.kubemark")
+
+    def keys(metrics_port: int) -> float:
+        text = subprocess.run(["curl", "-sf", f"http://127.0.0.1:{metrics_port}/metrics"], capture_output=True,
+                              text=True, timeout=30, check=True).stdout
+        return sum(float(line.split()[-1]) for line in text.splitlines() if line.startswith("etcd_debugging_mvcc_keys_total"))
+
+    before = keys(state["ports"]["etcd_events_metrics"])
+    event = {"apiVersion": "v1", "kind": "Event", "metadata": {"name": "kubemark-up-test", "namespace": "default"},
+             "involvedObject": {"kind": "Namespace", "name": "default"}, "reason": "Test", "message": "to etcd-events"}
+    created = subprocess.run(["kubectl", "--kubeconfig", kubeconfig, "create", "-f", "-"], input=json.dumps(event),
+                             capture_output=True, text=True, timeout=60)
+    assert created.returncode == 0, created.stderr
+    assert keys(state["ports"]["etcd_events_metrics"]) == before + 1  # the Event is a key of etcd-events
+    listed = subprocess.run(["kubectl", "--kubeconfig", kubeconfig, "get", "event", "kubemark-up-test", "-o", "name"],
+                            capture_output=True, text=True, timeout=60)
+    assert listed.stdout.strip() == "event/kubemark-up-test", listed.stderr
+    status = json.loads(cloud.cli.run("status", "--name", "ev", "-o", "json", **cloud.env()).stdout)
+    assert [c["name"] for c in status["master"]["components"]][:2] == ["etcd", "etcd-events"]
+    assert status["master"]["healthy"]
+    assert cloud.stop("ev").returncode == 0
+    assert not (cloud.root / "events-pd").exists()
+    assert_nothing_left(cloud, "ev")

@@ -180,6 +180,60 @@ def test_the_guest_environment_puts_ssh_keys_in_place(tmp_path):
         assert keys.read_text() == "ssh-ed25519 BBBB theirs\n"
 
 
+def test_metadata_changes_need_the_current_fingerprint_and_put_keys_in_place(tmp_path):
+    keys = tmp_path / "authorized_keys"
+    keys.write_text("")
+    with ComputeEndpoint(op_seconds=0.01, authorized_keys=keys) as endpoint:
+        instances = client(endpoint, compute_v1.InstancesClient)
+        vm = compute_v1.Instance(name="vm", machine_type="zones/x/machineTypes/e2-small", disks=[
+            compute_v1.AttachedDisk(boot=True, initialize_params=compute_v1.AttachedDiskInitializeParams(source_image="x"))],
+            metadata=compute_v1.Metadata(items=[compute_v1.Items(key="ssh-keys", value="me:ssh-ed25519 AAAA me")]))
+        wait(endpoint, instances.insert(project=PROJECT, zone=ZONE, instance_resource=vm))
+        metadata = instances.get(project=PROJECT, zone=ZONE, instance="vm").metadata
+        assert metadata.fingerprint
+        changed = compute_v1.Metadata(fingerprint=metadata.fingerprint, items=[
+            compute_v1.Items(key="ssh-keys", value="me:ssh-ed25519 CCCC me")])
+        wait(endpoint, instances.set_metadata(project=PROJECT, zone=ZONE, instance="vm", metadata_resource=changed))
+        assert keys.read_text() == "ssh-ed25519 CCCC me\n"
+        # The fingerprint changed with it: a change made from the old one is refused.
+        with pytest.raises(exceptions.PreconditionFailed, match="fingerprint does not match"):
+            instances.set_metadata(project=PROJECT, zone=ZONE, instance="vm", metadata_resource=changed)
+
+
+def test_a_running_vm_shows_its_host_keys_on_its_serial_port_and_in_guest_attributes():
+    host_keys = ["ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOmq4cnbsclkFW0GCOp7ZpM+WILVqTQCxqQBk9mk7tjk",
+                 "ecdsa-sha2-nistp256 AAAAE2VjZHNhLXNoYTItbmlzdHAyNTYAAAAIbmlzdHAyNTY="]
+    with ComputeEndpoint(op_seconds=0.01, host_keys=host_keys) as endpoint:
+        instances = client(endpoint, compute_v1.InstancesClient)
+
+        def make(name: str, guest_attributes: bool) -> None:
+            items = [compute_v1.Items(key="enable-guest-attributes", value="TRUE")] if guest_attributes else []
+            vm = compute_v1.Instance(name=name, machine_type="zones/x/machineTypes/e2-small", disks=[
+                compute_v1.AttachedDisk(boot=True, initialize_params=compute_v1.AttachedDiskInitializeParams(source_image="x"))],
+                metadata=compute_v1.Metadata(items=items))
+            wait(endpoint, instances.insert(project=PROJECT, zone=ZONE, instance_resource=vm))
+
+        make("vm", guest_attributes=True)
+        output = instances.get_serial_port_output(request=compute_v1.GetSerialPortOutputInstanceRequest(
+            project=PROJECT, zone=ZONE, instance="vm", port=1))
+        block = output.contents.split("-----BEGIN SSH HOST KEY KEYS-----\n")[1].split("-----END")[0]
+        assert block.splitlines() == host_keys and int(output.next) == len(output.contents)
+        found = instances.get_guest_attributes(request=compute_v1.GetGuestAttributesInstanceRequest(
+            project=PROJECT, zone=ZONE, instance="vm", query_path="hostkeys/"))
+        assert [(e.namespace, e.key, e.value) for e in found.query_value.items] == [
+            ("hostkeys", k.split()[0], k.split()[1]) for k in host_keys]
+        # Not asked for in its metadata: none, as a real guest environment keeps them.
+        make("quiet", guest_attributes=False)
+        with pytest.raises(exceptions.NotFound):
+            instances.get_guest_attributes(request=compute_v1.GetGuestAttributesInstanceRequest(
+                project=PROJECT, zone=ZONE, instance="quiet", query_path="hostkeys/"))
+        # What the discovery document does not allow is refused here too.
+        status, answer = raw(endpoint, "GET", f"/compute/v1/projects/{PROJECT}/zones/{ZONE}/instances/vm/serialPort?port=one")
+        assert status == 400 and "port" in answer["error"]["message"]
+        status, _ = raw(endpoint, "GET", f"/compute/v1/projects/{PROJECT}/zones/{ZONE}/instances/vm/serialPort?lines=9")
+        assert status == 400
+
+
 # Refusing what the discovery document does not allow ------------------------------------------
 
 

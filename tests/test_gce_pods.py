@@ -55,7 +55,8 @@ def test_start_to_nodes_ready_and_stop_leaves_nothing(root_cluster, hollow_image
         "pods": {"kubeconfig": str(root_cluster.kubeconfig), "image": hollow_image.split("@")[0] + ":test",
                  "namespace": "kubemark-gce"},
     }))
-    with ComputeEndpoint(op_seconds=0.05, external_ip=GATEWAY, authorized_keys=keys) as endpoint:
+    host_key = " ".join(vm_sshd.host_key.with_suffix(".pub").read_text().split()[:2])
+    with ComputeEndpoint(op_seconds=0.05, external_ip=GATEWAY, authorized_keys=keys, host_keys=[host_key]) as endpoint:
         env = {"KUBEMARK_UP_GCE_ENDPOINT": endpoint.url}
         try:
             began = time.time()

@@ -31,7 +31,7 @@ def test_static_pods():
         mounted = {m["mountPath"] for m in container.get("volumeMounts", [])}
         for arg in component.command[1:]:
             value = arg.split("=", 1)[-1]
-            if value.startswith("/"):
+            if value.startswith("/") and not arg.startswith("--authorization-always-allow-paths="):  # URL paths
                 assert any(value.startswith(m) for m in mounted), f"{name}: {value} is not mounted"
 
 
@@ -74,3 +74,39 @@ def test_the_watch_cache_can_be_turned_off_or_sized():
     command = render(watch_cache=False, watch_cache_sizes="pods#1000,deployments.apps#50")["kube-apiserver"].command
     assert "--watch-cache=false" in command
     assert "--watch-cache-sizes=pods#1000,deployments.apps#50" in command
+
+
+def test_the_controllers_serve_metrics_without_credentials_on_loopback_only():
+    components = render()
+    for name in ("kube-controller-manager", "kube-scheduler"):
+        command = components[name].command
+        assert "--authorization-always-allow-paths=/healthz,/readyz,/livez,/metrics" in command
+        assert "--bind-address=127.0.0.1" in command
+    assert f"--listen-metrics-urls=http://127.0.0.1:{PORTS['etcd_metrics']}" in components["etcd"].command
+    assert master.metrics_url("kube-scheduler", PORTS) == f"https://127.0.0.1:{PORTS['scheduler']}/metrics"
+    assert master.metrics_url("etcd", PORTS) == f"http://127.0.0.1:{PORTS['etcd_metrics']}/metrics"
+
+
+
+def test_events_get_an_etcd_of_their_own_where_there_is_an_events_disk():
+    import dataclasses
+
+    assert "etcd-events" not in render() and not any(
+        a.startswith("--etcd-servers-overrides") for a in render()["kube-apiserver"].command)
+    paths = dataclasses.replace(PATHS, events_data_dir="/mnt/events/km/etcd-events")
+    ports = {**PORTS, **dict(zip(master.EVENTS_PORT_NAMES, range(21010, 21013), strict=True))}
+    assert master.port_names(paths) == master.PORT_NAMES + master.EVENTS_PORT_NAMES
+    components = {c.name: c for c in master.render(config.Settings(), paths=paths, ports=ports,
+                                                   advertise_address="192.0.2.10")}
+    assert list(components) == ["etcd", "etcd-events", "kube-apiserver", "kube-controller-manager", "kube-scheduler"]
+    events = components["etcd-events"]
+    assert events.manifest["metadata"]["name"] == "etcd-events" and events.command[0] == "etcd"
+    assert "--data-dir=/mnt/events/km/etcd-events" in events.command
+    assert "--listen-client-urls=https://127.0.0.1:21010" in events.command
+    assert "--initial-cluster=etcd-events0=https://127.0.0.1:21011" in events.command
+    assert events.startup_probe.url == "http://127.0.0.1:21012/readyz"
+    assert "--data-dir=/var/lib/km/etcd" in components["etcd"].command
+    assert "--etcd-servers-overrides=/events#https://127.0.0.1:21010" in components["kube-apiserver"].command
+    assert master.stop_wave(["/bin/sh", "start-master.sh", "etcd-events"]) == master.stop_wave(["etcd"]) == 2
+    script = master.start_script(list(components.values()), paths, cluster="c")
+    assert "  etcd-events)\n    exec /opt/km/bin/etcd" in script

@@ -135,3 +135,113 @@ def test_the_proc_sampler_agrees_with_psutil():
     cpu, rss = by_proc[os.getpid()]
     assert cpu == pytest.approx(by_psutil[os.getpid()][0], abs=0.2)
     assert rss == pytest.approx(psutil.Process().memory_info().rss, rel=0.2)
+
+
+def _scheduler_metrics(scheduled: int, unschedulable: int, slow_filters: int) -> str:
+    """A kube-scheduler /metrics text: `scheduled` pods bound (e2e and attempts under
+    10 ms, two profiles), `unschedulable` failed attempts, Filter taking 1 ms, slow ones 0.1 s."""
+    def histogram(name: str, labels: str, buckets: dict[str, int], total: float) -> list[str]:
+        sep = "," if labels else ""
+        return ([f'{name}_bucket{{{labels}{sep}le="{le}"}} {count}' for le, count in buckets.items()]
+                + [f"{name}_sum{{{labels}}} {total}", f"{name}_count{{{labels}}} {buckets['+Inf']}"])
+
+    half = scheduled // 2
+    lines = ["# HELP scheduler_pod_scheduling_sli_duration_seconds E2e latency.",
+             "# TYPE scheduler_pod_scheduling_sli_duration_seconds histogram"]
+    lines += histogram("scheduler_pod_scheduling_sli_duration_seconds", 'attempts="1"',
+                       {"0.01": scheduled, "+Inf": scheduled}, 0.005 * scheduled)
+    lines += ["# HELP scheduler_scheduling_attempt_duration_seconds Attempt latency.",
+              "# TYPE scheduler_scheduling_attempt_duration_seconds histogram"]
+    for profile, count in (("default-scheduler", half), ("other", scheduled - half)):
+        lines += histogram("scheduler_scheduling_attempt_duration_seconds", f'profile="{profile}",result="scheduled"',
+                           {"0.001": 0, "0.01": count, "+Inf": count}, 0.005 * count)
+    lines += histogram("scheduler_scheduling_attempt_duration_seconds", 'profile="default-scheduler",result="unschedulable"',
+                       {"0.001": unschedulable, "0.01": unschedulable, "+Inf": unschedulable}, 0.0005 * unschedulable)
+    lines += ["# HELP scheduler_framework_extension_point_duration_seconds Extension point latency.",
+              "# TYPE scheduler_framework_extension_point_duration_seconds histogram"]
+    filters = scheduled + unschedulable
+    lines += histogram("scheduler_framework_extension_point_duration_seconds",
+                       'extension_point="Filter",profile="default-scheduler",status="Success"',
+                       {"0.001": filters, "0.1": filters + slow_filters, "+Inf": filters + slow_filters}, 0.01)
+    return "\n".join(lines) + "\n"
+
+
+def test_scheduler_latency_is_what_happened_between_two_reads():
+    from kubemark_up.errors import RunError
+    from kubemark_up.measurements.base import MeasureContext
+    from kubemark_up.measurements.scheduler import SchedulerLatency, parse
+
+    snapshot = parse(_scheduler_metrics(10, 1, 0))
+    # Summed over profiles, kept per result and per extension point.
+    assert snapshot[("attempt", "scheduled")].count == 10 and snapshot[("attempt", "unschedulable")].count == 1
+    assert snapshot[("e2e", "")].count == 10 and snapshot[("extension_point", "Filter")].count == 11
+
+    texts = iter([_scheduler_metrics(10, 1, 0), _scheduler_metrics(30, 3, 2)])
+    asked = []
+
+    def read(component: str) -> str:
+        asked.append(component)
+        return next(texts)
+
+    ctx = MeasureContext(kube=None, run_id="r", slo_overrides={}, sampler=None, interval=1,  # type: ignore[arg-type]
+                         component_metrics=read)
+    measurement = SchedulerLatency(ctx)
+    measurement.start()
+    measurement.stop()
+    result = measurement.result()
+    assert asked == ["kube-scheduler", "kube-scheduler"]
+    metrics = {k: m.value for k, m in result.metrics.items()}
+    # 20 pods bound between the reads, 2 attempts found no node.
+    assert metrics["pods_scheduled"] == 20 and metrics["attempts_scheduled"] == 20
+    assert metrics["attempts_unschedulable"] == 2
+    # All 20 in (0.001, 0.01]: rank 10 of 20 is half-way through that bucket.
+    assert metrics["attempt_p50"] == pytest.approx(0.001 + 0.009 * 10 / 20)
+    assert metrics["e2e_p99"] == pytest.approx(0.01 * 19.8 / 20)
+    # 24 Filter calls, the 2 slowest in (0.001, 0.1]: p99 lands there.
+    assert 0.001 < metrics["Filter_p99"] <= 0.1
+    assert result.slos == [] and not result.notes
+    assert {row["series"] for row in result.data["histograms"]} == {"e2e", "attempt", "extension_point"}
+
+    def refused(component: str) -> str:
+        raise RunError("kube-scheduler's /metrics on localhost answered HTTP 403")
+
+    ctx.component_metrics = refused
+    failed = SchedulerLatency(ctx)
+    failed.start()
+    failed.stop()
+    notes = failed.result().notes
+    assert notes[0] == "kube-scheduler's /metrics on localhost answered HTTP 403" and "fewer than two" in notes[1]
+
+
+def test_a_host_reads_an_url_without_credentials(tmp_path):
+    """Host.fetch, as the measurements read the components' /metrics: status and body,
+    also of a refusal."""
+    import http.server
+    import threading
+
+    from kubemark_up.errors import HostError
+    from kubemark_up.hosts import LocalHost
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            code, body = (200, b"up 1\n") if self.path == "/metrics" else (403, b"forbidden")
+            self.send_response(code)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        base = f"http://127.0.0.1:{server.server_address[1]}"
+        host = LocalHost()
+        assert host.fetch(f"{base}/metrics") == (200, "up 1\n")
+        assert host.fetch(f"{base}/other") == (403, "forbidden")
+    finally:
+        server.shutdown()
+        server.server_close()
+    with pytest.raises(HostError, match=r"GET http://127\.0\.0\.1:1/metrics failed"):
+        LocalHost().fetch("http://127.0.0.1:1/metrics", timeout=2)

@@ -418,9 +418,50 @@ def test_a_run_samples_the_master_over_ssh(remote, tmp_path):
     assert 0.5 * rss < resources["metrics"]["kube-apiserver_rss_max"]["value"] < 2 * rss
     startup = json.loads((out / "pod_startup.json").read_text())
     assert startup["cluster"]["provider"] == "preexisting" and startup["result"]["metrics"]["pods_running"]["value"] == 2
+    # The scheduler's metrics, read on the host over SSH.
+    scheduler = json.loads((out / "scheduler_latency.json").read_text())["result"]
+    assert not scheduler["notes"] and scheduler["metrics"]["pods_scheduled"]["value"] >= 2
+    assert scheduler["metrics"]["e2e_p99"]["value"] > 0
+
+    # What clusterloader2's SchedulingMetrics and EtcdMetrics do, with what `env` exports:
+    # SSH to MASTER_IP as KUBE_SSH_USER with KUBE_SSH_KEY_PATH, then curl the fixed ports.
+    state = remote.state("measured")
+    assert {k: state["ports"][k] for k in ("controller_manager", "scheduler", "etcd_metrics")} == {
+        "controller_manager": 10257, "scheduler": 10259, "etcd_metrics": 2382}
+    env = remote.cli.run("env", "--name", "measured", "-o", "json")
+    assert env.returncode == 0, env.stderr
+    values = json.loads(env.stdout)
+    assert values["KUBE_SSH_USER"] == remote.sshd.user and values["KUBE_SSH_PORT"] == str(remote.sshd.port)
+    assert values["KUBE_SSH_KEY_PATH"] == str(remote.sshd.client_key) and values["ETCD_INSECURE_PORT"] == "2382"
+    # The tests' sshd cannot have port 22, and env says what that costs clusterloader2.
+    assert "port 22 only" in env.stderr
+    for command, needle in (
+        ("curl -sf -X GET -k https://localhost:10259/metrics", "scheduler_pod_scheduling_sli_duration_seconds_bucket"),
+        ("curl -sf -k https://localhost:10257/metrics", "workqueue_adds_total"),
+        ("curl -sf http://localhost:2382/metrics", "etcd_mvcc_db_total_size_in_bytes"),
+    ):
+        ssh = subprocess.run(
+            ["ssh", "-p", values["KUBE_SSH_PORT"], "-i", values["KUBE_SSH_KEY_PATH"], "-o", "BatchMode=yes",
+             "-o", f"UserKnownHostsFile={remote.sshd.known_hosts}", f"{values['KUBE_SSH_USER']}@{values['MASTER_IP']}",
+             command], capture_output=True, text=True, timeout=60)
+        assert ssh.returncode == 0 and needle in ssh.stdout, (command, ssh.returncode, ssh.stderr[-500:])
     stop = remote.cli.run("stop", "--name", "measured")
     assert stop.returncode == 0, stop.stderr
     assert_nothing_left(remote, "measured")
+
+
+def test_a_standard_metrics_port_in_use_on_the_host_is_one_line(remote):
+    import socket
+
+    with socket.socket() as taken:
+        taken.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        taken.bind(("127.0.0.1", 10259))
+        taken.listen()
+        result = remote.start("busy", 0)
+    assert_one_line_error(result, 2, "10259 (scheduler) already in use", "standard_metrics_ports: false")
+    stop = remote.cli.run("stop", "--name", "busy")
+    assert stop.returncode == 0, stop.stderr
+    assert_nothing_left(remote, "busy")
 
 
 def test_a_fleet_on_the_host(remote):

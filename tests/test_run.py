@@ -78,6 +78,14 @@ def test_density_run_measures_what_it_made_and_removes_it(local_cluster, density
     assert all(k["p99"] is None or k["p99"] > 0 for k in keys)
     scheduling = _doc(out, "scheduling_throughput")["result"]
     assert scheduling["metrics"]["pods_scheduled"]["value"] == pods_made
+    # The scheduler's own histograms, read on the master's host: every pod of the run bound.
+    scheduler = _doc(out, "scheduler_latency")["result"]
+    assert not scheduler["notes"], scheduler["notes"]
+    assert scheduler["metrics"]["pods_scheduled"]["value"] >= pods_made
+    assert scheduler["metrics"]["attempts_scheduled"]["value"] >= pods_made
+    assert 0 < scheduler["metrics"]["e2e_p50"]["value"] <= scheduler["metrics"]["e2e_p99"]["value"]
+    assert scheduler["metrics"]["attempt_p99"]["value"] > 0 and scheduler["metrics"]["Bind_p99"]["value"] > 0
+    assert startup["partial"] is False and startup["run"]["ended"] == "completed"
     resources = _doc(out, "resources")["result"]
     assert {"etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler"} <= set(resources["data"]["cpu_seconds"])
     assert resources["metrics"]["kube-apiserver_rss_max"]["value"] > 10
@@ -97,10 +105,12 @@ def test_an_impossible_slo_exits_3(local_cluster):
     assert _run_namespaces(local_cluster) == []
 
 
-def test_ctrl_c_in_the_middle_deletes_what_the_run_made(local_cluster):
+def test_ctrl_c_in_the_middle_deletes_what_the_run_made(local_cluster, tmp_path):
     # 30 pods at 2 pods/s: about 15 s of creating, interrupted after the first few.
+    out = tmp_path / "partial"
     process = local_cluster.cli.popen("run", "density", "--name", local_cluster.name, "--pods-per-node", "10",
-                                      "--rate", "2", "--measure", "pod_startup")
+                                      "--rate", "2", "--measure", "pod_startup", "--measure", "scheduler_latency",
+                                      "--out", str(out))
     try:
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline and len(_run_pods(local_cluster)) < 5:
@@ -118,6 +128,27 @@ def test_ctrl_c_in_the_middle_deletes_what_the_run_made(local_cluster):
     assert _run_namespaces(local_cluster) == [] and _run_pods(local_cluster) == []
     records = [json.loads(p.read_text()) for p in (local_cluster.dir / "runs").glob("*.json")]
     assert records and all(r["status"] == "cleaned" for r in records)
+    # What was measured until the interruption is in --out, marked partial.
+    assert "partial results" in stderr
+    startup = _doc(out, "pod_startup")
+    assert startup["partial"] is True and startup["run"]["ended"] == "interrupted"
+    pods = startup["result"]["data"]["pods"]
+    assert 5 <= len(pods) < 30 and startup["run"]["objects_created"] >= 1
+    assert _doc(out, "scheduler_latency")["partial"] is True
+    assert 'id="partial"' in (out / "report.html").read_text()
+
+
+def test_a_run_that_fails_writes_what_it_measured_and_cleans_up(local_cluster, tmp_path):
+    out = tmp_path / "failed"
+    result = local_cluster.cli.run("run", "density", "--name", local_cluster.name, "--pods-per-node", "10",
+                                   "--rate", "2", "--timeout", "6", "--measure", "pod_startup", "--out", str(out),
+                                   timeout=300)
+    assert_one_line_error(result, 1, "did not finish in its time")
+    startup = _doc(out, "pod_startup")
+    assert startup["partial"] is True and startup["run"]["ended"].startswith("failed: the run did not finish")
+    assert 0 < len(startup["result"]["data"]["pods"]) < 30
+    assert "Partial results: the run failed" in (out / "report.html").read_text()
+    assert _run_namespaces(local_cluster) == [] and _run_pods(local_cluster) == []
 
 
 def test_compare_passes_a_copy_and_flags_an_injected_regression(local_cluster, density_run, tmp_path):

@@ -321,6 +321,22 @@ def probe(urls: list[str], timeout: float) -> list[bool]:
     return results
 
 
+def fetch(url: str, timeout: float, limit: int) -> dict:
+    """A GET of url from this host without credentials (certificates not checked, as
+    probe): its status and up to limit bytes of its body. For the master's /metrics
+    endpoints, which listen on the host's loopback only."""
+    context = ssl.create_default_context()
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    try:
+        with urllib.request.urlopen(url, timeout=timeout, context=context) as response:
+            return {"status": response.status, "body": response.read(limit).decode(errors="replace")}
+    except urllib.error.HTTPError as exc:
+        return {"status": exc.code, "body": exc.read(4096).decode(errors="replace")}
+    except (urllib.error.URLError, OSError, ValueError) as exc:
+        raise AgentError(f"GET {url} failed: {getattr(exc, 'reason', exc)}") from None
+
+
 # Files ---------------------------------------------------------------------------
 
 
@@ -437,7 +453,7 @@ class AgentError(Exception):
 VERBS: dict[str, Callable[..., Any]] = {
     "alive": alive, "spawn": spawn, "send": send, "stop": stop, "find_marked": find_marked, "cmdlines": cmdlines,
     "supervision": supervision, "unix_listeners": unix_listeners,
-    "ports_in_use": ports_in_use, "free_ports": free_ports, "probe": probe,
+    "ports_in_use": ports_in_use, "free_ports": free_ports, "probe": probe, "fetch": fetch,
     "read": read, "mkdirs": mkdirs, "remove": remove, "rmdir_if_empty": rmdir_if_empty,
     "sha256": sha256, "symlink": symlink, "listdir": listdir, "facts": facts,
 }

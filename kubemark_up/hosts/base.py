@@ -194,6 +194,11 @@ class Host(ABC):
         """Whether a GET of url from this host answers 2xx (certificates not checked)."""
         return bool(self.call("probe", urls=[url], timeout=timeout)[0])
 
+    def fetch(self, url: str, *, timeout: float = 30.0, limit: int = 64 * 1024 * 1024) -> tuple[int, str]:
+        """A GET of url from this host, without credentials: (HTTP status, body)."""
+        answer = self.call("fetch", url=url, timeout=timeout, limit=limit)
+        return int(answer["status"]), str(answer["body"])
+
     # Files ------------------------------------------------------------------------
 
     def read_text(self, path: str, *, limit: int = 64 * 1024, from_end: bool = False) -> str:

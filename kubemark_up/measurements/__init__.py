@@ -15,6 +15,7 @@ _REGISTRY = {
     "pod_startup": "kubemark_up.measurements.pod_startup:PodStartup",
     "scheduling_throughput": "kubemark_up.measurements.scheduling:SchedulingThroughput",
     "resources": "kubemark_up.measurements.resources:Resources",
+    "scheduler_latency": "kubemark_up.measurements.scheduler:SchedulerLatency",
 }
 
 

@@ -76,8 +76,11 @@ class MeasureContext:
     """What measurements share during one run."""
 
     def __init__(self, *, kube: Kube, run_id: str, slo_overrides: dict[str, float], sampler: Sampler | None,
-                 interval: float) -> None:
+                 interval: float, component_metrics: Callable[[str], str] | None = None) -> None:
         self.kube = kube
+        # A master component's /metrics text (etcd, kube-controller-manager,
+        # kube-scheduler), read on the host that runs it; raises KubemarkUpError.
+        self.component_metrics = component_metrics
         self.run_id = run_id
         self.slo_overrides = slo_overrides
         self.sampler = sampler

@@ -71,6 +71,12 @@ class Provider(ABC):
         one port fixes it."""
         return ctx.settings.apiserver_port
 
+    def fixed_ports(self, ctx: Context) -> dict[str, int]:
+        """Ports of the master (by their names in master.PORT_NAMES) that this provider
+        fixes; the others are picked free. By default the apiserver's, if it is set."""
+        port = self.apiserver_port(ctx)
+        return {"apiserver": port} if port else {}
+
     def plan(self, ctx: Context, steps: list[Step]) -> list[str]:
         """What start would do, for --dry-run, creating nothing: by default the titles of
         its steps; a provider that makes cloud resources lists each of them."""

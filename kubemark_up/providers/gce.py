@@ -32,6 +32,7 @@ from kubemark_up import pki
 from kubemark_up.config import ProviderSettings
 from kubemark_up.context import Context
 from kubemark_up.errors import ConfigError, HostError, KubemarkUpError
+from kubemark_up.hosts.ssh import fingerprint
 from kubemark_up.nodes import NodeEngine
 from kubemark_up.providers.base import MasterSite, Provider, node_engine_for
 from kubemark_up.providers.gce_api import AlreadyExists, Compute, GCEError, NotFound, Scope, new_request_id, retrying
@@ -97,8 +98,10 @@ class GCESettings(ProviderSettings):
     ssh_wait_timeout: float = Field(300, gt=0)
     python: str = "python3"
     remote_root: str = "/mnt/disks/master-pd/kubemark-up"
+    events_root: str = "/mnt/disks/master-event-pd/kubemark-up"
     bind_address: str = "0.0.0.0"
     operation_timeout: float = Field(600, gt=0)
+    host_key_wait_timeout: float = Field(60, ge=0)
 
     @field_validator("project")
     @classmethod
@@ -148,7 +151,7 @@ class GCESettings(ProviderSettings):
                 raise ValueError(f"{item!r} is not a network in CIDR form") from None
         return value
 
-    @field_validator("remote_root")
+    @field_validator("remote_root", "events_root")
     @classmethod
     def _absolute(cls, value: str) -> str:
         if not posixpath.isabs(value):
@@ -193,6 +196,8 @@ def _startup_script(settings: GCESettings) -> str:
     if settings.events_disk:
         lines.append(f"mount_pd {EVENTS_PD_DEVICE} /mnt/disks/master-event-pd")
     lines.append(f"mkdir -p -m 1777 {settings.remote_root}")
+    if settings.events_disk:  # etcd-events' data, on the events disk
+        lines.append(f"mkdir -p -m 1777 {settings.events_root}")
     return "\n".join(lines) + "\n"
 
 
@@ -254,7 +259,7 @@ class GCEProvider(Provider):
                 host=ip, port=s.ssh_port, user=s.ssh_user, identity_file=self._key_path(ctx),
                 known_hosts=ctx.dir.root / "known_hosts.none", trust_unknown_host=True,
                 connect_timeout=s.connect_timeout, python=s.python, address=ip, bind_address=s.bind_address,
-                remote_root=s.remote_root,
+                remote_root=s.remote_root, events_root=s.events_root if s.events_disk else None,
             ))
         return self._remote
 
@@ -268,6 +273,9 @@ class GCEProvider(Provider):
 
     def apiserver_port(self, ctx: Context) -> int:
         return ctx.settings.apiserver_port or HTTPS_PORT
+
+    def fixed_ports(self, ctx: Context) -> dict[str, int]:
+        return self.remote(ctx).fixed_ports(ctx) | super().fixed_ports(ctx)
 
     def preflight(self, ctx: Context) -> None:
         self._check_settings()
@@ -366,6 +374,9 @@ class GCEProvider(Provider):
             disks=attached, network_interfaces=[nic],
             metadata=compute_v1.Metadata(items=[
                 compute_v1.Items(key="ssh-keys", value=f"{s.ssh_user}:{public_key}"),
+                # The guest environment publishes the VM's SSH host keys there (hostkeys/),
+                # to be checked against the key SSH met on first contact.
+                compute_v1.Items(key="enable-guest-attributes", value="TRUE"),
                 compute_v1.Items(key="startup-script", value=_startup_script(s)),
             ])))
         return made
@@ -473,7 +484,91 @@ class GCEProvider(Provider):
     def _step_instance(self, ctx: Context) -> None:
         public = _ensure_key(self._key_path(ctx), comment=f"{PREFIX}{ctx.info.name}")
         body = self.bodies(ctx, ip=self._ip(ctx), public_key=public)["instance"][2]
-        self._make(ctx, "gce-instance", "instance", body)
+        resource = self._make(ctx, "gce-instance", "instance", body)
+        if resource.details.get("adopted"):
+            self._ensure_ssh_key(ctx, body.name, public)
+
+    def _ensure_ssh_key(self, ctx: Context, name: str, public: str) -> None:
+        """An adopted VM (ours by its label: made by an earlier start of this name) must
+        let this cluster's key in. Its metadata's ssh-keys are checked; when our key is
+        not there (an earlier key of this cluster, say, whose private half is gone) it is
+        put there, in place of the earlier keys of this cluster, others' kept, with the
+        metadata's fingerprint, so a change made meanwhile is not overwritten."""
+        zone, user, mark = self._zone(), self.settings.ssh_user, f"{PREFIX}{ctx.info.name}"
+        found = self.compute.get("Instances", zone, f"read VM {name}", instance=name)
+        items = {item.key: item.value for item in found.metadata.items}
+        lines = [line for line in (items.get("ssh-keys") or "").splitlines() if line.strip()]
+        ours = f"{user}:{public}"
+        if any(_key_of(line) == _key_of(ours) for line in lines):
+            return
+        ctx.ui.warn(f"VM {name} does not carry this cluster's SSH key in its metadata (ssh-keys): adding it")
+        kept = [line for line in lines if not (line.startswith(f"{user}:") and line.rstrip().endswith(f" {mark}"))]
+        items["ssh-keys"] = "\n".join([*kept, ours])
+        metadata = compute_v1.Metadata(fingerprint=found.metadata.fingerprint,
+                                       items=[compute_v1.Items(key=k, value=v) for k, v in items.items()])
+        what = f"put this cluster's SSH key in the metadata of VM {name}"
+        operation = self.compute.call("Instances", "set_metadata", what, project=self.settings.project,
+                                      zone=zone.name, instance=name, metadata_resource=metadata)
+        self.compute.wait(operation, zone, what)
+
+    def published_host_keys(self, ctx: Context) -> tuple[str, list[str]]:
+        """The SSH host keys the VM published itself ("type base64" each), and where:
+        its guest attributes (hostkeys/, as `gcloud compute ssh` reads them), else what
+        it printed on its serial console at boot (the BEGIN/END SSH HOST KEY KEYS
+        block). ("", []) when it published none."""
+        name, zone, project = names(ctx.info.name)["instance"], self._zone(), self.settings.project
+        try:
+            found = self.compute.call("Instances", "get_guest_attributes", f"read the guest attributes of VM {name}",
+                                      request=compute_v1.GetGuestAttributesInstanceRequest(
+                                          project=project, zone=zone.name, instance=name, query_path="hostkeys/"))
+            keys = []
+            for entry in found.query_value.items:
+                value = entry.value.split()
+                if entry.namespace == "hostkeys" and value:
+                    # The key's type is the entry's key; its value the key (with the type before it, or not).
+                    keys.append(" ".join(value[:2]) if value[0] == entry.key and len(value) > 1 else f"{entry.key} {value[0]}")
+            if keys:
+                return "guest attributes", keys
+        except NotFound:
+            pass
+        output = self.compute.call("Instances", "get_serial_port_output", f"read the serial port of VM {name}",
+                                   project=project, zone=zone.name, instance=name)
+        keys = _serial_host_keys(output.contents)
+        return ("serial port", keys) if keys else ("", [])
+
+    def _check_host_key(self, ctx: Context) -> None:
+        """The host key SSH met on first contact must be one the VM published through the
+        Compute API: else another host answered at its address (and is refused before
+        any certificate or key goes to it)."""
+        target = self.remote(ctx).master(ctx).host
+        pinned = ctx.state.host_keys.get(target.name)
+        if not pinned:
+            return
+        try:
+            where, published = retrying(lambda: self._published_or_fail(ctx), on=_NoneYet,
+                                        timeout=self.settings.host_key_wait_timeout)
+        except _NoneYet:
+            ctx.ui.warn(f"VM {names(ctx.info.name)['instance']} published no SSH host key (guest attributes, serial "
+                        f"port): the key met on first contact ({fingerprint(pinned)}) is trusted as it is")
+            return
+        if _key_of(pinned) not in {_key_of(k) for k in published}:
+            # Not pinned, and not spoken to again: undoing start goes nowhere near it.
+            del ctx.state.host_keys[target.name]
+            instance = ctx.state.resource("gce-instance", names(ctx.info.name)["instance"])
+            if instance is not None:
+                instance.details["host_key_refused"] = True
+            ctx.save()
+            raise KubemarkUpError(
+                f"the SSH host key of {target.name} ({fingerprint(pinned)}) is not one that VM "
+                f"{names(ctx.info.name)['instance']} published in its {where} "
+                f"({', '.join(fingerprint(k) for k in published)}): another host answered at its address; refused")
+        ctx.ui.info(f"the SSH host key of {target.name} matches the one the VM published in its {where}")
+
+    def _published_or_fail(self, ctx: Context) -> tuple[str, list[str]]:
+        where, keys = self.published_host_keys(ctx)
+        if not keys:
+            raise _NoneYet(f"VM {names(ctx.info.name)['instance']} has published no SSH host key yet")
+        return where, keys
 
     def _step_host(self, ctx: Context) -> None:
         remote = self.remote(ctx)
@@ -494,13 +589,16 @@ class GCEProvider(Provider):
                 raise HostError(f"{s.remote_root} is not yet writable on {host.name} (the VM's start-up script makes it)")
 
         retrying(reachable, on=HostError, timeout=s.ssh_wait_timeout)
+        self._check_host_key(ctx)
         remote.preflight(ctx)
         remote._prepare(ctx)
 
     # Stop -----------------------------------------------------------------------------
 
     def _undo_host(self, ctx: Context) -> list[str]:
-        if self._instance_gone(ctx):
+        instance = ctx.state.resource("gce-instance", names(ctx.info.name)["instance"])
+        refused = instance is not None and instance.details.get("host_key_refused")
+        if refused or self._instance_gone(ctx):  # refused: nothing went there
             for resource in ctx.resources("host"):
                 ctx.forget(resource)
             return []
@@ -632,6 +730,33 @@ _PARAM = {"Firewalls": "firewall", "Addresses": "address", "Disks": "disk", "Ins
 
 def _network(settings: GCESettings) -> str:
     return f"projects/{settings.project}/global/networks/{settings.network}"
+
+
+class _NoneYet(KubemarkUpError):
+    """The VM has published no host key (yet)."""
+
+
+def _key_of(line: str) -> tuple[str, str]:
+    """(type, base64) of an OpenSSH public key line, with or without "user:" before it
+    and a comment after it."""
+    parts = line.split(":", 1)[1].split() if ":" in line.split()[0] else line.split()
+    return parts[0], parts[1]
+
+
+def _serial_host_keys(contents: str) -> list[str]:
+    """The host keys a VM printed on its console at boot, between the BEGIN and END
+    SSH HOST KEY KEYS lines (cloud-init's and the guest environment's format)."""
+    found: list[str] = []
+    inside = False
+    for line in contents.splitlines():
+        text = line.strip()
+        if text.endswith("-----BEGIN SSH HOST KEY KEYS-----"):
+            inside, found = True, []
+        elif text.endswith("-----END SSH HOST KEY KEYS-----"):
+            inside = False
+        elif inside and len(text.split()) >= 2:
+            found.append(" ".join(text.split()[:2]))
+    return found
 
 
 def _ensure_key(path: Path, *, comment: str) -> str:

@@ -25,7 +25,7 @@ from kubemark_up.config import ProviderSettings
 from kubemark_up.context import Context
 from kubemark_up.errors import ConfigError, HostError
 from kubemark_up.hosts.ssh import SSHHost, SSHTarget, fingerprint
-from kubemark_up.master import MasterPaths
+from kubemark_up.master import STANDARD_METRICS_PORTS, MasterPaths
 from kubemark_up.nodes import NodeEngine
 from kubemark_up.providers.base import MasterSite, Provider, node_engine_for
 from kubemark_up.steps import Step, insert
@@ -49,6 +49,7 @@ class PreexistingSettings(ProviderSettings):
     bind_address: str | None = None
     remote_root: str = "/etc/srv/kubernetes"
     remote_bin_dir: str | None = None
+    events_root: str | None = None
 
     @field_validator("host")
     @classmethod
@@ -60,7 +61,7 @@ class PreexistingSettings(ProviderSettings):
                 raise ValueError("a host name or IP address, without a port (the SSH port is preexisting.port)") from None
         return value
 
-    @field_validator("remote_root", "remote_bin_dir")
+    @field_validator("remote_root", "remote_bin_dir", "events_root")
     @classmethod
     def _absolute(cls, value: str | None) -> str | None:
         if value is not None and not posixpath.isabs(value):
@@ -116,6 +117,11 @@ class PreexistingProvider(Provider):
             self._host = SSHHost(target, supervisor=posixpath.join(self._bin_dir(ctx), "supervise.py"), on_host_key=pin)
         return self._host
 
+    def _events_dir(self, ctx: Context) -> str | None:
+        """The cluster's folder under events_root (etcd-events' data), if there is one."""
+        root = self.settings.events_root
+        return posixpath.join(root, ctx.info.name) if root else None
+
     def _bin_dir(self, ctx: Context) -> str:
         return posixpath.join(self._root(ctx), "bin")
 
@@ -128,12 +134,20 @@ class PreexistingProvider(Provider):
             pki_dir=posixpath.join(root, "pki"), kubeconfig_dir=posixpath.join(root, "pki", "kubeconfigs"),
             data_dir=posixpath.join(root, "run"), bin_dir=s.remote_bin_dir or self._bin_dir(ctx),
             log_dir=posixpath.join(root, "logs"),
+            events_data_dir=posixpath.join(events, "etcd-events") if (events := self._events_dir(ctx)) else None,
         )
         return MasterSite(host=self._ssh(ctx), addresses=addresses, bind_address=bind, paths=paths,
                           upload_binaries=s.remote_bin_dir is None)
 
     def node_engine(self, ctx: Context) -> NodeEngine:
         return node_engine_for(ctx, self.master(ctx))
+
+    def fixed_ports(self, ctx: Context) -> dict[str, int]:
+        """clusterloader2 reads the scheduler's and etcd's metrics over SSH at fixed ports."""
+        fixed = super().fixed_ports(ctx)
+        if ctx.settings.standard_metrics_ports:
+            fixed.update(STANDARD_METRICS_PORTS)
+        return fixed
 
     # Start ------------------------------------------------------------------------
 
@@ -167,25 +181,33 @@ class PreexistingProvider(Provider):
         )
         return insert(shared, before="ports", new=[host_step])
 
+    def _folders(self, ctx: Context) -> list[tuple[str, str]]:
+        """(a root, the cluster's folder in it): remote_root's, and events_root's if set."""
+        found = [(self.settings.remote_root, self._root(ctx))]
+        events = self._events_dir(ctx)
+        if events and self.settings.events_root:
+            found.append((self.settings.events_root, events))
+        return found
+
     def _prepare(self, ctx: Context) -> None:
-        host, root = self._ssh(ctx), self._root(ctx)
-        remote_root = self.settings.remote_root
-        if not host.call("facts", paths=[remote_root])["exists"][remote_root]:
-            with ctx.creating("folder", remote_root, step="host", host=host.name):
-                host.mkdirs([remote_root], mode=0o755)
-        with ctx.creating("folder", root, step="host", host=host.name, owner=ctx.info.uid):
-            (made,) = host.mkdirs([root], mode=0o700)
-            if not made:
-                raise HostError(f"{root} appeared on {host.name} while start was preparing it; it is not ours")
-            host.put(posixpath.join(root, OWNER_FILE), f"{ctx.info.uid}\n".encode(), mode=0o600)
-            host.mkdirs([posixpath.join(root, "logs"), self._bin_dir(ctx)], mode=0o700)
+        host = self._ssh(ctx)
+        for remote_root, root in self._folders(ctx):
+            if not host.call("facts", paths=[remote_root])["exists"][remote_root]:
+                with ctx.creating("folder", remote_root, step="host", host=host.name):
+                    host.mkdirs([remote_root], mode=0o755)
+            with ctx.creating("folder", root, step="host", host=host.name, owner=ctx.info.uid):
+                (made,) = host.mkdirs([root], mode=0o700)
+                if not made:
+                    raise HostError(f"{root} appeared on {host.name} while start was preparing it; it is not ours")
+                host.put(posixpath.join(root, OWNER_FILE), f"{ctx.info.uid}\n".encode(), mode=0o600)
+        host.mkdirs([posixpath.join(self._root(ctx), "logs"), self._bin_dir(ctx)], mode=0o700)
 
     # Stop -------------------------------------------------------------------------
 
     def _release(self, ctx: Context) -> list[str]:
         """Stop anything of the cluster still running there, fetch the logs (unless told
-        not to), remove the cluster's folder if it carries our uid, then remote_root if
-        we made it and it is empty."""
+        not to), remove the cluster's folder(s) if they carry our uid, then remote_root
+        (and events_root) if we made it and it is empty."""
         host, root = self._ssh(ctx), self._root(ctx)
         left = host.stop(host.find_marked(ctx.marker), timeout=ctx.settings.stop_timeout)
         if left:
@@ -198,19 +220,25 @@ class PreexistingProvider(Provider):
             ctx.dir.logs.mkdir(mode=0o700, parents=True, exist_ok=True)
             for name in host.listdir(logs):
                 host.get(posixpath.join(logs, name), ctx.dir.logs / name)
-        recorded = ctx.state.resource("folder", root)
-        if owner:
-            host.remove([root])
-        elif recorded is not None:
-            # Made, then killed before it was marked: ours only while it is still empty.
-            host.call("rmdir_if_empty", path=root)
-        if recorded is not None:
-            ctx.forget(recorded)
-        made_root = ctx.state.resource("folder", self.settings.remote_root)
-        if made_root is not None:
-            host.call("rmdir_if_empty", path=self.settings.remote_root)
-            ctx.forget(made_root)
-        return []
+        problems = []
+        for remote_root, folder in reversed(self._folders(ctx)):
+            mark = host.read_text(posixpath.join(folder, OWNER_FILE)).strip()
+            if mark and mark != ctx.info.uid:
+                problems.append(f"{folder} on {host.name} belongs to another cluster (uid {mark}); left as it is")
+                continue
+            recorded = ctx.state.resource("folder", folder)
+            if mark:
+                host.remove([folder])
+            elif recorded is not None:
+                # Made, then killed before it was marked: ours only while it is still empty.
+                host.call("rmdir_if_empty", path=folder)
+            if recorded is not None:
+                ctx.forget(recorded)
+            made_root = ctx.state.resource("folder", remote_root)
+            if made_root is not None:
+                host.call("rmdir_if_empty", path=remote_root)
+                ctx.forget(made_root)
+        return problems
 
     def sweep(self, ctx: Context) -> list[str]:
         errors = super().sweep(ctx)

@@ -67,6 +67,9 @@ def differences(old_dir: Path, new_dir: Path) -> list[str]:
     old = next(iter(results_mod.read(old_dir).values()))
     new = next(iter(results_mod.read(new_dir).values()))
     found = []
+    for key in ("partial",):
+        if old.get(key, False) != new.get(key, False):
+            found.append(f"{key}: {old.get(key, False)} -> {new.get(key, False)}")
     for section, key in (("run", "workload"), ("run", "options"), ("cluster", "nodes_ready"),
                          ("cluster", "apiserver_version"), ("cluster", "watch_cache")):
         a, b = old.get(section, {}).get(key), new.get(section, {}).get(key)

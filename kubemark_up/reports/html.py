@@ -53,6 +53,9 @@ def render(meta: dict[str, Any], documents: dict[str, dict[str, Any]]) -> str:
     """A run's report from its metadata and its results (measurement name -> result dict)."""
     cluster, run = meta.get("cluster", {}), meta.get("run", {})
     body = [f"<h1>kubemark-up run {escape(str(run.get('id', '')))}: {escape(str(run.get('workload', '')))}</h1>"]
+    if meta.get("partial"):
+        body.append(f'<p class="fail" id="partial">Partial results: the run {escape(str(run.get("ended", "did not end")))}'
+                    "; what follows was measured until then.</p>")
     body.append(_table(["", ""], [
         ["cluster", f"{cluster.get('name')} ({cluster.get('provider')}, {cluster.get('nodes_ready')} Ready of "
                     f"{cluster.get('nodes')} hollow nodes)"],

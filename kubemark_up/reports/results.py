@@ -29,6 +29,15 @@ def write(folder: Path, meta: dict[str, Any], results: list[Result]) -> list[Pat
     return written
 
 
+def write_all(folder: Path, meta: dict[str, Any], results: list[Result]) -> list[Path]:
+    """The result files and the HTML report."""
+    from kubemark_up.reports import html
+
+    written = write(folder, meta, results)
+    written.append(html.write(folder, meta, results))
+    return written
+
+
 def _write(path: Path, text: str) -> Path:
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
     with os.fdopen(fd, "w") as handle:

@@ -48,6 +48,7 @@ HEADLINES = {
                       "update_p99", "deletes", "delete_p99", "errors", "lag_p99"],
     "http2_baseline": ["requested_rate", "send_rate", "receive_rate", "bytes_sent", "bytes_received",
                        "block_delay_p99"],
+    "scheduler_latency": ["e2e_p50", "e2e_p99", "attempt_p99", "algorithm_p99", "pods_scheduled"],
     "resources": ["kube-apiserver_cpu_avg", "kube-apiserver_rss_max", "etcd_cpu_avg", "etcd_rss_max",
                   "overhead_apiserver_cpu_share"],
 }
