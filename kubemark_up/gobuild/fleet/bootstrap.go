@@ -164,6 +164,7 @@ func (b *bootstrapper) identify(ctx context.Context, conf NodeConf) (NodeConf, e
 			b.tls.pairs[key] = pair
 			b.tls.mu.Unlock()
 			conf.Identity = Identity{Cert: key, Key: key}
+			klog.InfoS("node certificate issued", "node", conf.Name, "address", conf.Address)
 			return conf, nil
 		}
 		klog.InfoS("node certificate request failed, retrying", "node", conf.Name, "err", err, "in", delay)
