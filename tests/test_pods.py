@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from kubemark_up.nodes import pods as pods_mod
 from tests.conftest import CLI, assert_one_line_error
 from tests.rootcluster import GATEWAY, NODE, RootCluster
 
@@ -284,6 +285,16 @@ def test_pods_with_the_master_over_ssh(root_cluster, hollow_image, sshd, tmp_pat
     assert stop.returncode == 0, stop.stderr
     assert not remote_root.exists()
     assert root_cluster.kubectl("get", "namespace", "kubemark").returncode != 0
+
+
+def test_fleet_pods_shares_and_requests():
+    """Pod o carries hollow-node-(o*K) .. hollow-node-(o*K+K-1), the last pod fewer;
+    requests from a fleet node's measured cost."""
+    assert pods_mod.fleet_pods(5, 3) == 2 and pods_mod.fleet_pods(6, 3) == 2 and pods_mod.fleet_pods(1, 500) == 1
+    assert pods_mod.fleet_nodes_of("hollow-fleet-0", 3, 5) == ["hollow-node-0", "hollow-node-1", "hollow-node-2"]
+    assert pods_mod.fleet_nodes_of("hollow-fleet-1", 3, 5) == ["hollow-node-3", "hollow-node-4"]
+    assert [pods_mod.fleet_pod_of(i, 3) for i in (0, 2, 3, 4)] == ["hollow-fleet-0"] * 2 + ["hollow-fleet-1"] * 2
+    assert pods_mod.fleet_requests(500) == {"fleet_millicpu": 55, "fleet_mem_ki": 32 * 1024 + 500 * 717}
 
 
 def _subject(pem: bytes, kind: str) -> str:
