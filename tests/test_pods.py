@@ -316,6 +316,7 @@ def test_fleet_pods_carry_many_nodes_each_with_its_own_identity(root_cluster, ho
     try:
         assert start.returncode == 0, start.stderr
         assert f"{nodes} hollow nodes Ready" in start.stdout
+        assert "nodes in fleet pods Running" in start.stderr
         master = cli.home / "fleetpods" / "kubeconfig.kubemark"
         listed = json.loads(_kubectl(master, "get", "nodes", "-o", "json").stdout)["items"]
         assert sorted(n["metadata"]["name"] for n in listed) == sorted(f"hollow-node-{i}" for i in range(nodes))

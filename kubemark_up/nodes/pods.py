@@ -410,10 +410,11 @@ class PodNodes(NodeEngine):
         return [pod]
 
     def progress(self, ctx: Context) -> tuple[str, int] | None:
-        running = sum(1 for pod in self._pods(ctx) if (pod.get("status") or {}).get("phase") == "Running")
-        if is_fleet(ctx.settings):
-            return f"fleet pods Running (of {fleet_pods(ctx.settings.nodes, self.settings.nodes_per_pod)})", running
-        return "hollow-node pods Running", running
+        running = [pod["metadata"]["name"] for pod in self._pods(ctx)
+                   if (pod.get("status") or {}).get("phase") == "Running"]
+        if is_fleet(ctx.settings):  # counted in nodes, as the bar's total is
+            return "nodes in fleet pods Running", sum(len(self._nodes_of(ctx, pod)) for pod in running)
+        return "hollow-node pods Running", len(running)
 
     def failed(self, ctx: Context) -> dict[str, NodeFailure]:
         failed: dict[str, NodeFailure] = {}
@@ -454,7 +455,8 @@ class PodNodes(NodeEngine):
             if problems:
                 lines.append(f"pod {name} ({phase}): " + "; ".join(dict.fromkeys(problems)))
         summary = ", ".join(f"{count} {phase}" for phase, count in counts.items())
-        return "\n".join([f"hollow-node pods: {summary}", *lines[:10], *(["..."] if len(lines) > 10 else [])])
+        kind = "fleet pods" if is_fleet(ctx.settings) else "hollow-node pods"
+        return "\n".join([f"{kind}: {summary}", *lines[:10], *(["..."] if len(lines) > 10 else [])])
 
     def _log_tail(self, pod: str, container: str, *, previous: bool = False, lines: int = 15) -> str:
         try:
