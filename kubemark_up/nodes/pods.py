@@ -70,8 +70,8 @@ FLEET_BASE_MEM_KI = 32 * 1024
 # Fleet nodes in pods get InternalIPs from the benchmarking range, one per node index:
 # unique, and nothing here ever dials them (their connections are not bound to them).
 FLEET_ADDRESSES = ipaddress.IPv4Network("198.18.0.0/15")
-# Where the fleet container finds what the Secret and the ConfigMap hold.
-_IDENTITY, _CONFIG = "/identity", "/config"
+# Where the fleet container finds what the Secret holds (config/hollow-fleet.yaml).
+_IDENTITY = "/identity"
 
 
 def is_fleet(settings: Settings) -> bool:
