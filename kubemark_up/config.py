@@ -96,6 +96,9 @@ class PodsSettings(Section):
     kubelet_mem_ki: int = Field(102400, ge=1)
     proxy_millicpu: int | None = Field(None, ge=1)
     proxy_mem_per_node_ki: int = Field(50, ge=0)
+    # node_engine: fleet: the hollow nodes each fleet pod carries, and its template.
+    nodes_per_pod: int = Field(500, ge=1)
+    fleet_template: Path | None = None
     legacy_env: ClassVar[Mapping[str, tuple[str, ...]]] = {
         "kubeconfig": ("KUBEMARK_ROOT_KUBECONFIG", "KUBECONFIG"),
         "kubelet_millicpu": ("KUBEMARK_HOLLOW_KUBELET_MILLICPU",),

@@ -1,7 +1,7 @@
 """The hollow-node image, without Docker: an OCI image layout (image-spec v1.1) with
-one layer holding the static kubemark and node-problem-detector binaries and the
-/etc/passwd and /etc/group a container runtime expects, and nothing else (no base
-image: the binaries are static). Pushed over the OCI distribution API by crane
+one layer holding the static kubemark, kubemark-fleet and node-problem-detector
+binaries and the /etc/passwd and /etc/group a container runtime expects, and nothing
+else (no base image: the binaries are static). Pushed over the OCI distribution API by crane
 (go-containerregistry), built by the Go recipe.
 
 The layer is written reproducibly (fixed owners, modes and times, sorted entries, no
@@ -43,9 +43,13 @@ class Image:
     tag: str
 
 
-def build(out: Path, *, kubemark: Path, npd: Path, tag: str) -> Image:
-    """Write the hollow-node image as an OCI image layout in out (replaced if there)."""
-    return build_layout(out, {"kubemark": kubemark, "node-problem-detector": npd}, entrypoint="/kubemark", tag=tag)
+def build(out: Path, *, kubemark: Path, npd: Path, tag: str, fleet: Path | None = None) -> Image:
+    """Write the hollow-node image as an OCI image layout in out (replaced if there):
+    stock kubemark and node-problem-detector, and kubemark-fleet for fleet pods."""
+    executables = {"kubemark": kubemark, "node-problem-detector": npd}
+    if fleet is not None:
+        executables["kubemark-fleet"] = fleet
+    return build_layout(out, executables, entrypoint="/kubemark", tag=tag)
 
 
 def build_layout(out: Path, executables: dict[str, Path], *, entrypoint: str, tag: str) -> Image:
@@ -173,8 +177,9 @@ def default_layout(home: Path, version: str) -> Path:
 
 def build_for(settings: Settings, home: Path, ui: UI, out: Path | None = None) -> Image:
     """The hollow-node image of these settings' binaries (resolved, or built)."""
-    kubemark = binaries.resolve(settings, home, ui)["kubemark"].path
+    found = binaries.resolve(settings, home, ui)
     npd = binaries.tool("node-problem-detector", settings, home, ui)
     target = out or default_layout(home, settings.kubernetes_version)
     with ui.step(f"write the hollow-node image to {target}"):
-        return build(target, kubemark=kubemark, npd=npd, tag=settings.kubernetes_version)
+        return build(target, kubemark=found["kubemark"].path, npd=npd, fleet=found["kubemark-fleet"].path,
+                     tag=settings.kubernetes_version)

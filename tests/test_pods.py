@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from kubemark_up.nodes import pods as pods_mod
 from tests.conftest import CLI, assert_one_line_error
 from tests.rootcluster import GATEWAY, NODE, RootCluster
 
@@ -284,3 +285,104 @@ def test_pods_with_the_master_over_ssh(root_cluster, hollow_image, sshd, tmp_pat
     assert stop.returncode == 0, stop.stderr
     assert not remote_root.exists()
     assert root_cluster.kubectl("get", "namespace", "kubemark").returncode != 0
+
+
+def test_fleet_pods_shares_and_requests():
+    """Pod o carries hollow-node-(o*K) .. hollow-node-(o*K+K-1), the last pod fewer;
+    requests from a fleet node's measured cost."""
+    assert pods_mod.fleet_pods(5, 3) == 2 and pods_mod.fleet_pods(6, 3) == 2 and pods_mod.fleet_pods(1, 500) == 1
+    assert pods_mod.fleet_nodes_of("hollow-fleet-0", 3, 5) == ["hollow-node-0", "hollow-node-1", "hollow-node-2"]
+    assert pods_mod.fleet_nodes_of("hollow-fleet-1", 3, 5) == ["hollow-node-3", "hollow-node-4"]
+    assert [pods_mod.fleet_pod_of(i, 3) for i in (0, 2, 3, 4)] == ["hollow-fleet-0"] * 2 + ["hollow-fleet-1"] * 2
+    assert pods_mod.fleet_requests(500) == {"fleet_millicpu": 55, "fleet_mem_ki": 32 * 1024 + 500 * 717}
+
+
+def _subject(pem: bytes, kind: str) -> str:
+    """The subject of a PEM CSR (kind req) or certificate (x509), as openssl prints it."""
+    shown = subprocess.run(["openssl", kind, "-noout", "-subject", "-nameopt", "RFC2253"], input=pem,
+                           capture_output=True, timeout=30)
+    assert shown.returncode == 0, shown.stderr
+    return shown.stdout.decode().strip().removeprefix("subject=").strip()
+
+
+def test_fleet_pods_carry_many_nodes_each_with_its_own_identity(root_cluster, hollow_image, tmp_path, bin_dir):
+    """node_engine: fleet on the root cluster: 2 kubemark-fleet pods carry 5 nodes (3 + 2),
+    every node bootstrapped to a certificate of its own and sending as itself."""
+    nodes, per_pod = 5, 3
+    cli = CLI(home=tmp_path / "home", bin_dir=bin_dir)
+    config = pods_config(tmp_path / "c.yaml", root_cluster, hollow_image, nodes_per_pod=per_pod)
+    start = cli.run("start", "--name", "fleetpods", "--nodes", str(nodes), "--config", str(config),
+                    "--node-engine", "fleet", "--audit-nodes", timeout=900, KUBEMARK_UP_FLEET_START_WINDOW="2")
+    try:
+        assert start.returncode == 0, start.stderr
+        assert f"{nodes} hollow nodes Ready" in start.stdout
+        assert "nodes in fleet pods Running" in start.stderr
+        master = cli.home / "fleetpods" / "kubeconfig.kubemark"
+        listed = json.loads(_kubectl(master, "get", "nodes", "-o", "json").stdout)["items"]
+        assert sorted(n["metadata"]["name"] for n in listed) == sorted(f"hollow-node-{i}" for i in range(nodes))
+        for node in listed:
+            assert any(c["type"] == "Ready" and c["status"] == "True" for c in node["status"]["conditions"])
+            index = int(node["metadata"]["name"].rsplit("-", 1)[1])
+            # A unique InternalIP from the benchmarking range, by the node's index.
+            assert {"type": "InternalIP", "address": f"198.18.0.{index + 1}"} in node["status"]["addresses"]
+            assert node["status"]["nodeInfo"]["kubeletVersion"] == "v1.36.3"
+
+        pods = sorted(_root_pods(root_cluster), key=lambda p: p["metadata"]["name"])
+        assert [p["metadata"]["name"] for p in pods] == ["hollow-fleet-0", "hollow-fleet-1"]
+        for pod in pods:
+            assert pod["spec"]["nodeName"] == NODE and pod["status"]["phase"] == "Running"
+            (container,) = pod["spec"]["containers"]
+            assert container["name"] == "hollow-fleet" and container["image"] == hollow_image
+            # Sized from a fleet node's cost: 5 mCPU + 0.1 per node, 32 MiB + 0.7 MiB per node.
+            assert container["resources"]["requests"]["cpu"] == "6m"
+            assert _ki(container["resources"]["requests"]["memory"]) == 32 * 1024 + 717 * per_pod
+
+        # Each node its own identity: one CSR per node from the bootstrap token, for
+        # CN=system:node:<node>, O=system:nodes, approved and signed by the controller-manager.
+        csrs = json.loads(_kubectl(master, "get", "csr", "-o", "json").stdout)["items"]
+        subjects = set()
+        for csr in csrs:
+            assert csr["spec"]["username"].startswith("system:bootstrap:")
+            assert csr["spec"]["signerName"] == "kubernetes.io/kube-apiserver-client-kubelet"
+            assert csr["metadata"]["name"].startswith("node-csr-")
+            assert any(c["type"] == "Approved" for c in csr["status"]["conditions"])
+            requested = _subject(base64.b64decode(csr["spec"]["request"]), "req")
+            assert _subject(base64.b64decode(csr["status"]["certificate"]), "x509") == requested
+            subjects.add(requested)
+        assert len(csrs) == nodes
+        assert subjects == {f"CN=system:node:hollow-node-{i},O=system:nodes" for i in range(nodes)}
+        # ... and each node sends as itself, about itself only (the apiserver's audit log).
+        deadline, senders = time.monotonic() + 60, {}
+        while time.monotonic() < deadline:
+            audit = (cli.home / "fleetpods" / "logs" / "audit.log").read_text().splitlines()
+            senders = {}
+            for line in audit:
+                event = json.loads(line)
+                ref = event.get("objectRef") or {}
+                user = event["user"]["username"]
+                if ref.get("resource") == "nodes" and ref.get("subresource") == "status" and user.startswith(
+                        "system:node:"):  # (node-problem-detector's shared identity patches them all)
+                    senders.setdefault(user, set()).add(ref.get("name"))
+            if len(senders) == nodes:
+                break
+            time.sleep(2)
+        assert senders == {f"system:node:hollow-node-{i}": {f"hollow-node-{i}"} for i in range(nodes)}
+
+        # pod-for-node: hollow-node-4 is in the second fleet pod.
+        result = cli.run("pod-for-node", "hollow-node-4", "--name", "fleetpods", "-o", "json")
+        assert result.returncode == 0, result.stderr
+        where = json.loads(result.stdout)
+        assert where["where"].startswith(f"pod kubemark/hollow-fleet-1 on root node {NODE}, pod IP 10.244.0.")
+        assert where["where"].endswith(", Running; a fleet carrying hollow-node-3 .. hollow-node-4")
+        (part,) = where["processes"]
+        assert part["container"] == "hollow-fleet" and part["running"]
+        shown = subprocess.run(part["logs"].split(), capture_output=True, text=True, timeout=60)
+        assert shown.returncode == 0 and "hollow-node-4" in shown.stdout + shown.stderr
+        by_address = cli.run("pod-for-node", "198.18.0.2", "--name", "fleetpods", "-o", "json")
+        assert by_address.returncode == 0, by_address.stderr
+        assert json.loads(by_address.stdout)["where"].startswith("pod kubemark/hollow-fleet-0 ")
+    finally:
+        stop = cli.run("stop", "--name", "fleetpods", timeout=600)
+    assert stop.returncode == 0, stop.stderr
+    assert root_cluster.kubectl("get", "namespace", "kubemark").returncode != 0
+    assert _root_pods(root_cluster) == []

@@ -1,5 +1,8 @@
 """Hollow nodes as pods on a root cluster: a StatefulSet in a namespace of the root
-cluster (config/hollow-node.yaml), one pod per hollow node, named after its node.
+cluster (config/hollow-node.yaml), one pod per hollow node, named after its node; or,
+with node_engine: fleet, a StatefulSet of kubemark-fleet pods (config/hollow-fleet.yaml),
+pod hollow-fleet-<o> carrying pods.nodes_per_pod nodes from hollow-node-(o*nodes_per_pod)
+on, each node its own identity by TLS bootstrap.
 
 What it makes, each recorded in state before it is asked for and labelled with the
 cluster's uid (stop deletes only what carries that label):
@@ -9,14 +12,16 @@ cluster's uid (stop deletes only what carries that label):
                             node status
     on the root cluster     the namespace (unless it is there already), the Secret of
                             kubeconfigs (bootstrap, kube-proxy, node-problem-detector),
-                            the ConfigMap of node-problem-detector's config, and the
-                            StatefulSet, scaled up wave by wave
+                            the ConfigMap of node-problem-detector's config (and the
+                            fleet's), and the StatefulSet, scaled up wave by wave
 """
 
 from __future__ import annotations
 
 import base64
+import ipaddress
 import json
+import math
 import secrets
 import time
 from dataclasses import dataclass
@@ -42,6 +47,7 @@ from kubemark_up.nodes.hollow import kubelet_args, proxy_args
 UID_LABEL = "kubemark-up.io/uid"
 CLUSTER_LABEL = "kubemark-up.io/cluster"
 STATEFULSET = "hollow-node"
+FLEET_STATEFULSET = "hollow-fleet"
 SECRET = "hollow-node-identity"
 CONFIGMAP = "hollow-node-config"
 BOOTSTRAP_GROUP = "system:bootstrappers:kubemark-up"
@@ -55,13 +61,78 @@ _KERNEL_MONITOR = {
     "logPath": "/dev/null", "lookback": "10m", "bufferSize": 10, "source": "kernel-monitor",
     "conditions": [], "rules": [],
 }
+# A fleet node's measured cost (benchmarks/start_to_ready.py, v1.36.3, idle nodes):
+# about 0.1 mCPU and 0.7 MiB PSS; a fleet pod requests that per node, plus its process's own.
+FLEET_NODE_MILLICPU = 0.1
+FLEET_NODE_MEM_KI = 717
+FLEET_BASE_MILLICPU = 5
+FLEET_BASE_MEM_KI = 32 * 1024
+# Fleet nodes in pods get InternalIPs from the benchmarking range, one per node index:
+# unique, and nothing here ever dials them (their connections are not bound to them).
+FLEET_ADDRESSES = ipaddress.IPv4Network("198.18.0.0/15")
+# Where the fleet container finds what the Secret holds (config/hollow-fleet.yaml).
+_IDENTITY = "/identity"
 
 
-def template_path(settings: PodsSettings) -> Path:
-    if settings.template is not None:
-        return settings.template.expanduser()
-    packaged = Path(__file__).parent.parent / "_data" / "config" / "hollow-node.yaml"
-    return packaged if packaged.is_file() else Path(__file__).parent.parent.parent / "config" / "hollow-node.yaml"
+def is_fleet(settings: Settings) -> bool:
+    return settings.node_engine == "fleet"
+
+
+def statefulset_name(settings: Settings) -> str:
+    return FLEET_STATEFULSET if is_fleet(settings) else STATEFULSET
+
+
+def fleet_pods(nodes: int, per_pod: int) -> int:
+    """How many fleet pods carry this many nodes."""
+    return math.ceil(nodes / per_pod)
+
+
+def fleet_pod_of(index: int, per_pod: int) -> str:
+    """The fleet pod that carries hollow node number index."""
+    return f"{FLEET_STATEFULSET}-{index // per_pod}"
+
+
+def fleet_nodes_of(pod: str, per_pod: int, nodes: int) -> list[str]:
+    """The hollow nodes that fleet pod hollow-fleet-<o> carries."""
+    tail = pod.rsplit("-", 1)[-1]
+    if not tail.isdigit():
+        return []
+    first = int(tail) * per_pod
+    return [f"hollow-node-{i}" for i in range(first, min(first + per_pod, nodes))]
+
+
+def fleet_requests(per_pod: int) -> dict[str, int]:
+    """A fleet pod's requests, from the measured cost of its nodes."""
+    return {"fleet_millicpu": math.ceil(FLEET_BASE_MILLICPU + FLEET_NODE_MILLICPU * per_pod),
+            "fleet_mem_ki": FLEET_BASE_MEM_KI + FLEET_NODE_MEM_KI * per_pod}
+
+
+def fleet_config(ctx: Context, nodes: int) -> dict:
+    """kubemark-fleet's config in every fleet pod (its Config, with a shard and bootstrap:
+    gobuild/fleet/bootstrap.go): each pod works out its nodes from its name."""
+    settings = ctx.settings
+
+    def identity(stem: str) -> dict:
+        return {"cert": f"{_IDENTITY}/{stem}.crt", "key": f"{_IDENTITY}/{stem}.key"}
+
+    return {
+        "server": ctx.state.endpoint, "ca": f"{_IDENTITY}/ca.crt", "version": binaries.pinned_version(),
+        "start_window": settings.fleet_start_window, "max_pods": settings.max_pods,
+        "proxy": identity("kube-proxy"), "npd": identity("node-problem-detector"), "nodes": [],
+        "bind_addresses": False,
+        "shard": {"node_prefix": "hollow-node-", "per_process": settings.pods.nodes_per_pod, "count": nodes,
+                  "ordinal_env": "POD_NAME", "address_base": str(FLEET_ADDRESSES.network_address)},
+        "bootstrap": {"token_file": f"{_IDENTITY}/bootstrap-token"},
+    }
+
+
+def template_path(settings: PodsSettings, *, fleet: bool = False) -> Path:
+    own = settings.fleet_template if fleet else settings.template
+    if own is not None:
+        return own.expanduser()
+    name = "hollow-fleet.yaml" if fleet else "hollow-node.yaml"
+    packaged = Path(__file__).parent.parent / "_data" / "config" / name
+    return packaged if packaged.is_file() else Path(__file__).parent.parent.parent / "config" / name
 
 
 def requests(settings: Settings) -> dict[str, int]:
@@ -78,23 +149,28 @@ def requests(settings: Settings) -> dict[str, int]:
 
 def render(ctx: Context, *, image: str) -> dict:
     """The StatefulSet, from the template."""
-    path = template_path(ctx.settings.pods)
+    fleet = is_fleet(ctx.settings)
+    path = template_path(ctx.settings.pods, fleet=fleet)
+    setting = "pods.fleet_template" if fleet else "pods.template"
     try:
         text = path.read_text()
     except OSError as exc:
-        raise ConfigError(f"pods.template {path} cannot be read ({exc.strerror})") from None
+        raise ConfigError(f"{setting} {path} cannot be read ({exc.strerror})") from None
     env = jinja2.Environment(undefined=jinja2.StrictUndefined, autoescape=False, keep_trailing_newline=True)
     try:
         rendered = env.from_string(text).render(
             namespace=ctx.settings.pods.namespace, labels=_labels(ctx), selector=_selector(ctx), image=image,
             master=ctx.state.endpoint, kubelet_args=kubelet_args(ctx.settings), proxy_args=proxy_args(ctx.settings),
-            **requests(ctx.settings),
+            **requests(ctx.settings), **fleet_requests(ctx.settings.pods.nodes_per_pod),
         )
         manifest = yaml.safe_load(rendered)
     except (jinja2.TemplateError, yaml.YAMLError) as exc:
-        raise ConfigError(f"pods.template {path}: {str(exc).splitlines()[0]}") from None
+        raise ConfigError(f"{setting} {path}: {str(exc).splitlines()[0]}") from None
     if not isinstance(manifest, dict) or manifest.get("kind") != "StatefulSet":
-        raise ConfigError(f"pods.template {path} must render one StatefulSet")
+        raise ConfigError(f"{setting} {path} must render one StatefulSet")
+    name = (manifest.get("metadata") or {}).get("name")
+    if fleet and name != FLEET_STATEFULSET:
+        raise ConfigError(f"{setting} {path} must name its StatefulSet {FLEET_STATEFULSET}, not {name}")
     return manifest
 
 
@@ -171,17 +247,21 @@ class PodNodes(NodeEngine):
                 "pods.image is not set: push the hollow-node image with `kubemark-up image push "
                 "REGISTRY/kubemark:TAG` (or name an existing one) and set pods.image to it"
             )
+        if is_fleet(ctx.settings) and ctx.settings.nodes > FLEET_ADDRESSES.num_addresses - 2:
+            raise ConfigError(f"fleet nodes in pods take their InternalIPs from {FLEET_ADDRESSES}: at most "
+                              f"{FLEET_ADDRESSES.num_addresses - 2} nodes")
         root = self.root()
         namespace = self.settings.namespace
         self._call("list namespaces", root.core.list_namespace, limit=1)
-        try:
-            existing = root.apps.read_namespaced_stateful_set(STATEFULSET, namespace, _request_timeout=30)
-        except ApiException as exc:
-            if exc.status != 404:
-                raise HostError(f"the root cluster refused to read {namespace}/{STATEFULSET}: {exc.status}") from None
-            existing = None
-        except (urllib3.exceptions.HTTPError, OSError):
-            raise HostError(f"the root cluster ({self._kubeconfig()}) did not answer") from None
+        existing = None
+        for name in (STATEFULSET, FLEET_STATEFULSET):  # the same Secret and ConfigMap names: one or the other
+            try:
+                existing = existing or root.apps.read_namespaced_stateful_set(name, namespace, _request_timeout=30)
+            except ApiException as exc:
+                if exc.status != 404:
+                    raise HostError(f"the root cluster refused to read {namespace}/{name}: {exc.status}") from None
+            except (urllib3.exceptions.HTTPError, OSError):
+                raise HostError(f"the root cluster ({self._kubeconfig()}) did not answer") from None
         if existing is not None:
             labels = existing.metadata.labels if existing.metadata else None
             owner = (labels or {}).get(CLUSTER_LABEL, "someone else")
@@ -199,7 +279,7 @@ class PodNodes(NodeEngine):
         ctx.state.image = {"reference": reference, "digest": digest, "pods": pinned}
         ctx.save()
         self._bootstrap_on_master(ctx)
-        self._objects_on_root(ctx, pinned)
+        self._objects_on_root(ctx, pinned, len(names))
 
     def _digest(self, ctx: Context, reference: str) -> str | None:
         if "@sha256:" in reference:
@@ -244,7 +324,7 @@ class PodNodes(NodeEngine):
             }
             self._ensure(ctx, "master", binding, api.rbac.create_cluster_role_binding)
 
-    def _objects_on_root(self, ctx: Context, image: str) -> None:
+    def _objects_on_root(self, ctx: Context, image: str, nodes: int) -> None:
         root, namespace = self.root(), self.settings.namespace
         try:
             root.core.read_namespace(namespace, _request_timeout=30)
@@ -261,17 +341,28 @@ class PodNodes(NodeEngine):
             "kubeproxy.kubeconfig": _cert_kubeconfig(ctx, "kube-proxy", "system:kube-proxy"),
             "npd.kubeconfig": _cert_kubeconfig(ctx, "node-problem-detector", pki.NPD_USER),
         }
+        data = {key: yaml.safe_dump(value).encode() for key, value in kubeconfigs.items()}
+        if is_fleet(ctx.settings):
+            # kubemark-fleet reads certificates and keys, and the token, as files.
+            authority = ctx.dir.pki
+            data["bootstrap-token"] = token.encode()
+            for name in ("ca.crt", "kube-proxy.crt", "kube-proxy.key", "node-problem-detector.crt",
+                         "node-problem-detector.key"):
+                data[name] = (authority / name).read_bytes()
         secret = {
             "apiVersion": "v1", "kind": "Secret", "type": "Opaque",
             "metadata": {"name": SECRET, "namespace": namespace, "labels": _labels(ctx)},
-            "data": {key: base64.b64encode(yaml.safe_dump(value).encode()).decode() for key, value in kubeconfigs.items()},
+            "data": {key: base64.b64encode(value).decode() for key, value in data.items()},
         }
         self._ensure(ctx, "root", secret, root.core.create_namespaced_secret, namespace=namespace)
         content_type = ctx.settings.kube_api_content_type
+        config = {"kernel.monitor": json.dumps(_KERNEL_MONITOR), "content.type": content_type}
+        if is_fleet(ctx.settings):
+            config["fleet.json"] = json.dumps(fleet_config(ctx, nodes), indent=1)
         configmap = {
             "apiVersion": "v1", "kind": "ConfigMap",
             "metadata": {"name": CONFIGMAP, "namespace": namespace, "labels": _labels(ctx)},
-            "data": {"kernel.monitor": json.dumps(_KERNEL_MONITOR), "content.type": content_type},
+            "data": config,
         }
         self._ensure(ctx, "root", configmap, root.core.create_namespaced_config_map, namespace=namespace)
         self._ensure(ctx, "root", render(ctx, image=image), root.apps.create_namespaced_stateful_set,
@@ -293,11 +384,16 @@ class PodNodes(NodeEngine):
                     raise ComponentError(f"the kubemark master refused to {what}: {exc.status} {_reason(exc)}") from None
 
     def start(self, ctx: Context, names: list[str]) -> None:
-        """One wave: the StatefulSet scaled up to every node started so far."""
+        """One wave: the StatefulSet scaled up to every node started so far (fleet pods:
+        as many as carry them)."""
         ctx.state.nodes = list(dict.fromkeys([*ctx.state.nodes, *names]))
         ctx.save()
-        self._call(f"scale {STATEFULSET} to {len(ctx.state.nodes)}", self.root().apps.patch_namespaced_stateful_set_scale,
-                   STATEFULSET, self.settings.namespace, body={"spec": {"replicas": len(ctx.state.nodes)}})
+        replicas = len(ctx.state.nodes)
+        if is_fleet(ctx.settings):
+            replicas = fleet_pods(replicas, self.settings.nodes_per_pod)
+        name = statefulset_name(ctx.settings)
+        self._call(f"scale {name} to {replicas}", self.root().apps.patch_namespaced_stateful_set_scale,
+                   name, self.settings.namespace, body={"spec": {"replicas": replicas}})
 
     # Watching ---------------------------------------------------------------------
 
@@ -307,9 +403,18 @@ class PodNodes(NodeEngine):
                               label_selector=selector, _preload_content=False)
         return list(json.loads(response.data)["items"])
 
+    def _nodes_of(self, ctx: Context, pod: str) -> list[str]:
+        """The hollow nodes a pod carries: itself, or a fleet pod's share."""
+        if is_fleet(ctx.settings):
+            return fleet_nodes_of(pod, self.settings.nodes_per_pod, ctx.settings.nodes)
+        return [pod]
+
     def progress(self, ctx: Context) -> tuple[str, int] | None:
-        running = sum(1 for pod in self._pods(ctx) if (pod.get("status") or {}).get("phase") == "Running")
-        return "hollow-node pods Running", running
+        running = [pod["metadata"]["name"] for pod in self._pods(ctx)
+                   if (pod.get("status") or {}).get("phase") == "Running"]
+        if is_fleet(ctx.settings):  # counted in nodes, as the bar's total is
+            return "nodes in fleet pods Running", sum(len(self._nodes_of(ctx, pod)) for pod in running)
+        return "hollow-node pods Running", len(running)
 
     def failed(self, ctx: Context) -> dict[str, NodeFailure]:
         failed: dict[str, NodeFailure] = {}
@@ -318,11 +423,14 @@ class PodNodes(NodeEngine):
             for status in (pod.get("status") or {}).get("containerStatuses") or []:
                 waiting = (status.get("state") or {}).get("waiting") or {}
                 if status.get("restartCount", 0) >= CRASH_LOOP_RESTARTS and waiting.get("reason") == "CrashLoopBackOff":
-                    failed[name] = NodeFailure(
-                        f"its {status['name']} container is crash-looping ({status['restartCount']} restarts)",
+                    failure = NodeFailure(
+                        f"its {'fleet pod ' + name + ' ' if is_fleet(ctx.settings) else ''}{status['name']} "
+                        f"container is crash-looping ({status['restartCount']} restarts)",
                         f"pod {self.settings.namespace}/{name} container {status['name']}",
                         self._log_tail(name, status["name"], previous=True),
                     )
+                    for node in self._nodes_of(ctx, name):
+                        failed[node] = failure
                     break
         return failed
 
@@ -347,7 +455,8 @@ class PodNodes(NodeEngine):
             if problems:
                 lines.append(f"pod {name} ({phase}): " + "; ".join(dict.fromkeys(problems)))
         summary = ", ".join(f"{count} {phase}" for phase, count in counts.items())
-        return "\n".join([f"hollow-node pods: {summary}", *lines[:10], *(["..."] if len(lines) > 10 else [])])
+        kind = "fleet pods" if is_fleet(ctx.settings) else "hollow-node pods"
+        return "\n".join([f"{kind}: {summary}", *lines[:10], *(["..."] if len(lines) > 10 else [])])
 
     def _log_tail(self, pod: str, container: str, *, previous: bool = False, lines: int = 15) -> str:
         try:
@@ -361,26 +470,32 @@ class PodNodes(NodeEngine):
 
     def locate(self, ctx: Context, node: str) -> NodeLocation:
         namespace = self.settings.namespace
+        name, carries = node, ""
+        if is_fleet(ctx.settings):
+            per_pod = self.settings.nodes_per_pod
+            name = fleet_pod_of(int(node.rsplit("-", 1)[-1]), per_pod)  # hollow-node-<index>
+            share = fleet_nodes_of(name, per_pod, ctx.settings.nodes)
+            carries = f"; a fleet carrying {share[0]} .. {share[-1]}" if share else ""
         try:
-            pod: Any = self.root().core.read_namespaced_pod(node, namespace, _request_timeout=30,
+            pod: Any = self.root().core.read_namespaced_pod(name, namespace, _request_timeout=30,
                                                             _preload_content=False)
         except ApiException as exc:
             if exc.status == 404:
-                return NodeLocation(node=node, where=f"no pod {namespace}/{node} on the root cluster (not started yet?)")
-            raise HostError(f"the root cluster refused to read pod {namespace}/{node}: {exc.status}") from None
+                return NodeLocation(node=node, where=f"no pod {namespace}/{name} on the root cluster (not started yet?)")
+            raise HostError(f"the root cluster refused to read pod {namespace}/{name}: {exc.status}") from None
         except (urllib3.exceptions.HTTPError, OSError):
             raise HostError(f"the root cluster ({self._kubeconfig()}) did not answer") from None
         body = json.loads(pod.data)
         status, spec = body.get("status") or {}, body.get("spec") or {}
         context = f" --context {self.settings.context}" if self.settings.context else ""
-        logs = f"kubectl --kubeconfig {self._kubeconfig()}{context} -n {namespace} logs {node} -c CONTAINER"
+        logs = f"kubectl --kubeconfig {self._kubeconfig()}{context} -n {namespace} logs {name} -c CONTAINER"
         details = []
         for container in status.get("containerStatuses") or []:
             state = next(iter(container.get("state") or {"unknown": {}}))
             details.append({"container": container["name"], "state": state, "restarts": container.get("restartCount", 0),
                             "running": state == "running", "logs": logs.replace("CONTAINER", container["name"])})
-        where = (f"pod {namespace}/{node} on root node {spec.get('nodeName', '(not scheduled)')}, "
-                 f"pod IP {status.get('podIP', '-')}, {status.get('phase', 'Unknown')}")
+        where = (f"pod {namespace}/{name} on root node {spec.get('nodeName', '(not scheduled)')}, "
+                 f"pod IP {status.get('podIP', '-')}, {status.get('phase', 'Unknown')}{carries}")
         return NodeLocation(node=node, where=where, details=details)
 
     def collect_logs(self, ctx: Context, out: Path) -> list[Path]:
@@ -422,8 +537,8 @@ class PodNodes(NodeEngine):
     def _sweep(self, ctx: Context) -> list[str]:
         """Without a state to go by: what in the namespace carries this cluster's uid."""
         namespace, errors = self.settings.namespace, []
-        for kind, name in (("StatefulSet", STATEFULSET), ("Secret", SECRET), ("ConfigMap", CONFIGMAP),
-                           ("Namespace", namespace)):
+        for kind, name in (("StatefulSet", STATEFULSET), ("StatefulSet", FLEET_STATEFULSET), ("Secret", SECRET),
+                           ("ConfigMap", CONFIGMAP), ("Namespace", namespace)):
             details = {"cluster": "root", "object_kind": kind, "name": name,
                        "namespace": None if kind == "Namespace" else namespace}
             found = self._delete(ctx, details)

@@ -41,6 +41,9 @@ type Config struct {
 	// Bind each node's connections to its own address (only when it is an address of
 	// this machine, as loopback addresses are).
 	BindAddresses bool `json:"bind_addresses"`
+	// In a pod (bootstrap.go): the nodes from the pod's ordinal, identities by bootstrap.
+	Shard     *Shard     `json:"shard"`
+	Bootstrap *Bootstrap `json:"bootstrap"`
 }
 
 type Identity struct {
@@ -59,6 +62,7 @@ const statusEvery = 30 * time.Second
 func main() {
 	klog.InitFlags(nil)
 	showVersion := flag.Bool("version", false, "print the version and exit")
+	statusFile := flag.String("status", "", "the status file (default: beside CONFIG)")
 	flag.Parse()
 	if *showVersion {
 		fmt.Printf("kubemark-fleet Kubernetes %s\n", version.Get().GitVersion)
@@ -79,6 +83,10 @@ func main() {
 		fmt.Fprintf(os.Stderr, "kubemark-fleet: %s: %v\n", path, err)
 		os.Exit(2)
 	}
+	if err := expandConfig(&config); err != nil {
+		fmt.Fprintf(os.Stderr, "kubemark-fleet: %s: %v\n", path, err)
+		os.Exit(2)
+	}
 	if config.MaxPods == 0 {
 		config.MaxPods = 110
 	}
@@ -95,7 +103,16 @@ func main() {
 	}
 	fleet := &Fleet{config: config, counters: newCounters(), tls: material}
 	fleet.events = newEventSender(ctx, fleet.counters)
+	if config.Bootstrap != nil {
+		if fleet.boot, err = newBootstrapper(fleet); err != nil {
+			fmt.Fprintf(os.Stderr, "kubemark-fleet: bootstrap: %v\n", err)
+			os.Exit(2)
+		}
+	}
 	statusPath := strings.TrimSuffix(path, ".json") + ".status.json"
+	if *statusFile != "" {
+		statusPath = *statusFile
+	}
 	klog.InfoS("fleet starting", "nodes", len(config.Nodes), "window", config.StartWindow, "server", config.Server)
 	fleet.run(ctx, statusPath)
 	klog.InfoS("fleet stopped")
@@ -108,6 +125,7 @@ type Fleet struct {
 	counters *counters
 	tls      *tlsMaterial
 	events   *eventSender
+	boot     *bootstrapper // nil: the nodes' certificates are files
 	mu       sync.Mutex
 	nodes    []*HollowNode
 }
@@ -128,6 +146,12 @@ func (f *Fleet) run(ctx context.Context, statusPath string) {
 			case <-ctx.Done():
 				return
 			case <-time.After(delay):
+			}
+			if f.boot != nil {
+				var err error
+				if conf, err = f.boot.identify(ctx, conf); err != nil {
+					return
+				}
 			}
 			node, err := newHollowNode(f, conf)
 			if err != nil {
