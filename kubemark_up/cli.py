@@ -75,7 +75,7 @@ def start(
     bin_dir: Annotated[Path | None, typer.Option(help="A folder holding the Kubernetes binaries.")] = None,
     apiserver_port: Annotated[int | None, typer.Option(help="Port for kube-apiserver [default: a free one].")] = None,
     node_engine: Annotated[
-        str | None, typer.Option(help="kubemark (a process pair per node) or fleet [default: kubemark].")
+        str | None, typer.Option(help="fleet (many nodes per process) or kubemark (stock, a process pair per node) [default: fleet].")
     ] = None,
     fleet_processes: Annotated[int | None, typer.Option(help="Fleet processes sharing the nodes [default: 1].")] = None,
     audit_nodes: Annotated[

@@ -198,7 +198,7 @@ class Settings(BaseModel):
     # Where the hollow nodes run: on the master's host, or as pods on a root cluster.
     hollow_nodes: Literal["host", "pods"] = "host"
     # What a hollow node is: stock kubemark processes, or nodes of a fleet process.
-    node_engine: Literal["kubemark", "fleet"] = "kubemark"
+    node_engine: Literal["kubemark", "fleet"] = "fleet"
     fleet_processes: int = Field(1, ge=1)
     fleet_start_window: float = Field(10, ge=0)
     pods: PodsSettings = PodsSettings()

@@ -55,6 +55,9 @@ class CLI:
             env["KUBEMARK_UP_BIN_DIR"] = str(self.bin_dir)
         # Never reach for the internet from a test.
         env["KUBEMARK_UP_BINARY_SOURCES"] = "build"
+        # Most tests exercise stock kubemark processes (their PIDs, logs, /tmp files,
+        # iptables); the fleet's own tests say --node-engine fleet, which wins.
+        env["KUBEMARK_UP_NODE_ENGINE"] = "kubemark"
         env.update(extra)
         return env
 
