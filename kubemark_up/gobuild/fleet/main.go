@@ -19,6 +19,7 @@ import (
 	_ "net/http/pprof"
 	"os"
 	"os/signal"
+	"runtime/debug"
 	"strings"
 	"sync"
 	"syscall"
@@ -89,6 +90,13 @@ func main() {
 	}
 	if config.MaxPods == 0 {
 		config.MaxPods = 110
+	}
+	if os.Getenv("GOGC") == "" {
+		// Memory is what a fleet runs out of first (CPU has room to spare: about 0.1
+		// mCPU a node): collecting at 25 % heap growth instead of 100 % cut a 1,000-node
+		// fleet's PSS from 727 to 545 MiB for 5 % more CPU (134 -> 141 mCPU), measured
+		// on the same master; 10 % went to 518 MiB for 20 % more CPU.
+		debug.SetGCPercent(25)
 	}
 	if addr := os.Getenv("KUBEMARK_FLEET_PPROF"); addr != "" {
 		// For profiling the fleet itself (go tool pprof http://ADDR/debug/pprof/heap).
