@@ -191,6 +191,6 @@ def test_watch_cache_settings_from_the_environment_and_their_check():
 
 def test_the_default_node_engine_is_the_fleet():
     """Chosen by measurement (README: the fleet engine): same requests and open watches
-    per node as stock kubemark, plus Events and NPD, at a fiftieth of the cost."""
+    per node as stock kubemark, plus Events and NPD, at a thirtieth of its CPU."""
     settings = config.resolve(flags={}, environ={})
     assert settings.node_engine == "fleet" and settings.hollow_nodes == "host"
