@@ -561,8 +561,11 @@ def _sweep(cdir: ClusterDir, info: ClusterInfo | None, ui: UI, *, purge: bool, p
     """stop without a usable state.json: what runs is still found by its marker, with
     the provider of cluster.json, or on this machine alone when that is lost too."""
     if info is None:
-        # Any run of this name: only this machine's processes can be found so.
-        info = ClusterInfo(name=cdir.name, uid="", provider="local", settings={})
+        # Any run of this name: only this machine's processes can be found so. Its node
+        # engine is unknown too: stock kubemark's sweep stops every hollow-node process
+        # by its marker (a fleet's as well) and also removes what stock hollow kubelets
+        # leave in /tmp.
+        info = ClusterInfo(name=cdir.name, uid="", provider="local", settings={"node_engine": "kubemark"})
         where = "on this machine (cluster.json is lost too)"
     else:
         where = f"with provider {info.provider}"
