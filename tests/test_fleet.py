@@ -143,11 +143,16 @@ def test_pods_run_with_unique_ips_and_the_kubelets_events(fleet: RunningCluster)
         assert pod["status"]["hostIP"].startswith("127.")
         assert {c["type"]: c["status"] for c in pod["status"]["conditions"]}["Ready"] == "True"
         assert pod["status"]["containerStatuses"][0]["state"]["running"]["startedAt"]
-    events = json.loads(fleet.kubectl("-n", ns, "get", "events", "-o", "json").stdout)["items"]
-    for reason in ("Pulled", "Created", "Started"):
-        by_kubelet = {e["involvedObject"]["name"] for e in events
-                      if e["reason"] == reason and e["source"].get("component") == "kubelet"}
-        assert by_kubelet == {p["metadata"]["name"] for p in pods}, reason
+    names = {p["metadata"]["name"] for p in pods}
+
+    def kubelet_events(*reasons: str) -> bool:
+        # Events go out from the fleet's event queue, a moment after the status.
+        events = json.loads(fleet.kubectl("-n", ns, "get", "events", "-o", "json").stdout)["items"]
+        return all({e["involvedObject"]["name"] for e in events
+                    if e["reason"] == reason and e["source"].get("component") == "kubelet"} == names for reason in reasons)
+
+    wait_for("the kubelet's Pulled, Created and Started events", lambda: kubelet_events("Pulled", "Created", "Started"),
+             timeout=60)
     # The projected token was asked for, and the kubelets watch kube-root-ca.crt and the
     # ConfigMap the pods take their environment from (one watch per object per node).
     statuses = fleet_status(fleet)
@@ -157,12 +162,12 @@ def test_pods_run_with_unique_ips_and_the_kubelets_events(fleet: RunningCluster)
             requests[key] = requests.get(key, 0) + count
     assert requests.get("kubelet POST serviceaccounts/token", 0) >= PODS
     used = {p["spec"]["nodeName"] for p in pods}
-    assert sum(s["open_watches"] for s in statuses) == NODES * 8 + 2 * len(used)
+    wait_for("the per-object watches open", lambda: sum(s["open_watches"] for s in fleet_status(fleet))
+             == NODES * 8 + 2 * len(used), timeout=60)
 
     assert fleet.kubectl("-n", ns, "delete", "deployment", "web", "--wait=true").returncode == 0
     wait_for("the pods deleted", lambda: not json.loads(fleet.kubectl("-n", ns, "get", "pods", "-o", "json").stdout)["items"])
-    events = json.loads(fleet.kubectl("-n", ns, "get", "events", "-o", "json").stdout)["items"]
-    assert {e["involvedObject"]["name"] for e in events if e["reason"] == "Killing"} == {p["metadata"]["name"] for p in pods}
+    wait_for("the kubelet's Killing events", lambda: kubelet_events("Killing"), timeout=60)
     # Their per-object watches end with the last pod that needed them.
     wait_for("the per-object watches closed", lambda: sum(s["open_watches"] for s in fleet_status(fleet)) == NODES * 8)
     assert fleet.kubectl("delete", "namespace", ns, "--wait=false").returncode == 0
