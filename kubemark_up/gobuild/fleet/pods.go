@@ -160,7 +160,21 @@ func (t *podTable) start(ctx context.Context, pod *v1.Pod, state *podState) {
 		return
 	}
 	state.running = true
-	t.setStatus(ctx, pod, state, true, false)
+	// Until it lands: the status manager retries a status it could not write on its
+	// next sync (every 10 s), and so does the fleet (a busy master may refuse or time out).
+	for !t.setStatus(ctx, pod, state, true, false) {
+		state.mu.Unlock()
+		select {
+		case <-ctx.Done():
+			state.mu.Lock()
+			return
+		case <-time.After(statusUpdateEvery):
+		}
+		state.mu.Lock()
+		if state.deleting {
+			return
+		}
+	}
 }
 
 // kill: Killing per container, the final status, then DELETE with grace 0 and the UID
@@ -176,21 +190,36 @@ func (t *podTable) kill(ctx context.Context, pod *v1.Pod, state *podState) {
 		state.started = metav1.Now()
 	}
 	t.setStatus(ctx, pod, state, state.running, true)
-	err := n.kube.CoreV1().Pods(pod.Namespace).Delete(ctx, pod.Name, metav1.DeleteOptions{
-		GracePeriodSeconds: ptr.To[int64](0), Preconditions: metav1.NewUIDPreconditions(string(pod.UID))})
-	if err != nil && !apierrors.IsNotFound(err) && !apierrors.IsConflict(err) {
-		klog.V(2).InfoS("pod delete failed", "pod", key(pod), "err", err)
+	for {
+		err := n.kube.CoreV1().Pods(pod.Namespace).Delete(ctx, pod.Name, metav1.DeleteOptions{
+			GracePeriodSeconds: ptr.To[int64](0), Preconditions: metav1.NewUIDPreconditions(string(pod.UID))})
+		if err == nil || apierrors.IsNotFound(err) || apierrors.IsConflict(err) {
+			return
+		}
+		klog.V(2).InfoS("pod delete failed, retrying", "pod", key(pod), "err", err)
+		state.mu.Unlock()
+		select {
+		case <-ctx.Done():
+			state.mu.Lock()
+			return
+		case <-time.After(statusUpdateEvery):
+		}
+		state.mu.Lock()
 	}
 }
 
 // setStatus: GET the pod, then the status manager's strategic merge patch with the
 // UID precondition.
-func (t *podTable) setStatus(ctx context.Context, pod *v1.Pod, state *podState, running, terminated bool) {
+func (t *podTable) setStatus(ctx context.Context, pod *v1.Pod, state *podState, running, terminated bool) bool {
 	n := t.node
 	pods := n.kube.CoreV1().Pods(pod.Namespace)
 	current, err := pods.Get(ctx, pod.Name, metav1.GetOptions{})
-	if err != nil || string(current.UID) != state.uid {
-		return
+	if apierrors.IsNotFound(err) || err == nil && string(current.UID) != state.uid {
+		return true // gone, or another pod of that name: nothing left to write
+	}
+	if err != nil {
+		klog.V(2).InfoS("pod get failed", "pod", key(pod), "err", err)
+		return false
 	}
 	now := metav1.Now()
 	ready := running && !terminated
@@ -248,7 +277,9 @@ func (t *podTable) setStatus(ctx context.Context, pod *v1.Pod, state *podState, 
 	}
 	if _, _, _, err := statusutil.PatchPodStatus(ctx, n.kube, pod.Namespace, pod.Name, current.UID, current.Status, status); err != nil {
 		klog.V(2).InfoS("pod status patch failed", "pod", key(pod), "err", err)
+		return apierrors.IsNotFound(err)
 	}
+	return true
 }
 
 func containerID(pod *v1.Pod, name string) string {
