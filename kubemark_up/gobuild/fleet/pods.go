@@ -162,19 +162,7 @@ func (t *podTable) start(ctx context.Context, pod *v1.Pod, state *podState) {
 	state.running = true
 	// Until it lands: the status manager retries a status it could not write on its
 	// next sync (every 10 s), and so does the fleet (a busy master may refuse or time out).
-	for !t.setStatus(ctx, pod, state, true, false) {
-		state.mu.Unlock()
-		select {
-		case <-ctx.Done():
-			state.mu.Lock()
-			return
-		case <-time.After(statusUpdateEvery):
-		}
-		state.mu.Lock()
-		if state.deleting {
-			return
-		}
-	}
+	state.retry(ctx, func() bool { return state.deleting || t.setStatus(ctx, pod, state, true, false) })
 }
 
 // kill: Killing per container, the final status, then DELETE with grace 0 and the UID
@@ -190,13 +178,21 @@ func (t *podTable) kill(ctx context.Context, pod *v1.Pod, state *podState) {
 		state.started = metav1.Now()
 	}
 	t.setStatus(ctx, pod, state, state.running, true)
-	for {
+	state.retry(ctx, func() bool {
 		err := n.kube.CoreV1().Pods(pod.Namespace).Delete(ctx, pod.Name, metav1.DeleteOptions{
 			GracePeriodSeconds: ptr.To[int64](0), Preconditions: metav1.NewUIDPreconditions(string(pod.UID))})
-		if err == nil || apierrors.IsNotFound(err) || apierrors.IsConflict(err) {
-			return
+		if err != nil && !apierrors.IsNotFound(err) && !apierrors.IsConflict(err) {
+			klog.V(2).InfoS("pod delete failed, retrying", "pod", key(pod), "err", err)
+			return false
 		}
-		klog.V(2).InfoS("pod delete failed, retrying", "pod", key(pod), "err", err)
+		return true
+	})
+}
+
+// retry runs done, with the pod's lock held, until it says so, every status sync
+// period, the lock released while it waits (so the pod's events still get through).
+func (state *podState) retry(ctx context.Context, done func() bool) {
+	for !done() {
 		state.mu.Unlock()
 		select {
 		case <-ctx.Done():
