@@ -5,13 +5,14 @@ Prometheus' parser, nearest-rank percentiles, the pacer's rates, the plots."""
 from __future__ import annotations
 
 import math
+from types import SimpleNamespace
 
 import pytest
 
 from kubemark_up.measurements.api_latency import FALLBACK_METRIC, SLI_METRIC, Histogram, delta, parse, slo_class
 from kubemark_up.measurements.base import percentile
 from kubemark_up.reports import svg
-from kubemark_up.workloads.base import Pacer, sizes
+from kubemark_up.workloads.base import Pacer, all_running, settled, sizes
 
 
 def _series(metric: str, verb: str, resource: str, scope: str, buckets: dict[str, int], total: float) -> list[str]:
@@ -245,3 +246,36 @@ def test_a_host_reads_an_url_without_credentials(tmp_path):
         server.server_close()
     with pytest.raises(HostError, match=r"GET http://127\.0\.0\.1:1/metrics failed"):
         LocalHost().fetch("http://127.0.0.1:1/metrics", timeout=2)
+
+
+class _Listing:
+    """Answers a run's GETs of one namespace from fixed lists (no master needed)."""
+
+    def __init__(self, deployments: list[dict], pods: list[dict]) -> None:
+        self.answers = {"deployments": deployments, "pods": pods}
+
+    def request(self, method: str, path: str, **_: object) -> dict:
+        return {"items": self.answers[path.rsplit("/", 1)[-1]]}
+
+
+def _pod(phase: str, state: str, ready: str, *, deleting: bool = False) -> dict:
+    meta = {"labels": {"app": "density-0"}, **({"deletionTimestamp": "2026-12-02T16:49:00Z"} if deleting else {})}
+    return {"metadata": meta, "spec": {"containers": [{"name": "pause"}]},
+            "status": {"phase": phase, "conditions": [{"type": "Ready", "status": ready}],
+                       "containerStatuses": [{"name": "pause", "state": {state: {}}}]}}
+
+
+def test_a_deployment_is_settled_only_when_its_pods_run():
+    # As a v1.36 hollow kubelet reported it (seen on a fresh cluster): Ready, yet the
+    # container still ContainerCreating and the phase Pending; the Deployment counts it ready.
+    status = {"observedGeneration": 1, "replicas": 2, "updatedReplicas": 2, "readyReplicas": 2}
+    deployments = [{"metadata": {"name": "density-0", "generation": 1}, "status": status}]
+    run = SimpleNamespace(run_id="r", namespace=lambda index: f"ns-{index}")
+    creating = [_pod("Pending", "waiting", "True"), _pod("Running", "running", "True")]
+    run.kube = _Listing(deployments, creating)
+    assert not settled(run, [0], {(0, "density-0"): 2})
+    run.kube = _Listing(deployments, [_pod("Running", "running", "True")] * 2 + [_pod("Running", "running", "True", deleting=True)])
+    assert settled(run, [0], {(0, "density-0"): 2})
+    run.kube = _Listing(deployments, [_pod("Running", "running", "True")])
+    assert not settled(run, [0], {(0, "density-0"): 2})
+    assert not all_running(_pod("Running", "waiting", "True")) and all_running(_pod("Running", "running", "False"))

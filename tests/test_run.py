@@ -213,7 +213,7 @@ def test_a_run_with_the_watch_cache_off(cli, tmp_path):
         assert result.returncode == 0, result.stderr
         document = json.loads((out / "pod_startup.json").read_text())
         assert document["cluster"]["watch_cache"] is False
-        assert document["result"]["metrics"]["pods_running"]["value"] == 2, document["result"]
+        assert document["result"]["metrics"]["pods_running"]["value"] == 2, (document["result"]["notes"], document["result"]["data"])
     finally:
         cli.run("stop", "--name", "nocache", "--purge")
 

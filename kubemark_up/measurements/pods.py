@@ -16,7 +16,7 @@ import time
 from dataclasses import asdict, dataclass
 
 from kubemark_up.errors import RunError
-from kubemark_up.workloads.base import RUN_LABEL
+from kubemark_up.workloads.base import RUN_LABEL, all_running
 from kubemark_up.workloads.kube import Kube
 
 WINDOW = 10  # seconds per watch request: stop() waits at most this long
@@ -45,14 +45,6 @@ def _time(value: str | None) -> float | None:
     if not value:
         return None
     return dt.datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
-
-
-def _all_running(pod: dict) -> bool:
-    status = pod.get("status") or {}
-    statuses = status.get("containerStatuses") or []
-    wanted = len((pod.get("spec") or {}).get("containers") or [])
-    return (status.get("phase") == "Running" and len(statuses) >= wanted
-            and all("running" in (s.get("state") or {}) for s in statuses))
 
 
 class PodWatch:
@@ -157,7 +149,7 @@ class PodWatch:
                 for condition in (pod.get("status") or {}).get("conditions") or []:
                     if condition.get("type") == "PodScheduled" and condition.get("status") == "True":
                         record.scheduled_api = _time(condition.get("lastTransitionTime"))
-            if record.running is None and _all_running(pod):
+            if record.running is None and all_running(pod):
                 record.running = now
                 starts = [_time(((s.get("state") or {}).get("running") or {}).get("startedAt"))
                           for s in (pod.get("status") or {}).get("containerStatuses") or []]

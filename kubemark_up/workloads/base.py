@@ -280,19 +280,44 @@ def deployment(run: RunContext, name: str, replicas: int, template: dict) -> dic
     }
 
 
+def all_running(pod: dict) -> bool:
+    """Phase Running with every container running: the end of a pod's startup."""
+    status = pod.get("status") or {}
+    statuses = status.get("containerStatuses") or []
+    wanted = len((pod.get("spec") or {}).get("containers") or [])
+    return (status.get("phase") == "Running" and len(statuses) >= wanted
+            and all("running" in (s.get("state") or {}) for s in statuses))
+
+
 def settled(run: RunContext, namespaces: list[int], replicas: dict[tuple[int, str], int]) -> bool:
     """Every Deployment named in replicas ((namespace index, name) -> size) at its size,
-    rolled out to its current template, all Ready."""
+    rolled out to its current template, all Ready, and its pods (those not being deleted)
+    that many and all Running. Ready alone is not enough: a hollow kubelet (v1.36) can
+    report a pod Ready while its container is still ContainerCreating."""
     for index in namespaces:
-        listing = run.kube.request("GET", f"/apis/apps/v1/namespaces/{run.namespace(index)}/deployments")
+        namespace = run.namespace(index)
+        listing = run.kube.request("GET", f"/apis/apps/v1/namespaces/{namespace}/deployments")
+        running: dict[str, int] = {}
+        starting: set[str] = set()
+        pods = run.kube.request("GET", f"/api/v1/namespaces/{namespace}/pods",
+                                query={"labelSelector": f"{RUN_LABEL}={run.run_id}"})
+        for pod in pods["items"]:
+            if pod["metadata"].get("deletionTimestamp"):
+                continue
+            app = pod["metadata"].get("labels", {}).get("app", "")
+            if all_running(pod):
+                running[app] = running.get(app, 0) + 1
+            else:
+                starting.add(app)
         for item in listing["items"]:
-            want = replicas.get((index, item["metadata"]["name"]))
+            name = item["metadata"]["name"]
+            want = replicas.get((index, name))
             if want is None:
                 continue
             status = item.get("status") or {}
             if (status.get("observedGeneration", 0) < item["metadata"].get("generation", 0)
                     or status.get("replicas", 0) != want or status.get("updatedReplicas", 0) != want
-                    or status.get("readyReplicas", 0) != want):
+                    or status.get("readyReplicas", 0) != want or name in starting or running.get(name, 0) != want):
                 return False
     return True
 
