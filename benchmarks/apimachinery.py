@@ -19,22 +19,12 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import json
-import os
-import subprocess
-import sys
-import tempfile
 from pathlib import Path
 from typing import Any
 
+from fresh_cluster import run_on_fresh_cluster
+
 RESULTS = Path(__file__).parent / "results"
-
-
-def _cli(home: Path, *args: str, timeout: float, settings: dict[str, str] | None = None) -> subprocess.CompletedProcess:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("KUBEMARK_UP_") or k == "KUBEMARK_UP_BIN_DIR"}
-    env.update(settings or {})
-    env["KUBEMARK_UP_HOME"] = str(home)
-    return subprocess.run([sys.executable, "-m", "kubemark_up", *args], env=env, capture_output=True, text=True,
-                          timeout=timeout)
 
 
 def _metrics(out: Path, measurement: str) -> dict[str, Any]:
@@ -46,18 +36,8 @@ def on_cluster(what: str, run_args: list[str], settings: dict[str, str] | None =
     """Start a master-only cluster, run `kubemark-up run ...` on it, stop it; the result folder."""
     stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%d-%H%M%S")
     out = RESULTS / f"apimachinery-{what}-{stamp}"
-    with tempfile.TemporaryDirectory(prefix="kubemark-bench-") as tmp:
-        home = Path(tmp)
-        started = _cli(home, "start", "--name", "bench", "--nodes", "0", timeout=1800, settings=settings)
-        try:
-            if started.returncode != 0:
-                raise SystemExit(f"start failed: {started.stderr[-2000:]}")
-            command = ["run", *run_args, "--name", "bench", "--measure", "resources", "--out", str(out)]
-            run = _cli(home, *command, timeout=3600)
-            if run.returncode not in (0, 3):
-                raise SystemExit(f"run failed ({run.returncode}): {run.stderr[-3000:]}")
-        finally:
-            _cli(home, "stop", "--name", "bench", "--purge", timeout=600)
+    command = ["run", *run_args, "--measure", "resources", "--out", str(out)]
+    run_on_fresh_cluster(0, command[1:], settings)
     return out, command[:-2]
 
 

@@ -20,21 +20,11 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import json
-import os
-import subprocess
-import sys
-import tempfile
 from pathlib import Path
 
+from fresh_cluster import run_on_fresh_cluster
+
 RESULTS = Path(__file__).parent / "results"
-
-
-def _cli(home: Path, *args: str, timeout: float, settings: dict[str, str] | None = None) -> subprocess.CompletedProcess:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("KUBEMARK_UP_") or k == "KUBEMARK_UP_BIN_DIR"}
-    env.update(settings or {})
-    env["KUBEMARK_UP_HOME"] = str(home)
-    return subprocess.run([sys.executable, "-m", "kubemark_up", *args], env=env, capture_output=True, text=True,
-                          timeout=timeout)
 
 
 def _value(out: Path, measurement: str, metric: str) -> float | None:
@@ -45,22 +35,11 @@ def _value(out: Path, measurement: str, metric: str) -> float | None:
 def bench(workload: str, nodes: int, pods_per_node: int, rate: float, settings: dict[str, str]) -> dict:
     stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%d-%H%M%S")
     out = RESULTS / f"run-{workload}-{nodes}-{stamp}"
-    with tempfile.TemporaryDirectory(prefix="kubemark-bench-") as tmp:
-        home = Path(tmp)
-        started = _cli(home, "start", "--name", "bench", "--nodes", str(nodes), timeout=1800, settings=settings)
-        try:
-            if started.returncode != 0:
-                raise SystemExit(f"start failed: {started.stderr[-2000:]}")
-            command = ["run", workload, "--name", "bench", "--pods-per-node", str(pods_per_node), "--rate", str(rate),
-                       "--out", str(out)]
-            run = _cli(home, *command, timeout=3600)
-            if run.returncode not in (0, 3):
-                raise SystemExit(f"run failed ({run.returncode}): {run.stderr[-2000:]}")
-        finally:
-            _cli(home, "stop", "--name", "bench", "--purge", timeout=600)
+    command = ["run", workload, "--pods-per-node", str(pods_per_node), "--rate", str(rate)]
+    exit_code = run_on_fresh_cluster(nodes, [*command[1:], "--out", str(out)], settings)
     figures = {
-        "nodes": nodes, "pods_per_node": pods_per_node, "rate": rate, "settings": settings, "exit_code": run.returncode,
-        "command": "kubemark-up " + " ".join(command[:-2]),
+        "nodes": nodes, "pods_per_node": pods_per_node, "rate": rate, "settings": settings, "exit_code": exit_code,
+        "command": "kubemark-up " + " ".join(command),
         "pods": _value(out, "pod_startup", "pods_running"),
         "pods_created_per_s": _value(out, "pod_startup", "creation_rate"),
         "pod_startup_p50": _value(out, "pod_startup", "create_to_running_p50"),

@@ -1,0 +1,37 @@
+"""For the benchmarks: the real CLI in a fresh KUBEMARK_UP_HOME (binaries from the
+normal cache or KUBEMARK_UP_BIN_DIR; no other KUBEMARK_UP_ setting leaks in from the
+caller's environment), and one `kubemark-up run` on a cluster started for it."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+
+def cli(home: Path, *args: str, timeout: float, settings: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("KUBEMARK_UP_") or k == "KUBEMARK_UP_BIN_DIR"}
+    env.update(settings or {})
+    env["KUBEMARK_UP_HOME"] = str(home)
+    return subprocess.run([sys.executable, "-m", "kubemark_up", *args], env=env, capture_output=True, text=True,
+                          timeout=timeout)
+
+
+def run_on_fresh_cluster(nodes: int, run_args: list[str], settings: dict[str, str] | None = None) -> int:
+    """Start a cluster of `nodes` hollow nodes (named bench), run `kubemark-up run
+    RUN_ARGS --name bench` on it, stop and purge it; the run's exit code (0, or 3 when
+    an SLO failed). Any other ending stops the benchmark with the CLI's own words."""
+    with tempfile.TemporaryDirectory(prefix="kubemark-bench-") as tmp:
+        home = Path(tmp)
+        started = cli(home, "start", "--name", "bench", "--nodes", str(nodes), timeout=1800, settings=settings)
+        try:
+            if started.returncode != 0:
+                raise SystemExit(f"start failed: {started.stderr[-2000:]}")
+            run = cli(home, "run", *run_args, "--name", "bench", timeout=3600)
+            if run.returncode not in (0, 3):
+                raise SystemExit(f"run failed ({run.returncode}): {run.stderr[-3000:]}")
+            return run.returncode
+        finally:
+            cli(home, "stop", "--name", "bench", "--purge", timeout=600)
