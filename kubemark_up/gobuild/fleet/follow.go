@@ -30,27 +30,40 @@ var protobufStream = func() runtime.SerializerInfo {
 	return info
 }()
 
-// follow sends, for a resource a node only follows (keeping no copy), the requests
-// client-go's v1.36 reflector sends, in one goroutine instead of the reflector's four:
-// the initial state as a streaming list (WATCH with sendInitialEvents, ended by the
-// k8s.io/initial-events-end bookmark), the same watch read on; then watches resumed from
-// the last resourceVersion seen (bookmarks included), each with timeoutSeconds drawn
-// from [300, 600) s; the whole again only on 410 Gone; back-off 0.8 s to 30 s on
-// errors. Events after the initial state are counted.
-func follow(ctx context.Context, client rest.Interface, resource, namespace, fieldSelector, labelSelector string,
-	events *atomic.Int64) {
+// stream is one of a node's reflectors: a resource (in a namespace, with selectors),
+// the counter of its events after the initial state, and, for what the node keeps
+// (its Node, its pods), the handler of every object and of the end of each initial
+// state.
+type stream struct {
+	client                       rest.Interface
+	resource, namespace          string
+	fieldSelector, labelSelector string
+	events                       *atomic.Int64
+	// Every object: the initial state's (initial true, as ADDED) and each event after it.
+	on func(kind watch.EventType, obj runtime.Object, initial bool)
+	// The initial state is complete (what it did not hold is gone).
+	synced func()
+}
+
+// follow sends the requests client-go's v1.36 reflector sends, in one goroutine
+// instead of an informer's four or five: the initial state as a streaming list (WATCH
+// with sendInitialEvents, ended by the k8s.io/initial-events-end bookmark), the same
+// watch read on; then watches resumed from the last resourceVersion seen (bookmarks
+// included), each with timeoutSeconds drawn from [300, 600) s; the whole again only on
+// 410 Gone; back-off 0.8 s to 30 s on errors.
+func (s *stream) follow(ctx context.Context) {
 	rv, synced := "", false
 	backoff := 800 * time.Millisecond
 	for ctx.Err() == nil {
 		timeout := int64(minWatchTimeout.Seconds() * (1 + rand.Float64()))
-		options := metav1.ListOptions{FieldSelector: fieldSelector, LabelSelector: labelSelector, Watch: true,
+		options := metav1.ListOptions{FieldSelector: s.fieldSelector, LabelSelector: s.labelSelector, Watch: true,
 			AllowWatchBookmarks: true, TimeoutSeconds: &timeout, ResourceVersion: rv}
 		if !synced {
 			options.SendInitialEvents = ptr.To(true)
 			options.ResourceVersionMatch = metav1.ResourceVersionMatchNotOlderThan
 		}
 		began := time.Now()
-		err := watchOnce(ctx, client, resource, namespace, &options, &rv, &synced, events)
+		err := s.watchOnce(ctx, &options, &rv, &synced)
 		switch {
 		case ctx.Err() != nil:
 			return
@@ -72,11 +85,10 @@ func follow(ctx context.Context, client rest.Interface, resource, namespace, fie
 	}
 }
 
-func watchOnce(ctx context.Context, client rest.Interface, resource, namespace string, options *metav1.ListOptions,
-	rv *string, synced *bool, events *atomic.Int64) error {
-	request := client.Get().Resource(resource).VersionedParams(options, scheme.ParameterCodec)
-	if namespace != "" {
-		request = request.Namespace(namespace)
+func (s *stream) watchOnce(ctx context.Context, options *metav1.ListOptions, rv *string, synced *bool) error {
+	request := s.client.Get().Resource(s.resource).VersionedParams(options, scheme.ParameterCodec)
+	if s.namespace != "" {
+		request = request.Namespace(s.namespace)
 	}
 	body, err := request.Stream(ctx)
 	if err != nil {
@@ -106,13 +118,19 @@ func watchOnce(ctx context.Context, client rest.Interface, resource, namespace s
 		}
 		*rv = accessor.GetResourceVersion()
 		if kind == watch.Bookmark {
-			if accessor.GetAnnotations()[metav1.InitialEventsAnnotationKey] == "true" {
+			if !*synced && accessor.GetAnnotations()[metav1.InitialEventsAnnotationKey] == "true" {
 				*synced = true
+				if s.synced != nil {
+					s.synced()
+				}
 			}
 			continue
 		}
-		if *synced {
-			events.Add(1)
+		if *synced && s.events != nil {
+			s.events.Add(1)
+		}
+		if s.on != nil {
+			s.on(kind, obj, !*synced)
 		}
 	}
 }

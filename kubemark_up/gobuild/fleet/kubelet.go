@@ -14,9 +14,10 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/apimachinery/pkg/util/wait"
-	"k8s.io/client-go/tools/cache"
+	"k8s.io/apimachinery/pkg/watch"
 	"k8s.io/component-helpers/apimachinery/lease"
 	nodeutil "k8s.io/component-helpers/node/util"
 	"k8s.io/klog/v2"
@@ -44,7 +45,7 @@ type HollowNode struct {
 	proxy     *clients
 	npd       *clients
 
-	nodeStore  cache.Store // the kubelet's node lister: its own Node, from its watch
+	self       atomic.Pointer[v1.Node] // the kubelet's node lister: its own Node, from its watch
 	registered atomic.Bool
 
 	statusMu     sync.Mutex
@@ -111,7 +112,8 @@ func newHollowNode(f *Fleet, conf NodeConf) (*HollowNode, error) {
 			return nil, err
 		}
 	}
-	n.pods = podTable{node: n, pods: map[string]*podState{}, watches: map[objectRef]*objectWatch{}}
+	n.pods = podTable{node: n, pods: map[string]*podState{}, watches: map[objectRef]*objectWatch{},
+		listed: map[string]string{}}
 	return n, nil
 }
 
@@ -125,21 +127,24 @@ func (n *HollowNode) name() string { return n.conf.Name }
 func (n *HollowNode) run(ctx context.Context) {
 	name := n.name()
 	core := n.kube.CoreV1().RESTClient()
-	// K1: its own Node, the kubelet's node lister.
-	nodeInformerStore, nodeController := cache.NewInformerWithOptions(cache.InformerOptions{
-		ListerWatcher: listWatch(core, "nodes", "", nameSelector(name), ""),
-		ObjectType:    &v1.Node{},
-		Handler:       cache.ResourceEventHandlerFuncs{UpdateFunc: func(_, obj any) { n.onNode(ctx, obj) }, AddFunc: func(obj any) { n.onNode(ctx, obj) }},
-	})
-	n.nodeStore = nodeInformerStore
-	go nodeController.RunWithContext(ctx)
+	// K1: its own Node, the kubelet's node lister (managed fields dropped: nothing reads them).
+	nodeSynced := make(chan struct{})
+	var once sync.Once
+	go (&stream{client: core, resource: "nodes", fieldSelector: nameSelector(name),
+		on:     func(kind watch.EventType, obj runtime.Object, _ bool) { n.onNode(ctx, kind, obj) },
+		synced: func() { once.Do(func() { close(nodeSynced) }) }}).follow(ctx)
 	// K2, K4, K5: Services (headless ones filtered, v1.31+), CSIDrivers, RuntimeClasses.
-	go follow(ctx, core, "services", "", "spec.clusterIP!=None", "", n.watchCounter("kubelet services"))
-	go follow(ctx, n.kube.StorageV1().RESTClient(), "csidrivers", "", "", "", n.watchCounter("kubelet csidrivers"))
-	go follow(ctx, n.kube.NodeV1().RESTClient(), "runtimeclasses", "", "", "", n.watchCounter("kubelet runtimeclasses"))
+	go (&stream{client: core, resource: "services", fieldSelector: "spec.clusterIP!=None",
+		events: n.watchCounter("kubelet services")}).follow(ctx)
+	go (&stream{client: n.kube.StorageV1().RESTClient(), resource: "csidrivers",
+		events: n.watchCounter("kubelet csidrivers")}).follow(ctx)
+	go (&stream{client: n.kube.NodeV1().RESTClient(), resource: "runtimeclasses",
+		events: n.watchCounter("kubelet runtimeclasses")}).follow(ctx)
 	// K3: its pods, once the node lister has synced.
-	if !cache.WaitForCacheSync(ctx.Done(), nodeController.HasSynced) {
+	select {
+	case <-ctx.Done():
 		return
+	case <-nodeSynced:
 	}
 	go n.pods.run(ctx)
 
@@ -157,15 +162,29 @@ func (n *HollowNode) run(ctx context.Context) {
 	go n.csiNode(ctx)
 	go n.wipeResourceSlices(ctx)
 	if n.npd != nil {
-		go runNPD(ctx, n)
+		runNPD(ctx, n)
 	}
 	go runProxy(ctx, n)
 	// The runtime is "up" at once: fastStatusUpdateOnce sends the Ready patch now.
 	n.statusMu.Lock()
 	n.ready = true
 	n.statusMu.Unlock()
-	n.syncStatus(ctx)
-	wait.JitterUntilWithContext(ctx, n.syncStatus, statusUpdateEvery, jitter, true)
+	every(ctx, statusUpdateEvery, n.syncStatus)
+}
+
+// every runs f now, then again each period (jittered) after it returns, as
+// wait.JitterUntil does, but from a timer: a node's periodic work holds no goroutine
+// (and its stack) while it waits, which is most of the time.
+func every(ctx context.Context, period time.Duration, f func(context.Context)) {
+	var tick func()
+	tick = func() {
+		if ctx.Err() != nil {
+			return
+		}
+		f(ctx)
+		time.AfterFunc(wait.Jitter(period, jitter), tick)
+	}
+	tick()
 }
 
 func (n *HollowNode) nodeRef() *v1.ObjectReference {
@@ -278,11 +297,17 @@ func (n *HollowNode) register(ctx context.Context) bool {
 	}
 }
 
-func (n *HollowNode) onNode(ctx context.Context, obj any) {
+func (n *HollowNode) onNode(ctx context.Context, kind watch.EventType, obj runtime.Object) {
 	node, ok := obj.(*v1.Node)
 	if !ok {
 		return
 	}
+	if kind == watch.Deleted {
+		n.self.Store(nil)
+		return
+	}
+	node.ManagedFields = nil
+	n.self.Store(node)
 	n.statusMu.Lock()
 	changed := node.Spec.PodCIDR != n.lastPodCIDR && n.lastReported != nil
 	n.statusMu.Unlock()
@@ -297,13 +322,10 @@ func (n *HollowNode) onNode(ctx context.Context, obj any) {
 func (n *HollowNode) syncStatus(ctx context.Context) {
 	n.statusMu.Lock()
 	defer n.statusMu.Unlock()
-	item, exists, err := n.nodeStore.GetByKey(n.name())
-	var base *v1.Node
-	if err == nil && exists {
-		base = item.(*v1.Node)
-	} else {
-		base, err = n.heartbeat.CoreV1().Nodes().Get(ctx, n.name(), metav1.GetOptions{})
-		if err != nil {
+	base := n.self.Load()
+	if base == nil {
+		var err error
+		if base, err = n.heartbeat.CoreV1().Nodes().Get(ctx, n.name(), metav1.GetOptions{}); err != nil {
 			return
 		}
 	}
@@ -403,11 +425,11 @@ func (n *HollowNode) wipeResourceSlices(ctx context.Context) {
 
 // podCIDR is the node's pod network, as the IPAM controller assigned it.
 func (n *HollowNode) podCIDR() *net.IPNet {
-	item, exists, err := n.nodeStore.GetByKey(n.name())
-	if err != nil || !exists {
+	node := n.self.Load()
+	if node == nil {
 		return nil
 	}
-	_, cidr, err := net.ParseCIDR(item.(*v1.Node).Spec.PodCIDR)
+	_, cidr, err := net.ParseCIDR(node.Spec.PodCIDR)
 	if err != nil {
 		return nil
 	}

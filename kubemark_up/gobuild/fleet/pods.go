@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"net"
+	"strings"
 	"sync"
 	"time"
 
@@ -13,7 +14,8 @@ import (
 	v1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/client-go/tools/cache"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/watch"
 	"k8s.io/klog/v2"
 	statusutil "k8s.io/kubernetes/pkg/util/pod"
 	"k8s.io/utils/ptr"
@@ -50,27 +52,44 @@ type podTable struct {
 	pods    map[string]*podState // namespace/name
 	watches map[objectRef]*objectWatch
 	ips     map[string]bool
+	listed  map[string]string // namespace/name -> UID: the pods of the initial state being read
 }
 
+// run follows the node's pods (spec.nodeName) as the kubelet's pod config source does:
+// a pod seen is started (or killed when it carries a deletion timestamp), a pod deleted
+// or missing from a relist's initial state is forgotten.
 func (t *podTable) run(ctx context.Context) {
 	n := t.node
-	_, controller := cache.NewInformerWithOptions(cache.InformerOptions{
-		ListerWatcher: listWatch(n.kube.CoreV1().RESTClient(), "pods", "", "spec.nodeName="+n.name(), ""),
-		ObjectType:    &v1.Pod{},
-		Handler: cache.ResourceEventHandlerFuncs{
-			AddFunc:    func(obj any) { t.seen(ctx, obj) },
-			UpdateFunc: func(_, obj any) { t.seen(ctx, obj) },
-			DeleteFunc: func(obj any) {
-				if d, ok := obj.(cache.DeletedFinalStateUnknown); ok {
-					obj = d.Obj
-				}
-				if pod, ok := obj.(*v1.Pod); ok {
-					t.forget(pod)
-				}
-			},
+	(&stream{client: n.kube.CoreV1().RESTClient(), resource: "pods", fieldSelector: "spec.nodeName=" + n.name(),
+		on: func(kind watch.EventType, obj runtime.Object, initial bool) {
+			pod, ok := obj.(*v1.Pod)
+			if !ok {
+				return
+			}
+			if initial {
+				t.listed[key(pod)] = string(pod.UID)
+			}
+			if kind == watch.Deleted {
+				t.forget(key(pod), string(pod.UID))
+			} else {
+				t.seen(ctx, pod)
+			}
 		},
-	})
-	controller.RunWithContext(ctx)
+		synced: func() {
+			t.mu.Lock()
+			var gone []string
+			for k, state := range t.pods {
+				if t.listed[k] != state.uid {
+					gone = append(gone, k+" "+state.uid)
+				}
+			}
+			t.mu.Unlock()
+			for _, entry := range gone {
+				k, uid, _ := strings.Cut(entry, " ")
+				t.forget(k, uid)
+			}
+			t.listed = map[string]string{}
+		}}).follow(ctx)
 }
 
 func (n *HollowNode) podCount() int {
@@ -81,11 +100,7 @@ func (n *HollowNode) podCount() int {
 
 func key(pod *v1.Pod) string { return pod.Namespace + "/" + pod.Name }
 
-func (t *podTable) seen(ctx context.Context, obj any) {
-	pod, ok := obj.(*v1.Pod)
-	if !ok {
-		return
-	}
+func (t *podTable) seen(ctx context.Context, pod *v1.Pod) {
 	t.mu.Lock()
 	state := t.pods[key(pod)]
 	fresh := state == nil || state.uid != string(pod.UID)
@@ -108,14 +123,14 @@ func (t *podTable) seen(ctx context.Context, obj any) {
 	}
 }
 
-func (t *podTable) forget(pod *v1.Pod) {
+func (t *podTable) forget(k, uid string) {
 	t.mu.Lock()
-	state := t.pods[key(pod)]
-	if state == nil || state.uid != string(pod.UID) {
+	state := t.pods[k]
+	if state == nil || state.uid != uid {
 		t.mu.Unlock()
 		return
 	}
-	delete(t.pods, key(pod))
+	delete(t.pods, k)
 	state.mu.Lock()
 	if state.ip != nil {
 		delete(t.ips, state.ip.String())
@@ -364,7 +379,8 @@ func (t *podTable) watchLocked(ctx context.Context, ref objectRef) {
 	wctx, cancel := context.WithCancel(ctx)
 	t.watches[ref] = &objectWatch{count: 1, cancel: cancel}
 	counter := t.node.watchCounter("kubelet " + ref.resource)
-	go follow(wctx, t.node.kube.CoreV1().RESTClient(), ref.resource, ref.namespace, nameSelector(ref.name), "", counter)
+	go (&stream{client: t.node.kube.CoreV1().RESTClient(), resource: ref.resource, namespace: ref.namespace,
+		fieldSelector: nameSelector(ref.name), events: counter}).follow(wctx)
 }
 
 func (t *podTable) unwatchLocked(ref objectRef) {

@@ -7,7 +7,6 @@ import (
 
 	v1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/klog/v2"
 )
 
@@ -20,18 +19,19 @@ const npdHeartbeat = 5 * time.Minute
 // runProxy opens the watches of the stock v1.36 hollow proxy (measured: 3 per node):
 // Services and EndpointSlices with kube-proxy's label selectors, and ServiceCIDRs.
 func runProxy(ctx context.Context, n *HollowNode) {
-	go follow(ctx, n.proxy.CoreV1().RESTClient(), "services", "", "spec.clusterIP!=None", proxySelector,
-		n.watchCounter("kube-proxy services"))
-	go follow(ctx, n.proxy.DiscoveryV1().RESTClient(), "endpointslices", "", "", proxySelector,
-		n.watchCounter("kube-proxy endpointslices"))
-	follow(ctx, n.proxy.NetworkingV1().RESTClient(), "servicecidrs", "", "", "", n.watchCounter("kube-proxy servicecidrs"))
+	go (&stream{client: n.proxy.CoreV1().RESTClient(), resource: "services", fieldSelector: "spec.clusterIP!=None",
+		labelSelector: proxySelector, events: n.watchCounter("kube-proxy services")}).follow(ctx)
+	go (&stream{client: n.proxy.DiscoveryV1().RESTClient(), resource: "endpointslices", labelSelector: proxySelector,
+		events: n.watchCounter("kube-proxy endpointslices")}).follow(ctx)
+	(&stream{client: n.proxy.NetworkingV1().RESTClient(), resource: "servicecidrs",
+		events: n.watchCounter("kube-proxy servicecidrs")}).follow(ctx)
 }
 
 // runNPD: node-problem-detector's condition heartbeat, a strategic merge PATCH of its
 // conditions on the node's status, at once and then every heartbeat period.
 func runNPD(ctx context.Context, n *HollowNode) {
 	since := metav1.Now()
-	wait.JitterUntilWithContext(ctx, func(ctx context.Context) {
+	go every(ctx, npdHeartbeat, func(ctx context.Context) {
 		now := metav1.Now()
 		conditions := []v1.NodeCondition{
 			{Type: "KernelDeadlock", Status: v1.ConditionFalse, Reason: "KernelHasNoDeadlock", Message: "kernel has no deadlock",
@@ -47,5 +47,5 @@ func runNPD(ctx context.Context, n *HollowNode) {
 		if err != nil {
 			klog.V(2).InfoS("node-problem-detector patch failed", "node", n.name(), "err", err)
 		}
-	}, npdHeartbeat, jitter, true)
+	})
 }
