@@ -179,6 +179,9 @@ def test_an_endpointslice_change_reaches_every_proxy(fleet: RunningCluster) -> N
         for status in fleet_status(fleet):
             for node, events in status["watch_events"].items():
                 counts[node] = events["kube-proxy endpointslices"]
+            # The totals, the only figures in the file written every 30 s, are the nodes' sum.
+            assert status["watch_events_total"]["kube-proxy endpointslices"] == sum(
+                events["kube-proxy endpointslices"] for events in status["watch_events"].values())
         return counts
 
     before = seen()

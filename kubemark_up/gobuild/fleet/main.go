@@ -177,17 +177,17 @@ func (f *Fleet) run(ctx context.Context, statusPath string) {
 	// SIGUSR1 asks for the status file now (the tests and benchmarks read it).
 	now := make(chan os.Signal, 1)
 	signal.Notify(now, syscall.SIGUSR1)
-	f.writeStatus(statusPath)
+	f.writeStatus(statusPath, false)
 	for {
 		select {
 		case <-ctx.Done():
 			wg.Wait()
-			f.writeStatus(statusPath)
+			f.writeStatus(statusPath, false)
 			return
 		case <-ticker.C:
-			f.writeStatus(statusPath)
+			f.writeStatus(statusPath, false)
 		case <-now:
-			f.writeStatus(statusPath)
+			f.writeStatus(statusPath, true)
 		}
 	}
 }
@@ -202,17 +202,23 @@ type Status struct {
 	Pods        int              `json:"pods"`
 	OpenWatches int64            `json:"open_watches"`
 	Requests    map[string]int64 `json:"requests"`
-	// Per node, the watch events each of its reflectors received after its initial list.
-	WatchEvents map[string]map[string]int64 `json:"watch_events"`
+	// The watch events each kind of reflector received after its initial state: over
+	// all nodes, and per node in a status asked for (SIGUSR1) only, so that the file
+	// written every STATUS_EVERY stays small however large the fleet.
+	WatchEventsTotal map[string]int64            `json:"watch_events_total"`
+	WatchEvents      map[string]map[string]int64 `json:"watch_events,omitempty"`
 }
 
-func (f *Fleet) status() Status {
+func (f *Fleet) status(perNode bool) Status {
 	f.mu.Lock()
 	nodes := append([]*HollowNode(nil), f.nodes...)
 	f.mu.Unlock()
 	s := Status{Time: float64(time.Now().UnixNano()) / 1e9, PID: os.Getpid(), Nodes: len(f.config.Nodes),
 		Started: len(nodes), OpenWatches: f.counters.openWatches.Load(), Requests: f.counters.snapshot()}
-	s.WatchEvents = make(map[string]map[string]int64, len(nodes))
+	s.WatchEventsTotal = make(map[string]int64, len(watchKeys))
+	if perNode {
+		s.WatchEvents = make(map[string]map[string]int64, len(nodes))
+	}
 	for _, n := range nodes {
 		if n.registered.Load() {
 			s.Registered++
@@ -221,14 +227,17 @@ func (f *Fleet) status() Status {
 		events := make(map[string]int64, len(n.watchEvents))
 		for key, count := range n.watchEvents {
 			events[key] = count.Load()
+			s.WatchEventsTotal[key] += events[key]
 		}
-		s.WatchEvents[n.name()] = events
+		if perNode {
+			s.WatchEvents[n.name()] = events
+		}
 	}
 	return s
 }
 
-func (f *Fleet) writeStatus(path string) {
-	data, err := json.Marshal(f.status())
+func (f *Fleet) writeStatus(path string, perNode bool) {
+	data, err := json.Marshal(f.status(perNode))
 	if err != nil {
 		return
 	}
