@@ -293,32 +293,33 @@ def settled(run: RunContext, namespaces: list[int], replicas: dict[tuple[int, st
     """Every Deployment named in replicas ((namespace index, name) -> size) at its size,
     rolled out to its current template, all Ready, and its pods (those not being deleted)
     that many and all Running. Ready alone is not enough: a hollow kubelet (v1.36) can
-    report a pod Ready while its container is still ContainerCreating."""
+    report a pod Ready while its container is still ContainerCreating. The pods are
+    listed only once every Deployment says so, not on every poll of a long wait."""
     for index in namespaces:
-        namespace = run.namespace(index)
-        listing = run.kube.request("GET", f"/apis/apps/v1/namespaces/{namespace}/deployments")
-        running: dict[str, int] = {}
-        starting: set[str] = set()
-        pods = run.kube.request("GET", f"/api/v1/namespaces/{namespace}/pods",
-                                query={"labelSelector": f"{RUN_LABEL}={run.run_id}"})
-        for pod in pods["items"]:
-            if pod["metadata"].get("deletionTimestamp"):
-                continue
-            app = pod["metadata"].get("labels", {}).get("app", "")
-            if all_running(pod):
-                running[app] = running.get(app, 0) + 1
-            else:
-                starting.add(app)
+        listing = run.kube.request("GET", f"/apis/apps/v1/namespaces/{run.namespace(index)}/deployments")
         for item in listing["items"]:
-            name = item["metadata"]["name"]
-            want = replicas.get((index, name))
+            want = replicas.get((index, item["metadata"]["name"]))
             if want is None:
                 continue
             status = item.get("status") or {}
             if (status.get("observedGeneration", 0) < item["metadata"].get("generation", 0)
                     or status.get("replicas", 0) != want or status.get("updatedReplicas", 0) != want
-                    or status.get("readyReplicas", 0) != want or name in starting or running.get(name, 0) != want):
+                    or status.get("readyReplicas", 0) != want):
                 return False
+    for index in namespaces:
+        pods = run.kube.request("GET", f"/api/v1/namespaces/{run.namespace(index)}/pods",
+                                query={"labelSelector": f"{RUN_LABEL}={run.run_id}"})
+        wanted = {name: want for (i, name), want in replicas.items() if i == index}
+        running = dict.fromkeys(wanted, 0)
+        for pod in pods["items"]:
+            app = pod["metadata"].get("labels", {}).get("app", "")
+            if app not in wanted or pod["metadata"].get("deletionTimestamp"):
+                continue
+            if not all_running(pod):
+                return False
+            running[app] += 1
+        if running != wanted:
+            return False
     return True
 
 

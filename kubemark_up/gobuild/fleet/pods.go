@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"net"
-	"strings"
 	"sync"
 	"time"
 
@@ -76,16 +75,15 @@ func (t *podTable) run(ctx context.Context) {
 			}
 		},
 		synced: func() {
+			gone := map[string]string{} // namespace/name -> UID of the pods the relist no longer holds
 			t.mu.Lock()
-			var gone []string
 			for k, state := range t.pods {
 				if t.listed[k] != state.uid {
-					gone = append(gone, k+" "+state.uid)
+					gone[k] = state.uid
 				}
 			}
 			t.mu.Unlock()
-			for _, entry := range gone {
-				k, uid, _ := strings.Cut(entry, " ")
+			for k, uid := range gone {
 				t.forget(k, uid)
 			}
 			t.listed = map[string]string{}
