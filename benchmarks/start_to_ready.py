@@ -4,6 +4,7 @@ each hollow node at steady state.
     python3 benchmarks/start_to_ready.py --nodes 10 --nodes 50 [--repeat 5] [--wave W]
         [--provider local|preexisting] [--settle 30] [--sample 60 | --sample 0]
         [--engine kubemark --engine fleet] [--fleet-processes P]
+    python3 benchmarks/start_to_ready.py --run kubemark:100 --run fleet:100 --run fleet:1000 --run fleet:3000:2
 
 For each node count (and each repeat) it runs the real CLI in a fresh
 KUBEMARK_UP_HOME (binaries from the normal cache or KUBEMARK_UP_BIN_DIR), then:
@@ -17,8 +18,13 @@ KUBEMARK_UP_HOME (binaries from the normal cache or KUBEMARK_UP_BIN_DIR), then:
   - wall seconds for `stop`.
 With --engine given more than once, each node count runs on each engine in turn, one
 after another on the same machine and master build: stock kubemark nodes beside fleet
-nodes. A fleet's cost per node is its processes' total over its nodes; the master's
+nodes. --run ENGINE:NODES[:FLEET_PROCESSES] (repeatable) names each run instead, so
+one invocation can set stock kubemark at the counts it manages beside fleets far
+larger. A fleet's cost per node is its processes' total over its nodes; the master's
 CPU and memory under each are reported too (what the nodes cost the master).
+After the sample, `status` says whether every node is still Ready and whether a
+master component restarted: a cluster "held" only if both hold, which is how the
+largest fleet the master holds is found. A table of all runs ends the output.
 With --provider preexisting the master and the nodes run on "another" host: this
 machine through a real unprivileged sshd on a loopback port (tests/sshd.py), so
 every file and command goes through SSH.
@@ -103,6 +109,59 @@ def _sample(state: dict, seconds: float) -> dict:
     }
 
 
+def _held(env: dict, name: str) -> dict:
+    """Whether, after settling and sampling, every node is still Ready and no master
+    component has restarted since start: what "the master holds" this many nodes means."""
+    status = subprocess.run([sys.executable, "-m", "kubemark_up", "status", "--name", name, "-o", "json"],
+                            env=env, capture_output=True, text=True)
+    try:
+        report = json.loads(status.stdout)
+    except ValueError:
+        return {"held": False, "why": f"status printed no report: {status.stderr.strip()[-300:]}"}
+    nodes = report["nodes"]
+    restarts = {c["name"]: c["restarts"] for c in report["master"]["components"] if c["restarts"]}
+    held = bool(report["master"]["healthy"]) and nodes["ready"] == nodes["total"] and not restarts
+    return {"held": held, "nodes_ready": nodes["ready"], "nodes_total": nodes["total"],
+            "master_healthy": report["master"]["healthy"], "master_restarts": restarts}
+
+
+def _runs(args: argparse.Namespace, parser: argparse.ArgumentParser) -> list[tuple[str, int, int]]:
+    """(engine, nodes, fleet processes) for each run, from --run or --nodes x --engine."""
+    if not args.run:
+        return [(e, n, args.fleet_processes) for n in args.nodes or [10, 50] for e in args.engine or ["kubemark"]]
+    if args.nodes or args.engine:
+        parser.error("--run names engine and nodes itself: give --run or --nodes/--engine, not both")
+    runs = []
+    for spec in args.run:
+        parts = spec.split(":")
+        try:
+            engine, nodes, processes = parts[0], int(parts[1]), int(parts[2]) if len(parts) == 3 else 1
+        except (IndexError, ValueError):
+            parser.error(f"--run {spec!r}: expected ENGINE:NODES[:FLEET_PROCESSES], e.g. fleet:1000:2")
+        if engine not in ("kubemark", "fleet") or len(parts) > 3 or nodes < 1 or processes < 1:
+            parser.error(f"--run {spec!r}: expected ENGINE:NODES[:FLEET_PROCESSES] with ENGINE kubemark or fleet")
+        runs.append((engine, nodes, processes))
+    return runs
+
+
+def _table(results: list[dict]) -> str:
+    """The runs as one Markdown table, as the README carries it."""
+    lines = ["| engine | hollow nodes | start -> all Ready | CPU per node | PSS per node | kube-apiserver | held |",
+             "| --- | --- | --- | --- | --- | --- | --- |"]
+    for r in results:
+        engine = "stock kubemark" if r["engine"] == "kubemark" else "fleet"
+        if r["engine"] == "fleet" and r["fleet_processes"] > 1:
+            engine += f", {r['fleet_processes']} processes"
+        node, apiserver, held = r["per_hollow_node"], r["master"]["kube-apiserver"], r["held"]
+        api = "-" if apiserver["millicpu"] is None else f"{apiserver['millicpu']:.0f} mCPU, {apiserver['pss_mib']:.0f} MiB"
+        verdict = "yes" if held["held"] else f"no ({held.get('nodes_ready')}/{held.get('nodes_total')} Ready"
+        if not held["held"]:
+            verdict += f", restarts {held.get('master_restarts') or 0})"
+        lines.append(f"| {engine} | {r['nodes']:,} | {r['start_to_ready_seconds']:.1f} s | {node['millicpu']:.2f} mCPU "
+                     f"| {node['pss_mib']:.2f} MiB | {api} | {verdict} |")
+    return "\n".join(lines)
+
+
 def _config(home: Path, provider: str, sshd: SSHServer | None) -> list[str]:
     if provider == "local":
         return []
@@ -141,6 +200,7 @@ def run(nodes: int, *, provider: str, wave: int | None, settle: float, sample: f
         if sample > 0:
             time.sleep(settle)
             usage = _sample(state, sample)
+        held = _held(env, name)
         began = time.monotonic()
         stop = subprocess.run([sys.executable, "-m", "kubemark_up", "stop", "--name", name, "--purge"],
                               env=env, capture_output=True, text=True)
@@ -170,6 +230,7 @@ def run(nodes: int, *, provider: str, wave: int | None, settle: float, sample: f
         "step_seconds": state["timings"],
         "master_restarts_during_start": restarts,
         "stop_seconds": round(stop_seconds, 2),
+        "held": held,
         "settle_seconds": settle,
         "sample_seconds": sample,
         "per_hollow_node": per_node,
@@ -188,18 +249,22 @@ def main() -> None:
     parser.add_argument("--sample", type=float, default=60, help="seconds of CPU sampling (0: none)")
     parser.add_argument("--engine", action="append", choices=["kubemark", "fleet"], help="node engines, in turn [kubemark]")
     parser.add_argument("--fleet-processes", type=int, default=1, help="fleet processes sharing the nodes")
+    parser.add_argument("--run", action="append", metavar="ENGINE:NODES[:P]",
+                        help="one run (repeatable), instead of --nodes x --engine: e.g. kubemark:100, fleet:3000:2")
     args = parser.parse_args()
+    runs = _runs(args, parser)
     bin_dir = _bin_dir()
     machine = {"cpus": psutil.cpu_count(), "memory_gib": round(psutil.virtual_memory().total / 2**30, 1)}
     RESULTS.mkdir(exist_ok=True)
     sshd = SSHServer() if args.provider == "preexisting" else None
     if sshd is not None:
         sshd.start()
+    results = []
     try:
-        for nodes, engine in [(n, e) for n in args.nodes or [10, 50] for e in args.engine or ["kubemark"]]:
+        for engine, nodes, fleet_processes in runs:
             for attempt in range(1, args.repeat + 1):
                 result = run(nodes, provider=args.provider, wave=args.wave, settle=args.settle, sample=args.sample,
-                             bin_dir=bin_dir, sshd=sshd, engine=engine, fleet_processes=args.fleet_processes)
+                             bin_dir=bin_dir, sshd=sshd, engine=engine, fleet_processes=fleet_processes)
                 result["machine"] = machine
                 result["attempt"] = attempt
                 result["when"] = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
@@ -215,9 +280,12 @@ def main() -> None:
                 print(
                     f"{args.provider} {engine} {nodes} hollow nodes (run {attempt}/{args.repeat}, wave {result['wave']}): "
                     f"Ready {result['start_to_ready_seconds']}s after start{cost}; master restarts {restarted or 0}; "
-                    f"stop {result['stop_seconds']}s  [{path}]",
+                    f"held {'yes' if result['held']['held'] else 'no'}; stop {result['stop_seconds']}s  [{path}]",
                     flush=True,
                 )
+                results.append(result)
+        if args.sample > 0:
+            print(_table(results))
     finally:
         if sshd is not None:
             sshd.cleanup()
