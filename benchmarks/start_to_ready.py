@@ -121,7 +121,7 @@ def _held(env: dict, name: str) -> dict:
     nodes = report["nodes"]
     restarts = {c["name"]: c["restarts"] for c in report["master"]["components"] if c["restarts"]}
     held = bool(report["master"]["healthy"]) and nodes["ready"] == nodes["total"] and not restarts
-    return {"held": held, "nodes_ready": nodes["ready"], "nodes_total": nodes["total"],
+    return {"held": held, "nodes_ready": nodes["ready"], "nodes_total": nodes["total"], "nodes_error": nodes["error"],
             "master_healthy": report["master"]["healthy"], "master_restarts": restarts}
 
 

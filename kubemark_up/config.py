@@ -20,10 +20,10 @@ import shlex
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from kubemark_up.errors import ConfigError
 
@@ -80,6 +80,18 @@ class Section(BaseModel):
 
 class ProviderSettings(Section):
     """A provider's own settings; each provider subclasses it (none: this, empty)."""
+
+
+def _ip_address(value: str) -> str:
+    try:
+        ipaddress.ip_address(value)
+    except ValueError:
+        raise ValueError("must be an IP address of the master's host (or 0.0.0.0 to bind every address)") from None
+    return value
+
+
+# An address the master is reached at or binds, kept as the text given: providers' settings.
+IPAddress = Annotated[str, AfterValidator(_ip_address)]
 
 
 class PodsSettings(Section):

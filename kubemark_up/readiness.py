@@ -23,6 +23,10 @@ from kubemark_up.errors import ComponentError, ConfigError
 from kubemark_up.ui import UI
 
 WATCH_WINDOW = 5  # seconds; check() runs between windows, so a dead master is seen quickly
+# Nodes per list request. One request for every node did not answer `status` within its
+# 5 s at 6,000 fleet nodes on a loaded 2-core master; a page of 500 does, and the pages
+# still read one snapshot (the apiserver's limit/continue).
+LIST_PAGE = 500
 _TRANSIENT = (ApiException, urllib3.exceptions.HTTPError, OSError, ValueError)
 
 
@@ -38,9 +42,20 @@ def is_ready(node: dict) -> bool:
 
 
 def _list_nodes(api: client.CoreV1Api, timeout: float = 30) -> dict:
-    # Without preloading, the client returns the raw urllib3 response, whatever its types say.
-    response: Any = api.list_node(_preload_content=False, _request_timeout=timeout)
-    return json.loads(response.data)
+    """Every Node, as one list (the metadata of the last page: the snapshot's resourceVersion);
+    timeout bounds each page's request."""
+    items: list[dict] = []
+    token: str | None = None
+    while True:
+        more: dict[str, Any] = {"_continue": token} if token else {}
+        # Without preloading, the client returns the raw urllib3 response, whatever its types say.
+        response: Any = api.list_node(limit=LIST_PAGE, _preload_content=False, _request_timeout=timeout, **more)
+        page = json.loads(response.data)
+        items.extend(page["items"])
+        token = page["metadata"].get("continue")
+        if not token:
+            page["items"] = items
+            return page
 
 
 class ReadyWatch:

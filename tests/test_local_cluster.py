@@ -291,3 +291,20 @@ def test_logs_collects_every_component_and_node(local_cluster, tmp_path):
     for node in NODE_NAMES:
         assert {f"{node}.kubelet.log", f"{node}.proxy.log"} <= names
     assert (out / "kube-apiserver.log").stat().st_size > 0
+
+
+def test_nodes_are_listed_a_page_at_a_time(local_cluster, monkeypatch):
+    # Pages of one node: every page after the first is read through the apiserver's continue token.
+    from kubemark_up import readiness
+
+    monkeypatch.setattr(readiness, "LIST_PAGE", 1)
+    api = readiness._api(local_cluster.kubeconfig)
+    requests: list[dict] = []
+    list_node = api.list_node
+    monkeypatch.setattr(api, "list_node", lambda **kw: requests.append(kw) or list_node(**kw))
+    listing = readiness._list_nodes(api)
+    assert {n["metadata"]["name"] for n in listing["items"]} == NODE_NAMES
+    assert len(requests) == CLUSTER_NODES and all(r["limit"] == 1 for r in requests)
+    assert [bool(r.get("_continue")) for r in requests] == [False] + [True] * (CLUSTER_NODES - 1)
+    assert listing["metadata"]["resourceVersion"]
+    assert readiness.count_ready(local_cluster.kubeconfig, NODE_NAMES) == (CLUSTER_NODES, None)

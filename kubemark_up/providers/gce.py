@@ -29,7 +29,7 @@ from google.cloud import compute_v1
 from pydantic import Field, field_validator, model_validator
 
 from kubemark_up import pki
-from kubemark_up.config import ProviderSettings
+from kubemark_up.config import IPAddress, ProviderSettings
 from kubemark_up.context import Context
 from kubemark_up.errors import ConfigError, HostError, KubemarkUpError
 from kubemark_up.hosts.ssh import fingerprint
@@ -99,7 +99,7 @@ class GCESettings(ProviderSettings):
     python: str = "python3"
     remote_root: str = "/mnt/disks/master-pd/kubemark-up"
     events_root: str = "/mnt/disks/master-event-pd/kubemark-up"
-    bind_address: str = "0.0.0.0"
+    bind_address: IPAddress = "0.0.0.0"
     operation_timeout: float = Field(600, gt=0)
     host_key_wait_timeout: float = Field(60, ge=0)
 
@@ -157,15 +157,6 @@ class GCESettings(ProviderSettings):
         if not posixpath.isabs(value):
             raise ValueError("must be an absolute path on the VM")
         return posixpath.normpath(value)
-
-    @field_validator("bind_address")
-    @classmethod
-    def _ip(cls, value: str) -> str:
-        try:
-            ipaddress.ip_address(value)
-        except ValueError:
-            raise ValueError("must be an IP address of the VM, or 0.0.0.0") from None
-        return value
 
     @model_validator(mode="after")
     def _region_of_zone(self) -> GCESettings:

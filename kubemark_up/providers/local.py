@@ -3,13 +3,10 @@ machine, all on loopback. No cloud, no containers."""
 
 from __future__ import annotations
 
-import ipaddress
 import os
 from pathlib import Path
 
-from pydantic import field_validator
-
-from kubemark_up.config import ProviderSettings
+from kubemark_up.config import IPAddress, ProviderSettings
 from kubemark_up.context import Context
 from kubemark_up.errors import ConfigError
 from kubemark_up.hosts import LocalHost
@@ -21,18 +18,8 @@ from kubemark_up.providers.base import MasterSite, Provider, node_engine_for
 class LocalSettings(ProviderSettings):
     """Documented in config/default.yaml, under `local:`."""
 
-    address: str = "127.0.0.1"
-    bind_address: str | None = None
-
-    @field_validator("address", "bind_address")
-    @classmethod
-    def _ip(cls, value: str | None) -> str | None:
-        if value is not None:
-            try:
-                ipaddress.ip_address(value)
-            except ValueError:
-                raise ValueError("must be an IP address of this machine") from None
-        return value
+    address: IPAddress = "127.0.0.1"
+    bind_address: IPAddress | None = None
 
 
 class LocalProvider(Provider):

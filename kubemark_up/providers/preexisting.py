@@ -21,7 +21,7 @@ from typing import ClassVar
 
 from pydantic import Field, field_validator
 
-from kubemark_up.config import ProviderSettings
+from kubemark_up.config import IPAddress, ProviderSettings
 from kubemark_up.context import Context
 from kubemark_up.errors import ConfigError, HostError
 from kubemark_up.hosts.ssh import SSHHost, SSHTarget, fingerprint
@@ -46,7 +46,7 @@ class PreexistingSettings(ProviderSettings):
     connect_timeout: float = Field(10, gt=0)
     python: str = "python3"
     address: str | None = None
-    bind_address: str | None = None
+    bind_address: IPAddress | None = None
     remote_root: str = "/etc/srv/kubernetes"
     remote_bin_dir: str | None = None
     events_root: str | None = None
@@ -67,16 +67,6 @@ class PreexistingSettings(ProviderSettings):
         if value is not None and not posixpath.isabs(value):
             raise ValueError("must be an absolute path on the host")
         return posixpath.normpath(value) if value else value
-
-    @field_validator("bind_address")
-    @classmethod
-    def _ip(cls, value: str | None) -> str | None:
-        if value is not None:
-            try:
-                ipaddress.ip_address(value)
-            except ValueError:
-                raise ValueError("must be an IP address of the host, or 0.0.0.0") from None
-        return value
 
 
 class PreexistingProvider(Provider):
