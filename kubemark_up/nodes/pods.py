@@ -62,7 +62,8 @@ _KERNEL_MONITOR = {
     "conditions": [], "rules": [],
 }
 # A fleet node's measured cost (benchmarks/start_to_ready.py, v1.36.3, idle nodes):
-# about 0.1 mCPU and 0.7 MiB PSS; a fleet pod requests that per node, plus its process's own.
+# about 0.1 mCPU and 0.4-0.45 MiB PSS from hundreds of nodes a process up; a fleet pod
+# requests 0.7 MiB a node, room for pod churn, plus its process's own ~28 MiB.
 FLEET_NODE_MILLICPU = 0.1
 FLEET_NODE_MEM_KI = 717
 FLEET_BASE_MILLICPU = 5
