@@ -133,15 +133,28 @@ def _runs(args: argparse.Namespace, parser: argparse.ArgumentParser) -> list[tup
         parser.error("--run names engine and nodes itself: give --run or --nodes/--engine, not both")
     runs = []
     for spec in args.run:
-        parts = spec.split(":")
+        engine, *counts = spec.split(":")
         try:
-            engine, nodes, processes = parts[0], int(parts[1]), int(parts[2]) if len(parts) == 3 else 1
+            nodes, processes = int(counts[0]), int(counts[1]) if len(counts) == 2 else 1
         except (IndexError, ValueError):
-            parser.error(f"--run {spec!r}: expected ENGINE:NODES[:FLEET_PROCESSES], e.g. fleet:1000:2")
-        if engine not in ("kubemark", "fleet") or len(parts) > 3 or nodes < 1 or processes < 1:
-            parser.error(f"--run {spec!r}: expected ENGINE:NODES[:FLEET_PROCESSES] with ENGINE kubemark or fleet")
+            nodes = processes = 0
+        if engine not in ("kubemark", "fleet") or len(counts) > 2 or nodes < 1 or processes < 1:
+            parser.error(f"--run {spec!r}: expected ENGINE:NODES[:FLEET_PROCESSES] with ENGINE kubemark or fleet, "
+                         "e.g. fleet:1000:2")
         runs.append((engine, nodes, processes))
     return runs
+
+
+def _why_not(held: dict) -> str:
+    if "why" in held:
+        return held["why"]
+    ready = held["nodes_ready"]
+    reasons = [f"{ready}/{held['nodes_total']} Ready" if ready is not None else f"nodes not counted: {held['nodes_error']}"]
+    if not held["master_healthy"]:
+        reasons.append("master unhealthy")
+    if held["master_restarts"]:
+        reasons.append(f"restarts {held['master_restarts']}")
+    return "; ".join(reasons)
 
 
 def _table(results: list[dict]) -> str:
@@ -154,9 +167,7 @@ def _table(results: list[dict]) -> str:
             engine += f", {r['fleet_processes']} processes"
         node, apiserver, held = r["per_hollow_node"], r["master"]["kube-apiserver"], r["held"]
         api = "-" if apiserver["millicpu"] is None else f"{apiserver['millicpu']:.0f} mCPU, {apiserver['pss_mib']:.0f} MiB"
-        verdict = "yes" if held["held"] else f"no ({held.get('nodes_ready')}/{held.get('nodes_total')} Ready"
-        if not held["held"]:
-            verdict += f", restarts {held.get('master_restarts') or 0})"
+        verdict = "yes" if held["held"] else f"no ({_why_not(held)})"
         lines.append(f"| {engine} | {r['nodes']:,} | {r['start_to_ready_seconds']:.1f} s | {node['millicpu']:.2f} mCPU "
                      f"| {node['pss_mib']:.2f} MiB | {api} | {verdict} |")
     return "\n".join(lines)
