@@ -1,6 +1,6 @@
 """Benchmark: Compute API calls and wall time of `kubemark-up start` and `stop` with
-the gce provider, against the tests' strict Compute endpoint (tests/gce_endpoint.py),
-whose "VM" is a real sshd on loopback (tests/sshd.py), so the master really starts.
+the gce provider, against the tests' strict Compute endpoint (tests/support/gce_endpoint.py),
+whose "VM" is a real sshd on loopback (tests/support/sshd.py), so the master really starts.
 
     python3 benchmarks/gce_calls.py [--repeats 3] [--nodes 0] [--op-seconds 0.05] [--events-disk]
 
@@ -31,9 +31,9 @@ import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from tests.conftest import CLI
-from tests.gce_endpoint import ComputeEndpoint
-from tests.sshd import SSHServer
+from tests.support.cli import CLI
+from tests.support.gce_endpoint import ComputeEndpoint
+from tests.support.sshd import SSHServer
 
 RESULTS = Path(__file__).parent / "results"
 # The legacy G2 start-kubemark.sh / stop-kubemark.sh gcloud commands, without an events disk.

@@ -28,8 +28,8 @@ import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from tests.conftest import CLI
-from tests.rootcluster import GATEWAY, RootCluster
+from tests.support.cli import CLI
+from tests.support.rootcluster import GATEWAY, RootCluster
 
 RESULTS = Path(__file__).parent / "results"
 _POD_COMMANDS = ("/kubemark", "/node-problem-detector", "/pause")

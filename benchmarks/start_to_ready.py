@@ -26,7 +26,7 @@ After the sample, `status` says whether every node is still Ready and whether a
 master component restarted: a cluster "held" only if both hold, which is how the
 largest fleet the master holds is found. A table of all runs ends the output.
 With --provider preexisting the master and the nodes run on "another" host: this
-machine through a real unprivileged sshd on a loopback port (tests/sshd.py), so
+machine through a real unprivileged sshd on a loopback port (tests/support/sshd.py), so
 every file and command goes through SSH.
 Results: one JSON file per run in benchmarks/results/, and a summary on stdout.
 """
@@ -48,7 +48,7 @@ import psutil
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from kubemark_up.hosts import supervision_file
-from tests.sshd import SSHServer
+from tests.support.sshd import SSHServer
 
 RESULTS = Path(__file__).parent / "results"
 

@@ -254,9 +254,9 @@ def run_command(
     """Load the master with a workload, measure it against the scalability SLOs and
     delete what the run made (also on Ctrl-C). Exits 0 when every SLO holds, 3 when one
     does not."""
-    from kubemark_up import runner
-    from kubemark_up.reports import results as results_mod
-    from kubemark_up.reports import summary
+    from kubemark_up.run import runner
+    from kubemark_up.run.reports import results as results_mod
+    from kubemark_up.run.reports import summary
 
     options: dict[str, Any] = dict(_pairs(option, "--set"))
     if pods_per_node is not None:
@@ -302,11 +302,11 @@ def fidelity_command(
     the apiserver's audit log (a cluster started with --audit-nodes), beside the rates of
     a real node. Exits 3 when a rate is off by more than the tolerance or an open-watch
     count is not exact."""
-    from kubemark_up.fidelity.measure import measure
+    from kubemark_up.run.fidelity.measure import measure
 
     if minutes <= 0 or settle < 0:
         raise config_mod.ConfigError("--minutes must be above 0 and --settle not below 0")
-    from kubemark_up.reports.compare import threshold_of
+    from kubemark_up.run.reports.compare import threshold_of
 
     limit = threshold_of(tolerance)
     signal.signal(signal.SIGTERM, _raise_interrupt)
@@ -341,15 +341,15 @@ def compare_command(
 ) -> None:
     """Compare two runs' results figure by figure. Exits 3 when a figure got worse by
     more than the threshold (or an SLO that held now fails), 0 otherwise."""
-    from kubemark_up.reports import compare as compare_mod
-    from kubemark_up.reports import results as results_mod
+    from kubemark_up.run.reports import compare as compare_mod
+    from kubemark_up.run.reports import results as results_mod
 
     limit = compare_mod.threshold_of(threshold)
     rows = compare_mod.compare(old, new, limit)
     for difference in compare_mod.differences(old, new):
         ui.warn(f"the runs differ in {difference}")
     table = Table("measurement", "figure", "old", "new", "change", "", box=None, pad_edge=False)
-    from kubemark_up.reports.summary import fmt
+    from kubemark_up.run.reports.summary import fmt
 
     for row in rows:
         verdict = Text("worse", style="bold red") if row.worse else Text("better", style="green") if row.better else Text("")
@@ -370,7 +370,7 @@ def compare_command(
 def env_command(name: NameOption = None, output: OutputOption = "text") -> None:
     """Print the shell exports clusterloader2 (--provider=kubemark) and kubetest expect
     for this cluster: eval "$(kubemark-up env)"."""
-    from kubemark_up import envexport
+    from kubemark_up.cluster import envexport
     from kubemark_up.state import ClusterDir
 
     _check_output(output)

@@ -1,0 +1,255 @@
+"""flunder-churn and flunder-watch: configmap-churn and watch-storm against Flunders
+(wardle.example.com/v1alpha1) of a real aggregated API server, so that the
+aggregation layer's proxying is measured and not only the core API.
+
+The server is k8s.io/sample-apiserver, built from its Go module at the master's
+release (kubemark_up/gobuild/sampleapiserver, `binaries.tool`). For a run it is
+started beside the master (this machine: `local` clusters), on 127.0.0.1 with a
+serving certificate of a CA made for the run (in a private folder of the run,
+removed after), storing in the master's etcd (the apiserver's etcd client
+certificate), authenticating and authorizing by delegation to the master (the
+front-proxy's request headers, TokenReview, SubjectAccessReview). It is registered
+through an APIService (cluster-scoped: recorded, labelled and deleted like a CRD)
+pointing at an ExternalName Service of the run's namespace (`localhost`, since no
+kube-proxy serves the master's host), with the CA as its caBundle. The server
+carries the cluster's process marker, so `kubemark-up stop` stops it when a run was
+killed; otherwise, whatever ended the run, the Flunders the run still has are
+deleted through it (only it can) and it is stopped, before the runner deletes the
+run's namespace and the APIService. The next
+flunder run stops a killed run's server first, and deletes the Flunders it left in
+etcd once its own server is up.
+"""
+
+from __future__ import annotations
+
+import base64
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import time
+from pathlib import Path
+
+from cryptography.hazmat.primitives import serialization
+
+from kubemark_up import binaries
+from kubemark_up.errors import RunError
+from kubemark_up.hosts import MARKER_ENV
+from kubemark_up.pki import PKI, Identity, write_secret
+from kubemark_up.run.measurements.base import Result
+from kubemark_up.run.workloads.base import RUN_LABEL, Plan, RunContext, Workload
+from kubemark_up.run.workloads.churn import Churn, _payload
+from kubemark_up.run.workloads.storm import STORM_LABEL, WatchStorm
+from kubemark_up.ui import UI
+
+GROUP, VERSION, PLURAL, KIND = "wardle.example.com", "v1alpha1", "flunders", "Flunder"
+API = f"/apis/{GROUP}/{VERSION}"
+APISERVICE = f"{VERSION}.{GROUP}"
+APISERVICES = "/apis/apiregistration.k8s.io/v1/apiservices"
+SERVICE = "wardle-api"
+READY_TIMEOUT = 120.0
+PAYLOAD = "kubemark-up.run/payload"
+
+
+class SampleAPIServer:
+    """The run's aggregated API server: started by prepare(), stopped by close()."""
+
+    def __init__(self) -> None:
+        self.process: subprocess.Popen | None = None
+        self.folder: Path | None = None
+        self.port = 0
+        self.orphans = 0  # Flunders of earlier runs found in etcd, and deleted
+        self.run: RunContext | None = None
+
+    def start(self, run: RunContext) -> None:
+        ctx = run.cluster
+        if ctx is None or ctx.info.provider != "local":
+            raise RunError("the flunder workloads run the sample-apiserver on this machine: a local cluster only")
+        self.run = run
+        binary = binaries.tool("sample-apiserver", ctx.settings, ctx.dir.home, UI())
+        marker = f"{ctx.marker}#sample-apiserver"
+        # A killed run's server (and its private folder) goes first: `stop` would, too.
+        host = ctx.provider.master(ctx).host
+        host.stop(host.find_marked(marker), timeout=15)
+        for stale in (ctx.dir.root / "runs").glob("*.sample-apiserver"):
+            shutil.rmtree(stale, ignore_errors=True)
+        self.folder = ctx.dir.root / "runs" / f"{run.run_id}.sample-apiserver"
+        self.folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+        namespace = run.namespace(0)
+        pki = PKI(self.folder)
+        ca = pki.ensure_ca("ca", "kubemark-up sample-apiserver")
+        pki.issue(Identity(stem="serving", common_name=f"{SERVICE}.{namespace}.svc", client=False, server=True,
+                           dns_names=(f"{SERVICE}.{namespace}.svc", "localhost"), ip_addresses=("127.0.0.1",), ca="ca"))
+        self.port = _free_port()
+        cluster_pki = ctx.dir.pki
+        kubeconfig = self.folder / "kubeconfig"
+        write_secret(kubeconfig, ctx.dir.kubeconfig.read_bytes())
+        argv = [str(binary), "--bind-address=127.0.0.1", f"--secure-port={self.port}",
+                f"--tls-cert-file={pki.cert_path('serving')}", f"--tls-private-key-file={pki.key_path('serving')}",
+                f"--etcd-servers=https://127.0.0.1:{ctx.state.ports['etcd_client']}",
+                f"--etcd-cafile={cluster_pki / 'etcd' / 'ca.crt'}",
+                f"--etcd-certfile={cluster_pki / 'apiserver-etcd-client.crt'}",
+                f"--etcd-keyfile={cluster_pki / 'apiserver-etcd-client.key'}",
+                f"--kubeconfig={kubeconfig}", f"--authentication-kubeconfig={kubeconfig}",
+                f"--authorization-kubeconfig={kubeconfig}", "--v=1"]
+        log = ctx.dir.logs / f"sample-apiserver.{run.run_id}.log"
+        env = {**os.environ, MARKER_ENV: marker}
+        with log.open("ab") as handle:
+            self.process = subprocess.Popen(argv, stdout=handle, stderr=subprocess.STDOUT, env=env,
+                                            stdin=subprocess.DEVNULL, start_new_session=True)
+        run.create(f"/api/v1/namespaces/{namespace}/services", {
+            "apiVersion": "v1", "kind": "Service", "metadata": {"name": SERVICE},
+            "spec": {"type": "ExternalName", "externalName": "localhost",
+                     "ports": [{"name": "https", "port": self.port, "protocol": "TCP"}]},
+        })
+        found = run.kube.request("GET", f"{APISERVICES}/{APISERVICE}", missing_ok=True)
+        if found is not None:
+            raise RunError(f"APIService {APISERVICE} already exists (another run's, or not kubemark-up's): delete it first")
+        run.cluster_object(APISERVICES, {
+            "apiVersion": "apiregistration.k8s.io/v1", "kind": "APIService", "metadata": {"name": APISERVICE},
+            "spec": {"group": GROUP, "version": VERSION, "groupPriorityMinimum": 1000, "versionPriority": 15,
+                     "service": {"namespace": namespace, "name": SERVICE, "port": self.port},
+                     "caBundle": base64.b64encode(ca.public_bytes(serialization.Encoding.PEM)).decode()},
+        })
+        self._wait(run, log)
+        self._delete_orphans(run)
+
+    def _wait(self, run: RunContext, log: Path) -> None:
+        """Until the APIService is Available and Flunders can be listed through the master."""
+        deadline = min(time.monotonic() + READY_TIMEOUT, run.deadline)
+        problem = ""
+        while time.monotonic() < deadline:
+            assert self.process is not None
+            if self.process.poll() is not None:
+                tail = "\n".join(log.read_text(errors="replace").splitlines()[-10:])
+                raise RunError(f"the sample-apiserver exited with code {self.process.returncode}; log {log}:\n{tail}")
+            service = run.kube.request("GET", f"{APISERVICES}/{APISERVICE}")
+            conditions = {c["type"]: c for c in (service.get("status") or {}).get("conditions") or []}
+            available = conditions.get("Available", {})
+            if available.get("status") == "True":
+                try:
+                    run.kube.request("GET", f"{API}/{PLURAL}", query={"limit": 1})
+                    return
+                except RunError as exc:
+                    problem = exc.message
+            else:
+                problem = f"APIService {APISERVICE}: {available.get('reason')}: {available.get('message')}"
+            time.sleep(0.5)
+        raise RunError(f"the sample-apiserver did not serve Flunders through the master in {READY_TIMEOUT:.0f}s "
+                       f"({problem}); log {log}")
+
+    def _delete_orphans(self, run: RunContext) -> None:
+        """Flunders of earlier runs (a killed run's live objects stay in etcd): delete them."""
+        listing = run.kube.request("GET", f"{API}/{PLURAL}", query={"labelSelector": RUN_LABEL})
+        for item in listing["items"]:
+            meta = item["metadata"]
+            if (meta.get("labels") or {}).get(RUN_LABEL) != run.run_id:
+                self.orphans += 1
+                run.kube.request("DELETE", f"{API}/namespaces/{meta['namespace']}/{PLURAL}/{meta['name']}",
+                                 missing_ok=True)
+
+    def note(self, results: list[Result]) -> list[Result]:
+        if self.orphans:
+            results[0].notes.append(f"deleted {self.orphans} Flunder(s) an earlier run left in etcd")
+        return results
+
+    def stop(self) -> None:
+        """Delete the run's Flunders (only this server can: gone with it, they would stay in
+        etcd when their namespace goes), then stop it."""
+        try:
+            if self.process is not None and self.process.poll() is None and self.run is not None:
+                self._delete_flunders(self.run)
+        finally:
+            self._stop()
+
+    def _delete_flunders(self, run: RunContext) -> None:
+        collection = f"{API}/namespaces/{run.namespace(0)}/{PLURAL}"
+        query = {"labelSelector": f"{RUN_LABEL}={run.run_id}"}
+        run.kube.request("DELETE", collection, query=query, missing_ok=True)
+        deadline = time.monotonic() + 30
+        while run.kube.request("GET", collection, query={**query, "limit": 1})["items"]:
+            if time.monotonic() > deadline:
+                raise RunError(f"the run's Flunders were not deleted in 30s ({collection})")
+            time.sleep(0.2)
+
+    def _stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(timeout=15)
+        if self.folder is not None:
+            shutil.rmtree(self.folder, ignore_errors=True)
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def flunder(name: str, labels: dict[str, str], payload: str) -> dict:
+    return {"apiVersion": f"{GROUP}/{VERSION}", "kind": KIND,
+            "metadata": {"name": name, "labels": labels, "annotations": {PAYLOAD: payload}}, "spec": {}}
+
+
+class WithSampleAPIServer(Workload):
+    """A workload whose objects are Flunders: the run's sample-apiserver comes and goes with it."""
+
+    server: SampleAPIServer
+
+    def prepare(self, run: RunContext) -> None:
+        self.server = SampleAPIServer()
+        self.server.start(run)
+
+    def close(self) -> None:
+        if hasattr(self, "server"):
+            self.server.stop()
+
+    def results(self) -> list[Result]:
+        found = super().results()
+        return self.server.note(found) if hasattr(self, "server") else found
+
+    def watched(self, run: RunContext) -> str | None:
+        return f"{API}/{PLURAL}"
+
+    def collection(self, run: RunContext) -> str:
+        return f"{API}/namespaces/{run.namespace(0)}/{PLURAL}"
+
+
+class FlunderChurn(WithSampleAPIServer, Churn):
+    name = "flunder-churn"
+    summary = "configmap-churn against Flunders of a real aggregated API server (sample-apiserver) beside the master"
+    title = "Flunder churn (through the aggregation layer)"
+    result_name = "flunder_churn"
+
+    def extra_objects(self) -> int:
+        return 2  # the Service and the APIService
+
+    def body(self, run: RunContext, name: str, version: int) -> dict:
+        return flunder(name, dict(run.labels), _payload(self.options.payload, version))
+
+    def changed(self, obj: dict, version: int) -> dict:
+        obj["metadata"].setdefault("annotations", {})[PAYLOAD] = _payload(self.options.payload, version)
+        return obj
+
+
+class FlunderWatch(WithSampleAPIServer, WatchStorm):
+    name = "flunder-watch"
+    summary = "watch-storm against Flunders of a real aggregated API server (sample-apiserver) beside the master"
+    result_name = "flunder_watch"
+    title = "Flunder watch storm (through the aggregation layer)"
+
+    def plan(self, nodes: int) -> Plan:
+        plan = super().plan(nodes)
+        return Plan(objects=plan.objects + 2, pods=0, phases=plan.phases)
+
+    def body(self, name: str) -> dict:
+        return flunder(name, {STORM_LABEL: "1"}, "x" * self.options.payload)
+
+    def patch(self, written: int) -> dict:
+        return {"metadata": {"annotations": {"kubemark-up.run/write": str(written),
+                                             PAYLOAD: f"{written}:" + "x" * self.options.payload}}}

@@ -1,0 +1,242 @@
+"""The fleet node engine against the real local master: many hollow nodes in
+kubemark-fleet processes (kubemark_up/gobuild/fleet), each node with its own identity
+and connections. One cluster for the module; the tests run in file order (the SIGKILL
+test and the stop come last)."""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import os
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import psutil
+import pytest
+
+from kubemark_up.hosts import MARKER_ENV
+from tests.support.cli import CLI, RunningCluster, kubemark_tmp_files, marked_processes
+
+NODES = 6
+PODS = 12
+
+
+@pytest.fixture(scope="module")
+def fleet(tmp_path_factory: pytest.TempPathFactory, bin_dir: Path):
+    cli = CLI(home=tmp_path_factory.mktemp("fleet-home"), bin_dir=bin_dir)
+    name = "fleet"
+    result = cli.run("start", "--name", name, "--nodes", str(NODES), "--node-engine", "fleet", "--fleet-processes", "2",
+                     "--audit-nodes", timeout=600, KUBEMARK_UP_FLEET_START_WINDOW="3")
+    cluster = RunningCluster(cli, name, result, kubemark_tmp_files())
+    try:
+        assert result.returncode == 0, result.stderr
+        cluster.started_at = time.monotonic()  # type: ignore[attr-defined]
+        yield cluster
+    finally:
+        if (cluster.dir / "state.json").exists():
+            cli.run("stop", "--name", name)
+
+
+def fleet_records(cluster: RunningCluster) -> list[dict]:
+    return [r for r in cluster.state()["processes"].values() if r["role"] == "fleet"]
+
+
+def fleet_status(cluster: RunningCluster) -> list[dict]:
+    """Every fleet process's status file, written on demand (SIGUSR1)."""
+    records = fleet_records(cluster)
+    for record in records:
+        os.kill(record["pid"], signal.SIGUSR1)
+    time.sleep(1)
+    return [json.loads(Path(r["argv"][-1].removesuffix(".json") + ".status.json").read_text()) for r in records]
+
+
+def nodes(cluster: RunningCluster) -> list[dict]:
+    result = cluster.kubectl("get", "nodes", "-o", "json")
+    assert result.returncode == 0, result.stderr
+    return json.loads(result.stdout)["items"]
+
+
+def ready(node: dict) -> bool:
+    return any(c["type"] == "Ready" and c["status"] == "True" for c in node["status"]["conditions"])
+
+
+def wait_for(what: str, check, timeout: float = 120, every: float = 2):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if value := check():
+            return value
+        time.sleep(every)
+    pytest.fail(f"timed out waiting for {what}")
+
+
+def test_nodes_register_as_real_nodes_and_stay_ready(fleet: RunningCluster) -> None:
+    records = fleet_records(fleet)
+    assert len(records) == 2 and all(Path(r["argv"][0]).name == "kubemark-fleet" for r in records)
+    # Past the node-monitor grace period (40-50 s), on leases and status alone.
+    time.sleep(max(0.0, fleet.started_at + 60 - time.monotonic()))  # type: ignore[attr-defined]
+    found = nodes(fleet)
+    assert sorted(n["metadata"]["name"] for n in found) == sorted(f"hollow-node-{i}" for i in range(NODES))
+    assert all(ready(n) for n in found), [n["status"]["conditions"] for n in found]
+    addresses = [a["address"] for n in found for a in n["status"]["addresses"] if a["type"] == "InternalIP"]
+    assert len(set(addresses)) == NODES and all(ipaddress.ip_address(a).is_loopback for a in addresses)
+    for node in found:
+        assert node["status"]["nodeInfo"]["kubeletVersion"] == "v1.36.3"
+        assert node["spec"].get("podCIDR")
+        # node-problem-detector's conditions beside the kubelet's.
+        assert {"KernelDeadlock", "ReadonlyFilesystem"} <= {c["type"] for c in node["status"]["conditions"]}
+    leases = json.loads(fleet.kubectl("-n", "kube-node-lease", "get", "leases", "-o", "json").stdout)["items"]
+    held = {lease["spec"]["holderIdentity"]: lease for lease in leases}
+    assert set(held) >= {n["metadata"]["name"] for n in found}
+    assert all(held[n["metadata"]["name"]]["metadata"]["ownerReferences"][0]["uid"] == n["metadata"]["uid"] for n in found)
+    csinodes = fleet.kubectl("get", "csinodes", "-o", "name").stdout.split()
+    assert len(csinodes) == NODES
+    events = json.loads(fleet.kubectl("get", "events", "-n", "default", "-o", "json").stdout)["items"]
+    starting = {e["source"].get("host") for e in events if e["reason"] == "Starting" and e["source"].get("component") == "kubelet"}
+    assert starting == {n["metadata"]["name"] for n in found}
+    # Every node holds its five kubelet watches and kube-proxy's three.
+    statuses = fleet_status(fleet)
+    assert sum(s["registered"] for s in statuses) == NODES
+    assert sum(s["open_watches"] for s in statuses) == NODES * 8
+
+
+def test_each_node_is_held_to_itself(fleet: RunningCluster) -> None:
+    own = fleet.dir / "pki" / "kubeconfigs" / "nodes" / "hollow-node-0.kubeconfig"
+    who = fleet.kubectl("auth", "whoami", "-o", "json", kubeconfig=own)
+    assert who.returncode == 0, who.stderr
+    user = json.loads(who.stdout)["status"]["userInfo"]
+    assert user["username"] == "system:node:hollow-node-0" and "system:nodes" in user["groups"]
+    patch = '{"metadata":{"labels":{"fleet-test":"x"}}}'
+    other = fleet.kubectl("patch", "node", "hollow-node-1", "--type=merge", "-p", patch, kubeconfig=own)
+    assert other.returncode != 0 and "forbidden" in other.stderr.lower(), other.stderr
+    secrets = fleet.kubectl("get", "secrets", "-A", kubeconfig=own)
+    assert secrets.returncode != 0 and "forbidden" in secrets.stderr.lower()
+
+
+def test_pods_run_with_unique_ips_and_the_kubelets_events(fleet: RunningCluster) -> None:
+    ns = "fleet-pods"
+    assert fleet.kubectl("create", "namespace", ns).returncode == 0
+    assert fleet.kubectl("-n", ns, "create", "configmap", "settings", "--from-literal=a=b").returncode == 0
+    deployment = {
+        "apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "web", "namespace": ns},
+        "spec": {"replicas": PODS, "selector": {"matchLabels": {"app": "web"}}, "template": {
+            "metadata": {"labels": {"app": "web"}},
+            "spec": {"containers": [{"name": "pause", "image": "registry.k8s.io/pause:3.10",
+                                     "envFrom": [{"configMapRef": {"name": "settings"}}]}]}}},
+    }
+    applied = subprocess.run(["kubectl", "--kubeconfig", str(fleet.kubeconfig), "apply", "-f", "-"],
+                             input=json.dumps(deployment), capture_output=True, text=True, timeout=60)
+    assert applied.returncode == 0, applied.stderr
+
+    def running() -> list[dict] | None:
+        pods = json.loads(fleet.kubectl("-n", ns, "get", "pods", "-o", "json").stdout)["items"]
+        ok = [p for p in pods if p["status"].get("phase") == "Running" and p["status"].get("podIP")]
+        return pods if len(ok) == PODS and len(pods) == PODS else None
+
+    pods = wait_for("the pods Running", running)
+    cidrs = {n["metadata"]["name"]: ipaddress.ip_network(n["spec"]["podCIDR"]) for n in nodes(fleet)}
+    ips = [p["status"]["podIP"] for p in pods]
+    assert len(set(ips)) == PODS
+    for pod in pods:
+        assert ipaddress.ip_address(pod["status"]["podIP"]) in cidrs[pod["spec"]["nodeName"]]
+        assert pod["status"]["hostIP"].startswith("127.")
+        assert {c["type"]: c["status"] for c in pod["status"]["conditions"]}["Ready"] == "True"
+        assert pod["status"]["containerStatuses"][0]["state"]["running"]["startedAt"]
+    names = {p["metadata"]["name"] for p in pods}
+
+    def kubelet_events(*reasons: str) -> bool:
+        # Events go out from the fleet's event queue, a moment after the status.
+        events = json.loads(fleet.kubectl("-n", ns, "get", "events", "-o", "json").stdout)["items"]
+        return all({e["involvedObject"]["name"] for e in events
+                    if e["reason"] == reason and e["source"].get("component") == "kubelet"} == names for reason in reasons)
+
+    wait_for("the kubelet's Pulled, Created and Started events", lambda: kubelet_events("Pulled", "Created", "Started"),
+             timeout=60)
+    # The projected token was asked for, and the kubelets watch kube-root-ca.crt and the
+    # ConfigMap the pods take their environment from (one watch per object per node).
+    statuses = fleet_status(fleet)
+    requests: dict[str, int] = {}
+    for status in statuses:
+        for key, count in status["requests"].items():
+            requests[key] = requests.get(key, 0) + count
+    assert requests.get("kubelet POST serviceaccounts/token", 0) >= PODS
+    used = {p["spec"]["nodeName"] for p in pods}
+    wait_for("the per-object watches open", lambda: sum(s["open_watches"] for s in fleet_status(fleet))
+             == NODES * 8 + 2 * len(used), timeout=60)
+
+    assert fleet.kubectl("-n", ns, "delete", "deployment", "web", "--wait=true").returncode == 0
+    wait_for("the pods deleted", lambda: not json.loads(fleet.kubectl("-n", ns, "get", "pods", "-o", "json").stdout)["items"])
+    wait_for("the kubelet's Killing events", lambda: kubelet_events("Killing"), timeout=60)
+    # Their per-object watches end with the last pod that needed them.
+    wait_for("the per-object watches closed", lambda: sum(s["open_watches"] for s in fleet_status(fleet)) == NODES * 8)
+    assert fleet.kubectl("delete", "namespace", ns, "--wait=false").returncode == 0
+
+
+def test_an_endpointslice_change_reaches_every_proxy(fleet: RunningCluster) -> None:
+    def seen() -> dict[str, int]:
+        counts: dict[str, int] = {}
+        for status in fleet_status(fleet):
+            for node, events in status["watch_events"].items():
+                counts[node] = events["kube-proxy endpointslices"]
+            # The totals, the only figures in the file written every 30 s, are the nodes' sum.
+            assert status["watch_events_total"]["kube-proxy endpointslices"] == sum(
+                events["kube-proxy endpointslices"] for events in status["watch_events"].values())
+        return counts
+
+    before = seen()
+    assert len(before) == NODES
+    service = {"apiVersion": "v1", "kind": "Service", "metadata": {"name": "fleet-svc", "namespace": "default"},
+               "spec": {"ports": [{"port": 80}], "selector": {"app": "nothing"}}}
+    made = subprocess.run(["kubectl", "--kubeconfig", str(fleet.kubeconfig), "apply", "-f", "-"],
+                          input=json.dumps(service), capture_output=True, text=True, timeout=60)
+    assert made.returncode == 0, made.stderr
+    try:
+        after = wait_for("every node's kube-proxy to see the EndpointSlice",
+                         lambda: (now := seen()) and all(now[n] > before[n] for n in before) and now, timeout=60)
+        assert set(after) == set(before)
+    finally:
+        fleet.kubectl("delete", "service", "fleet-svc", "-n", "default")
+
+
+def test_fidelity_of_a_small_fleet_passes(fleet: RunningCluster) -> None:
+    out = fleet.dir.parent / "fidelity.json"
+    result = fleet.cli.run("fidelity", "--name", fleet.name, "--minutes", "1", "--settle", "2", "--out", str(out),
+                           timeout=300)
+    assert result.returncode == 0, result.stdout + result.stderr
+    report = json.loads(out.read_text())
+    assert report["ok"] and report["nodes"] == NODES
+    leases = next(b for b in report["requests"] if b["verb"] == "PUT" and b["resource"] == "coordination.k8s.io/leases")
+    assert leases["verdict"] == "pass" and abs(leases["rate"] - 5.9) <= 0.59
+    watches = {(w["component"], w["resource"]): w for w in report["watches"]}
+    assert watches[("kubelet", "pods")]["open"] == NODES
+    assert watches[("kube-proxy", "discovery.k8s.io/endpointslices")]["open"] == NODES
+    assert all(w["verdict"] == "pass" for w in report["watches"] if w["reference"])
+
+
+def test_a_killed_fleet_goes_notready_and_a_restarted_one_takes_its_nodes_back(fleet: RunningCluster) -> None:
+    record = fleet_records(fleet)[0]
+    victim = psutil.Process(record["pid"])
+    marker = victim.environ()[MARKER_ENV]
+    config = json.loads(Path(record["argv"][-1]).read_text())
+    mine = {n["name"] for n in config["nodes"]}
+    victim.kill()
+    victim.wait(10)
+
+    def states() -> dict[str, bool]:
+        return {n["metadata"]["name"]: ready(n) for n in nodes(fleet)}
+
+    wait_for("its nodes NotReady", lambda: not any(ready for name, ready in states().items() if name in mine), timeout=150)
+    assert all(ready for name, ready in states().items() if name not in mine)
+    with open(record["log"], "ab") as log:
+        subprocess.Popen(record["argv"], stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+                         env={**os.environ, MARKER_ENV: marker})
+    wait_for("its nodes Ready again", lambda: all(states().values()), timeout=120)
+
+
+def test_stop_leaves_no_fleet_process(fleet: RunningCluster) -> None:
+    result = fleet.cli.run("stop", "--name", fleet.name)
+    assert result.returncode == 0, result.stderr
+    assert marked_processes(fleet.dir) == []
+    assert not [p for p in psutil.process_iter(["cmdline"])
+                if p.info["cmdline"] and str(fleet.dir) in " ".join(p.info["cmdline"]) and "kubemark-fleet" in p.info["cmdline"][0]]

@@ -1,0 +1,165 @@
+"""The gce provider, fast tier: master sizing as the legacy scripts did it, settings
+errors as one line, --dry-run making nothing (the real CLI, pointed at the strict
+test endpoint), credentials missing said so."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from kubemark_up.providers import gce
+from tests.support.cli import CLI, assert_one_line_error
+from tests.support.gce_endpoint import ComputeEndpoint
+
+PROJECT = "test-project"
+
+
+@pytest.mark.parametrize(("nodes", "cores"), [
+    (0, 1), (5, 1), (6, 2), (10, 2), (11, 4), (100, 4), (101, 8), (250, 8), (251, 16), (500, 16), (501, 32),
+    (3000, 32), (3001, 64), (100_000, 64),
+])
+def test_master_size_follows_get_master_size(nodes, cores):
+    assert gce.master_cores(nodes) == cores
+
+
+def test_disk_sizes_follow_the_legacy_ones():
+    assert [gce.master_disk_gb(n) for n in (10, 501, 3001)] == [20, 100, 200]
+    assert [gce.root_disk_gb(n) for n in (10, 501, 3001)] == [20, 100, 500]
+
+
+def test_names_fit_gce_for_the_longest_cluster_name():
+    for name in gce.names("a" * 40).values():
+        assert len(name) <= 63 and name.startswith("kubemark-up-")
+
+
+@pytest.fixture
+def endpoint():
+    with ComputeEndpoint(op_seconds=0.01) as made:
+        yield made
+
+
+def _env(endpoint: ComputeEndpoint | None = None, **settings: str) -> dict[str, str]:
+    env = {"KUBEMARK_UP_GCE_PROJECT": PROJECT, "KUBEMARK_UP_GCE_SOURCE_RANGES": "10.0.0.0/8", **settings}
+    if endpoint is not None:
+        env["KUBEMARK_UP_GCE_ENDPOINT"] = endpoint.url
+    return env
+
+
+def test_dry_run_prints_every_resource_and_makes_nothing(bare_cli: CLI, endpoint, tmp_path):
+    root = tmp_path / "root.kubeconfig"
+    config = tmp_path / "pods.yaml"
+    config.write_text(f"hollow_nodes: pods\npods: {{kubeconfig: {root}, image: registry.test/kubemark:v1}}\n"
+                      "gce: {events_disk: true}\n")
+    result = bare_cli.run("start", "--provider", "gce", "--name", "dry", "--nodes", "120", "--dry-run",
+                          "--config", str(config), **_env(endpoint, KUBEMARK_MASTER_SIZE="e2-standard-8"))
+    assert result.returncode == 0, result.stderr
+    out = result.stdout
+    for name in ("kubemark-up-dry-https", "kubemark-up-dry-ip", "kubemark-up-dry-pd", "kubemark-up-dry-events-pd",
+                 "kubemark-up-dry-master"):
+        assert name in out
+    bodies = [json.loads(line) for line in out.splitlines() if line.startswith("    {")]
+    instance = next(b for b in bodies if b["name"] == "kubemark-up-dry-master")
+    assert instance["machineType"].endswith("/machineTypes/e2-standard-8")  # the legacy variable wins
+    assert instance["labels"] == {"kubemark-up-cluster": "dry"}
+    assert [d.get("deviceName") for d in instance["disks"]] == [None, "master-pd", "master-event-pd"]
+    keys = {item["key"] for item in instance["metadata"]["items"]}
+    assert keys == {"ssh-keys", "startup-script", "enable-guest-attributes"}
+    firewall = next(b for b in bodies if b["name"] == "kubemark-up-dry-https")
+    assert firewall["sourceRanges"] == ["10.0.0.0/8"] and firewall["allowed"] == [{"IPProtocol": "tcp", "ports": ["443"]}]
+    assert "StatefulSet kubemark/hollow-node scaled to 120" in out
+    assert "Namespace kubemark" in out and "ClusterRoleBindings" in out
+    # Nothing made: no request reached the endpoint, no cluster folder here.
+    assert endpoint.log == []
+    assert not (bare_cli.home / "dry").exists()
+
+
+def test_dry_run_sizes_the_master_by_node_count(bare_cli: CLI):
+    result = bare_cli.run("start", "--provider", "gce", "--name", "dry", "--nodes", "300", "--dry-run", **_env())
+    assert result.returncode == 0, result.stderr
+    assert "machineTypes/n1-standard-16" in result.stdout
+    assert '"sizeGb": "20"' in result.stdout
+
+
+@pytest.mark.parametrize(("env", "needles"), [
+    ({"KUBEMARK_UP_GCE_PROJECT": ""}, ("gce.project is required", "KUBEMARK_UP_GCE_PROJECT")),
+    ({"KUBEMARK_UP_GCE_PROJECT": "Bad_Project"}, ("gce.project: a project ID",)),
+    ({"KUBEMARK_UP_GCE_ZONE": "central"}, ("gce.zone: a zone like us-central1-b",)),
+    ({"KUBEMARK_UP_GCE_REGION": "europe-west1"}, ("zone us-central1-b is not in region europe-west1",)),
+    ({"KUBEMARK_UP_GCE_SOURCE_RANGES": "10.0.0.0/33"}, ("gce.source_ranges", "not a network in CIDR form")),
+    ({"KUBEMARK_UP_GCE_SOURCE_RANGES": ""}, ("gce.source_ranges is required", "0.0.0.0/0")),
+    ({"KUBEMARK_MASTER_DISK_SIZE": "5GB"}, ("gce.disk_size_gb",)),
+    ({"KUBEMARK_UP_GCE_SSH_PORT": "0"}, ("gce.ssh_port",)),
+    ({"KUBEMARK_UP_GCE_REMOTE_ROOT": "relative/path"}, ("gce.remote_root: must be an absolute path",)),
+])
+def test_bad_settings_are_one_line(bare_cli: CLI, endpoint, env, needles):
+    result = bare_cli.run("start", "--provider", "gce", "--name", "bad", "--nodes", "1", **{**_env(endpoint), **env})
+    assert_one_line_error(result, 2, *needles)
+    assert endpoint.log == []
+    assert not (bare_cli.home / "bad").exists()
+
+
+def test_no_credentials_is_one_line_before_anything_is_made(bare_cli: CLI, tmp_path):
+    empty_home = tmp_path / "user"
+    empty_home.mkdir()
+    # No endpoint, no key file, no gcloud config, and no metadata server asked for.
+    result = bare_cli.run("start", "--provider", "gce", "--name", "nocreds", "--nodes", "0",
+                          **_env(HOME=str(empty_home), CLOUDSDK_CONFIG=str(empty_home / "gcloud"), NO_GCE_CHECK="True",
+                                 GCE_METADATA_HOST="127.0.0.1:9", GCE_METADATA_IP="127.0.0.1:9",
+                                 GOOGLE_APPLICATION_CREDENTIALS=""))
+    assert_one_line_error(result, 2, "no Google credentials found", "application-default login")
+    assert not (bare_cli.home / "nocreds" / "state.json").exists()
+
+
+def test_gce_is_a_registered_provider(bare_cli: CLI):
+    result = bare_cli.run("providers")
+    assert result.returncode == 0
+    assert "kubemark_up.providers.gce:GCEProvider" in result.stdout
+
+
+def test_transient_errors_are_retried_and_a_repeated_request_is_done_once(monkeypatch, endpoint):
+    from google.cloud import compute_v1
+
+    from kubemark_up.providers.gce.api import AlreadyExists, Compute, Scope
+
+    monkeypatch.setenv("KUBEMARK_UP_GCE_ENDPOINT", endpoint.url)
+    endpoint.fault("compute.disks.insert", status=503, reason="backendError", message="try again", times=2)
+    compute = Compute(PROJECT)
+    zone = Scope("zone", "us-central1-b")
+    compute.insert("Disks", zone, "create disk d", "disk_resource", compute_v1.Disk(name="d"), "8a7c4f2e-0000-4000-8000-000000000001")
+    assert [e.status for e in endpoint.log if e.method_id == "compute.disks.insert"] == [503, 503, 200]
+    # The same requestId again (a retry whose first answer was lost): no second disk, no 409.
+    compute.insert("Disks", zone, "create disk d", "disk_resource", compute_v1.Disk(name="d"), "8a7c4f2e-0000-4000-8000-000000000001")
+    assert [d["name"] for d in endpoint.items("disks")] == ["d"]
+    with pytest.raises(AlreadyExists, match="already exists"):
+        compute.insert("Disks", zone, "create disk d", "disk_resource", compute_v1.Disk(name="d"), "another-request")
+
+
+def test_a_refusal_that_does_not_name_the_permission_is_named_for_it(monkeypatch, endpoint):
+    from google.cloud import compute_v1
+
+    from kubemark_up.providers.gce.api import Compute, GCEError, Scope
+
+    monkeypatch.setenv("KUBEMARK_UP_GCE_ENDPOINT", endpoint.url)
+    endpoint.fault("compute.addresses.insert", status=403, reason="forbidden", message="Forbidden")
+    with pytest.raises(GCEError, match=r"lack the permission compute\.addresses\.create"):
+        Compute(PROJECT).insert("Addresses", Scope("region", "us-central1"), "create address a", "address_resource",
+                                compute_v1.Address(name="a"), "r-1")
+    endpoint.fault("compute.disks.insert", status=403, reason="quotaExceeded", message="Quota 'DISKS_TOTAL_GB' exceeded.")
+    with pytest.raises(GCEError, match="quota exceeded"):
+        Compute(PROJECT).insert("Disks", Scope("zone", "us-central1-b"), "create disk d", "disk_resource",
+                                compute_v1.Disk(name="d"), "r-2")
+    assert endpoint.items() == []
+
+
+def test_gc_input_errors_are_one_line(bare_cli: CLI):
+    assert_one_line_error(bare_cli.run("gc", "--provider", "local"), 2, "provider local makes no cloud resources")
+    assert_one_line_error(bare_cli.run("gc", "--provider", "gce"), 2, "gce.project is required")
+    assert_one_line_error(bare_cli.run("gc", "--provider", "gce", "--project", "Not_A_Project"), 2, "gce.project: a project ID")
+
+
+def test_dry_run_of_a_provider_without_cloud_resources_lists_its_steps(bare_cli: CLI):
+    result = bare_cli.run("start", "--name", "dry", "--nodes", "2", "--dry-run")
+    assert result.returncode == 0, result.stderr
+    assert "start would, in order:" in result.stdout and "- start etcd" in result.stdout
+    assert not (bare_cli.home / "dry").exists()
