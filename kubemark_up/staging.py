@@ -64,7 +64,7 @@ def put_binaries(
         for name in by_file[real]:
             link = posixpath.join(bin_dir, name)
             if link != target and upload:
-                host.call("symlink", target=os.path.basename(real), path=link)
+                host.symlink(os.path.basename(real), link)
     return copied
 
 

@@ -24,6 +24,9 @@ class Step:
     # Returns the problems it could not solve, one line each; [] when all is undone.
     undo: Callable[[Context], list[str]] | None = None
     undo_title: str = ""  # its status line in stop; "" shows none
+    # For --dry-run: what it would make or start, one line each (a cloud resource, a
+    # Kubernetes object, a set of processes), creating nothing; None: its title says it all.
+    plan: Callable[[Context], list[str]] | None = None
 
 
 def insert(steps: Sequence[Step], *, before: str | None = None, after: str | None = None,

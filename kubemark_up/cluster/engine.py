@@ -202,7 +202,7 @@ def _step_ports(ctx: Context) -> None:
         if fixed and ctx.settings.apiserver_port and fixed["apiserver"] in claimed:
             raise ConfigError(f"apiserver_port {fixed['apiserver']} belongs to another kubemark-up cluster")
         standard = [n for n in wanted if n in fixed and n != "apiserver"]
-        busy = [n for n, used in zip(standard, site.host.call("ports_in_use", ports=[fixed[n] for n in standard]),
+        busy = [n for n, used in zip(standard, site.host.ports_in_use([fixed[n] for n in standard]),
                                      strict=True) if used]
         if busy:
             raise ConfigError(
@@ -656,7 +656,7 @@ def _status(ctx: Context) -> dict:
     alive = site.host.alive(h for r in records.values() if (h := ctx.handle(r)))
     urls = [components[n].liveness_probe.url for n in names if n in components]
     probes = dict(zip([n for n in names if n in components],
-                      site.host.call("probe", urls=urls, timeout=2.0) if urls else [], strict=True))
+                      site.host.probe_all(urls, timeout=2.0), strict=True))
     report_components = []
     for comp_name in names:
         record = records.get(comp_name)

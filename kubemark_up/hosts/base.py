@@ -33,7 +33,7 @@ for pid in sys.argv[1:]:
 print(json.dumps(out))
 """
 
-__all__ = ["MARKER_ENV", "Completed", "Host", "ProcessHandle", "Supervision", "supervision_file"]
+__all__ = ["MARKER_ENV", "Completed", "Facts", "Host", "ProcessHandle", "Supervision", "supervision_file"]
 
 
 def supervision_file(log: str) -> str:
@@ -57,6 +57,18 @@ class ProcessHandle:
     # With the PID, tells our process from a later one that reused its PID: the start
     # time in clock ticks since the host booted.
     start: int
+
+
+@dataclass(frozen=True)
+class Facts:
+    """What preflight checks need to know about a host."""
+
+    python: tuple[int, ...]  # the agent's interpreter, (3, 11, 7)
+    cpus: int
+    uid: int
+    inotify_max_user_instances: int | None
+    writable: dict[str, bool]  # per path asked: may it (or its nearest existing parent) be written
+    exists: dict[str, bool]  # per path asked
 
 
 @dataclass(frozen=True)
@@ -187,12 +199,20 @@ class Host(ABC):
             return []
         return list(self.call("free_ports", count=count, low=low, high=high, exclude=sorted(set(exclude))))
 
+    def ports_in_use(self, ports: Sequence[int]) -> list[bool]:
+        """For each port, whether something listens on it."""
+        return [bool(used) for used in self.call("ports_in_use", ports=list(ports))] if ports else []
+
     def port_in_use(self, port: int) -> bool:
-        return bool(self.call("ports_in_use", ports=[port])[0])
+        return self.ports_in_use([port])[0]
+
+    def probe_all(self, urls: Sequence[str], timeout: float = 2.0) -> list[bool]:
+        """For each url, whether a GET of it from this host answers 2xx (certificates
+        not checked), in one call."""
+        return [bool(ok) for ok in self.call("probe", urls=list(urls), timeout=timeout)] if urls else []
 
     def probe(self, url: str, timeout: float = 2.0) -> bool:
-        """Whether a GET of url from this host answers 2xx (certificates not checked)."""
-        return bool(self.call("probe", urls=[url], timeout=timeout)[0])
+        return self.probe_all([url], timeout)[0]
 
     def fetch(self, url: str, *, timeout: float = 30.0, limit: int = 64 * 1024 * 1024) -> tuple[int, str]:
         """A GET of url from this host, without credentials: (HTTP status, body)."""
@@ -223,3 +243,19 @@ class Host(ABC):
 
     def listdir(self, path: str) -> list[str]:
         return list(self.call("listdir", path=path))
+
+    def rmdir_if_empty(self, path: str) -> bool:
+        """Remove the folder if it is empty; False if it is not, or is gone."""
+        return bool(self.call("rmdir_if_empty", path=path))
+
+    def symlink(self, target: str, path: str) -> None:
+        """Make path a symbolic link to target, replacing what was there."""
+        self.call("symlink", target=target, path=path)
+
+    def facts(self, paths: Sequence[str] = ()) -> Facts:
+        """The host's facts, and whether each of paths exists and may be written. The
+        first call to a remote host connects: its host key and the login are checked."""
+        found = self.call("facts", paths=list(paths))
+        return Facts(python=tuple(found["python"]), cpus=int(found["cpus"]), uid=int(found["uid"]),
+                     inotify_max_user_instances=found["inotify_max_user_instances"],
+                     writable=dict(found["writable"]), exists=dict(found["exists"]))

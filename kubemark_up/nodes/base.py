@@ -66,6 +66,11 @@ class NodeEngine(ABC):
     def collect_logs(self, ctx: Context, out: Path) -> list[Path]:
         """Copy every hollow node's logs into out; return the files written."""
 
+    def plan(self, ctx: Context) -> list[str]:
+        """For --dry-run: what start would make for the hollow nodes, one line each,
+        creating nothing."""
+        return [f"{ctx.settings.nodes} hollow nodes ({self.name}) {self.where}"]
+
     def progress(self, ctx: Context) -> tuple[str, int] | None:
         """A second count to show beside nodes Ready while start waits (pods Running), or None."""
         return None

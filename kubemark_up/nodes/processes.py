@@ -79,11 +79,8 @@ class ProcessNodes(NodeEngine):
     def _records(self, ctx: Context) -> list[ProcessRecord]:
         return [r for r in ctx.state.processes.values() if r.role in MORPHS]
 
-    def _facts(self) -> dict:
-        return dict(self.host.call("facts", paths=[]))
-
     def preflight(self, ctx: Context) -> None:
-        limit = self._facts().get("inotify_max_user_instances")
+        limit = self.host.facts().inotify_max_user_instances
         needed = ctx.settings.nodes * INOTIFY_PER_NODE + 16
         if ctx.settings.nodes and limit is not None and needed > limit:
             raise ConfigError(
@@ -92,7 +89,7 @@ class ProcessNodes(NodeEngine):
             )
 
     def wave_size(self, ctx: Context) -> int:
-        return WAVE_PER_CPU * int(self._facts().get("cpus") or 1)
+        return WAVE_PER_CPU * self.host.facts().cpus
 
     def prepare(self, ctx: Context, names: list[str]) -> None:
         """The kubemark binary and the nodes' identities on the host (on this machine

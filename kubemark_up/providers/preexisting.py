@@ -144,16 +144,16 @@ class PreexistingProvider(Provider):
     def preflight(self, ctx: Context) -> None:
         host, root = self._ssh(ctx), self._root(ctx)
         remote_root = self.settings.remote_root
-        facts = host.call("facts", paths=[remote_root, root])  # connects: host key and login checked here
-        if tuple(facts["python"][:2]) < MIN_PYTHON:
-            found = ".".join(str(part) for part in facts["python"])
+        facts = host.facts([remote_root, root])  # connects: host key and login checked here
+        if facts.python[:2] < MIN_PYTHON:
+            found = ".".join(str(part) for part in facts.python)
             raise HostError(f"{host.name} has Python {found}; kubemark-up needs 3.8 or later there (set preexisting.python)")
-        if facts["exists"][root]:
+        if facts.exists[root]:
             raise HostError(
                 f"{root} already exists on {host.name}: another cluster named '{ctx.info.name}' uses it, "
                 "or was not stopped; stop it, or choose another --name"
             )
-        if not facts["writable"][remote_root]:
+        if not facts.writable[remote_root]:
             raise HostError(
                 f"{host.target.user} cannot write {remote_root} on {host.name}: set preexisting.remote_root to a folder "
                 "that user may write (the legacy /etc/srv/kubernetes needs root)"
@@ -182,7 +182,7 @@ class PreexistingProvider(Provider):
     def _prepare(self, ctx: Context) -> None:
         host = self._ssh(ctx)
         for remote_root, root in self._folders(ctx):
-            if not host.call("facts", paths=[remote_root])["exists"][remote_root]:
+            if not host.facts([remote_root]).exists[remote_root]:
                 with ctx.creating("folder", remote_root, step="host", host=host.name):
                     host.mkdirs([remote_root], mode=0o755)
             with ctx.creating("folder", root, step="host", host=host.name, owner=ctx.info.uid):
@@ -221,12 +221,12 @@ class PreexistingProvider(Provider):
                 host.remove([folder])
             elif recorded is not None:
                 # Made, then killed before it was marked: ours only while it is still empty.
-                host.call("rmdir_if_empty", path=folder)
+                host.rmdir_if_empty(folder)
             if recorded is not None:
                 ctx.forget(recorded)
             made_root = ctx.state.resource("folder", remote_root)
             if made_root is not None:
-                host.call("rmdir_if_empty", path=remote_root)
+                host.rmdir_if_empty(remote_root)
                 ctx.forget(made_root)
         return problems
 

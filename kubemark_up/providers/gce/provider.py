@@ -571,12 +571,12 @@ class GCEProvider(Provider):
             # The connection that answered stays open: its host key is the one pinned.
             host = remote.master(ctx).host
             try:
-                facts = host.call("facts", paths=[s.remote_root])
+                facts = host.facts([s.remote_root])
             except HostError as exc:
                 if "does not match" in exc.message:  # not the host we pinned: never retried
                     raise KubemarkUpError(exc.message) from None
                 raise
-            if not facts["writable"][s.remote_root]:
+            if not facts.writable[s.remote_root]:
                 raise HostError(f"{s.remote_root} is not yet writable on {host.name} (the VM's start-up script makes it)")
 
         retrying(reachable, on=HostError, timeout=s.ssh_wait_timeout)
