@@ -28,9 +28,9 @@ from kubemark_up.context import Context
 from kubemark_up.errors import ConfigError, KubemarkUpError, RunError
 from kubemark_up.run import measurements, workloads
 from kubemark_up.run.measurements import MeasureContext, Measurement, Result, Sampler
+from kubemark_up.run.model import Kube
 from kubemark_up.run.workloads.base import RUN_LABEL, RunContext
 from kubemark_up.run.workloads.informer import InformerLogger
-from kubemark_up.run.workloads.kube import Kube
 from kubemark_up.ui import UI
 
 CLEANUP_TIMEOUT = 300.0  # seconds for the run's namespaces to be gone

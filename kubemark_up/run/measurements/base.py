@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 if TYPE_CHECKING:
     from kubemark_up.run.measurements.pods import PodWatch
-    from kubemark_up.run.workloads.kube import Kube
+    from kubemark_up.run.model import Kube
 
 
 @dataclass

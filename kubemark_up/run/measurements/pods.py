@@ -16,8 +16,8 @@ import time
 from dataclasses import asdict, dataclass
 
 from kubemark_up.errors import RunError
+from kubemark_up.run.model import Kube
 from kubemark_up.run.workloads.base import RUN_LABEL, all_running
-from kubemark_up.run.workloads.kube import Kube
 
 WINDOW = 10  # seconds per watch request: stop() waits at most this long
 

@@ -19,8 +19,8 @@ from typing import TYPE_CHECKING, Any, ClassVar
 from pydantic import BaseModel, ConfigDict, Field
 
 from kubemark_up.errors import RunError
+from kubemark_up.run.model import Kube
 from kubemark_up.run.workloads.informer import WriteLog
-from kubemark_up.run.workloads.kube import Kube
 
 if TYPE_CHECKING:
     from kubemark_up.context import Context

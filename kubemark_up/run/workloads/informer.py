@@ -26,7 +26,7 @@ from dataclasses import dataclass
 
 from kubemark_up.errors import RunError
 from kubemark_up.run.measurements.base import Metric, Result, percentile
-from kubemark_up.run.workloads.kube import Kube
+from kubemark_up.run.model import Kube
 
 OPS = {"ADDED": "create", "MODIFIED": "update", "DELETED": "delete"}
 
