@@ -27,9 +27,9 @@ from kubemark_up import __version__, cluster, master, readiness
 from kubemark_up.context import Context
 from kubemark_up.errors import ConfigError, KubemarkUpError, RunError
 from kubemark_up.run import measurements, workloads
-from kubemark_up.run.measurements import MeasureContext, Measurement, Result, Sampler
-from kubemark_up.run.model import Kube
-from kubemark_up.run.workloads.base import RUN_LABEL, RunContext
+from kubemark_up.run.measurements import MeasureContext, Measurement
+from kubemark_up.run.model import RUN_LABEL, Kube, Result, Sampler
+from kubemark_up.run.workloads.base import RunContext
 from kubemark_up.run.workloads.informer import InformerLogger
 from kubemark_up.ui import UI
 

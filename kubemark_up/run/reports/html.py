@@ -8,7 +8,7 @@ from html import escape
 from pathlib import Path
 from typing import Any
 
-from kubemark_up.run.measurements import Result
+from kubemark_up.run.model import Result
 from kubemark_up.run.reports import results as results_mod
 from kubemark_up.run.reports import svg
 from kubemark_up.run.reports.summary import fmt

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from kubemark_up.errors import ConfigError
-from kubemark_up.run.measurements import Result
+from kubemark_up.run.model import Result
 
 FORMAT = 1
 HTML_NAME = "report.html"

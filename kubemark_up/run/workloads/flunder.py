@@ -37,8 +37,8 @@ from kubemark_up import binaries
 from kubemark_up.errors import RunError
 from kubemark_up.hosts import MARKER_ENV
 from kubemark_up.pki import PKI, Identity, write_secret
-from kubemark_up.run.measurements.base import Result
-from kubemark_up.run.workloads.base import RUN_LABEL, Plan, RunContext, Workload
+from kubemark_up.run.model import RUN_LABEL, Result
+from kubemark_up.run.workloads.base import Plan, RunContext, Workload
 from kubemark_up.run.workloads.churn import Churn, _payload
 from kubemark_up.run.workloads.storm import STORM_LABEL, WatchStorm
 from kubemark_up.ui import UI

@@ -34,7 +34,7 @@ from pydantic import Field, model_validator
 
 from kubemark_up.errors import RunError
 from kubemark_up.pki import PKI, Identity
-from kubemark_up.run.measurements.base import Metric, Result, percentile
+from kubemark_up.run.model import Metric, Result, percentile
 from kubemark_up.run.workloads.base import Plan, RunContext, Workload, WorkloadOptions
 
 MIB = 1024 * 1024
