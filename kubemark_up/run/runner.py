@@ -237,7 +237,7 @@ def _write_partial(out: Path, ended: str, meta_of: Callable[[], dict[str, Any]],
     """Each measurement's result so far (one that cannot make one says so in its notes)
     and the report, marked partial; a failure to write is warned about, never raised
     over the error that ended the run."""
-    from kubemark_up.run.reports import results as results_mod
+    from kubemark_up.run.reports import html
 
     results = []
     for measurement in taken:
@@ -250,7 +250,7 @@ def _write_partial(out: Path, ended: str, meta_of: Callable[[], dict[str, Any]],
         meta = meta_of()
         meta["partial"] = True
         meta["run"]["ended"] = ended
-        written = results_mod.write_all(out.absolute(), meta, results)
+        written = html.write_all(out.absolute(), meta, results)
     except Exception as exc:  # the run's own error matters more
         ui.warn(f"could not write the partial results to {out}: {type(exc).__name__}: {exc}")
         return
