@@ -75,27 +75,14 @@ class SampleAPIServer:
         host = self.host = site.host
         binary = binaries.tool("sample-apiserver", ctx.settings, ctx.dir.home, UI())
         marker = f"{ctx.marker}#sample-apiserver"
-        # A killed run's server, and its folder (named in its command line), go first: `stop` would stop it, too.
-        stale = host.find_marked(marker)
-        folders = [posixpath.dirname(arg.removeprefix(CERT_FLAG)) for argv in host.cmdlines(stale).values()
-                   for arg in argv or [] if arg.startswith(CERT_FLAG)]
-        host.stop(stale, timeout=STOP_TIMEOUT)
-        host.remove(f for f in folders if f.endswith(".sample-apiserver"))
+        _clear(host, marker)
         # Beside the runs' records: the cluster's folder on that host holds run/ (data_dir) and runs/.
         runs = posixpath.join(posixpath.dirname(site.paths.data_dir), "runs")
         self.folder = posixpath.join(runs, f"{run.run_id}.sample-apiserver")
         host.mkdirs([self.folder], mode=0o700)
         namespace = run.namespace(0)
-        with tempfile.TemporaryDirectory(prefix="kubemark-up-wardle-") as here:
-            pki = PKI(Path(here))
-            ca = pki.ensure_ca("ca", "kubemark-up sample-apiserver")
-            pki.issue(Identity(stem="serving", common_name=f"{SERVICE}.{namespace}.svc", client=False, server=True,
-                               dns_names=(f"{SERVICE}.{namespace}.svc", "localhost"), ip_addresses=("127.0.0.1",),
-                               ca="ca"))
-            cert, key, kubeconfig = (posixpath.join(self.folder, f) for f in ("serving.crt", "serving.key", "kubeconfig"))
-            host.put(cert, pki.cert_path("serving"), mode=0o644)
-            host.put(key, pki.key_path("serving"), mode=0o600)
-        host.put(kubeconfig, ctx.dir.kubeconfig, mode=0o600)
+        ca = self._put_files(host, namespace, ctx.dir.kubeconfig)
+        cert, key, kubeconfig = (posixpath.join(self.folder, f) for f in ("serving.crt", "serving.key", "kubeconfig"))
         program = str(binary)
         if not host.is_this_machine:
             program = posixpath.join(self.folder, "sample-apiserver")
@@ -125,10 +112,25 @@ class SampleAPIServer:
             "apiVersion": "apiregistration.k8s.io/v1", "kind": "APIService", "metadata": {"name": APISERVICE},
             "spec": {"group": GROUP, "version": VERSION, "groupPriorityMinimum": 1000, "versionPriority": 15,
                      "service": {"namespace": namespace, "name": SERVICE, "port": self.port},
-                     "caBundle": base64.b64encode(ca.public_bytes(serialization.Encoding.PEM)).decode()},
+                     "caBundle": base64.b64encode(ca).decode()},
         })
         self._wait(run, host, self.handle)
         self._delete_orphans(run)
+
+    def _put_files(self, host: Host, namespace: str, kubeconfig: Path) -> bytes:
+        """The serving certificate and key, of a CA made here for the run (its key never
+        leaves this machine), and the master's kubeconfig, into the server's folder on
+        its host; returns the CA's certificate (PEM), the APIService's caBundle."""
+        with tempfile.TemporaryDirectory(prefix="kubemark-up-wardle-") as here:
+            pki = PKI(Path(here))
+            ca = pki.ensure_ca("ca", "kubemark-up sample-apiserver")
+            pki.issue(Identity(stem="serving", common_name=f"{SERVICE}.{namespace}.svc", client=False, server=True,
+                               dns_names=(f"{SERVICE}.{namespace}.svc", "localhost"), ip_addresses=("127.0.0.1",),
+                               ca="ca"))
+            host.put(posixpath.join(self.folder, "serving.crt"), pki.cert_path("serving"), mode=0o644)
+            host.put(posixpath.join(self.folder, "serving.key"), pki.key_path("serving"), mode=0o600)
+        host.put(posixpath.join(self.folder, "kubeconfig"), kubeconfig, mode=0o600)
+        return ca.public_bytes(serialization.Encoding.PEM)
 
     def _wait(self, run: RunContext, host: Host, handle: ProcessHandle) -> None:
         """Until the APIService is Available and Flunders can be listed through the master."""
@@ -195,6 +197,16 @@ class SampleAPIServer:
             self.host.remove([self.folder])
         if left:  # the runner warns; `stop` tries again (the marker)
             raise RunError(f"the sample-apiserver (pid {left[0].pid} on {self.host.name}) would not stop")
+
+
+def _clear(host: Host, marker: str) -> None:
+    """A killed run's server goes first (`stop` would stop it, too), with its folder,
+    named in its command line."""
+    stale = host.find_marked(marker)
+    folders = [posixpath.dirname(arg.removeprefix(CERT_FLAG)) for argv in host.cmdlines(stale).values()
+               for arg in argv or [] if arg.startswith(CERT_FLAG)]
+    host.stop(stale, timeout=STOP_TIMEOUT)
+    host.remove(f for f in folders if f.endswith(".sample-apiserver"))
 
 
 def flunder(name: str, labels: dict[str, str], payload: str) -> dict:
