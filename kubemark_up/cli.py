@@ -255,8 +255,7 @@ def run_command(
     delete what the run made (also on Ctrl-C). Exits 0 when every SLO holds, 3 when one
     does not."""
     from kubemark_up.run import runner
-    from kubemark_up.run.reports import results as results_mod
-    from kubemark_up.run.reports import summary
+    from kubemark_up.run.reports import html, summary
 
     options: dict[str, Any] = dict(_pairs(option, "--set"))
     if pods_per_node is not None:
@@ -282,7 +281,7 @@ def run_command(
     out.print(summary.slo_table(outcome.results))
     out.print(summary.figures_table(outcome.results, outcome.meta))
     if out_dir is not None:
-        written = results_mod.write_all(out_dir.absolute(), outcome.meta, outcome.results)
+        written = html.write_all(out_dir.absolute(), outcome.meta, outcome.results)
         out.print(f"{len(written)} file(s) in {out_dir.absolute()}")
     if not outcome.ok:
         failed = [s.name for r in outcome.results for s in r.slos if not s.ok]

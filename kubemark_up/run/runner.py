@@ -2,47 +2,35 @@
 
 The run is bounded before it starts (its plan's object count against max_objects,
 the whole run against a deadline). Every object it makes lives in namespaces of its
-own, each recorded in <cluster>/runs/<id>.json before it is created and labelled
-with the run's id; whatever ends the run (its end, a failure, Ctrl-C, SIGTERM) those
-namespaces are deleted, shielded from a second signal, and only those: a namespace
-is deleted only when it carries this run's label. A record left by a run that was
-killed outright is cleaned up by the next run on the cluster.
+own (or is cluster-scoped: a CRD, an APIService), each recorded before it is
+created and labelled with the run's id (records.py); whatever ends the run (its
+end, a failure, Ctrl-C, SIGTERM) those are deleted, shielded from a second signal,
+and only those. A record left by a run that was killed outright is cleaned up by
+the next run on the cluster. What was measured up to a failure is written, marked
+partial, before the clean-up.
 """
 
 from __future__ import annotations
 
 import contextlib
-import os
 import secrets
-import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ValidationError
+from pydantic import ValidationError
 
 from kubemark_up import __version__, cluster, master, readiness
 from kubemark_up.context import Context
 from kubemark_up.errors import ConfigError, KubemarkUpError, RunError
-from kubemark_up.run import measurements, workloads
-from kubemark_up.run.measurements import MeasureContext, Measurement, Result, Sampler
-from kubemark_up.run.workloads.base import RUN_LABEL, RunContext
+from kubemark_up.run import measurements, records, workloads
+from kubemark_up.run.measurements import MeasureContext, Measurement
+from kubemark_up.run.model import RUN_LABEL, Kube, Result, Sampler
+from kubemark_up.run.workloads.base import RunContext
 from kubemark_up.run.workloads.informer import InformerLogger
-from kubemark_up.run.workloads.kube import Kube
 from kubemark_up.ui import UI
-
-CLEANUP_TIMEOUT = 300.0  # seconds for the run's namespaces to be gone
-
-
-class RunRecord(BaseModel):
-    id: str
-    workload: str
-    started_at: float
-    status: str = "running"  # running -> cleaning -> cleaned
-    namespaces: list[str] = []
-    cluster_objects: list[str] = []  # paths of cluster-scoped objects (CRDs), deleted after the namespaces
 
 
 @dataclass
@@ -67,19 +55,6 @@ class RunOutcome:
     @property
     def ok(self) -> bool:
         return all(slo.ok for r in self.results for slo in r.slos)
-
-
-def _records_dir(ctx: Context) -> Path:
-    return ctx.dir.root / "runs"
-
-
-def _save(path: Path, record: RunRecord) -> None:
-    """Atomically, 0600 (the record says what to delete; it must never be half written)."""
-    path.parent.mkdir(mode=0o700, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".run.", dir=path.parent)
-    with os.fdopen(fd, "w") as handle:
-        handle.write(record.model_dump_json(indent=1))
-    os.replace(tmp, path)
 
 
 def check_request(request: RunRequest) -> tuple[type[workloads.Workload], workloads.WorkloadOptions, list[str]]:
@@ -122,7 +97,7 @@ def run(request: RunRequest, ui: UI) -> RunOutcome:
 
 def _run(ctx: Context, request: RunRequest, workload: workloads.Workload, chosen: list[str], ui: UI) -> RunOutcome:
     kube = Kube(ctx.dir.kubeconfig)
-    leftovers(ctx, kube, ui)
+    records.leftovers(ctx, kube, ui)
     ready, problem = readiness.count_ready(ctx.dir.kubeconfig, ctx.state.nodes)
     if ready is None:
         raise RunError(f"cannot count the Ready nodes of cluster '{ctx.info.name}': {problem}")
@@ -134,14 +109,14 @@ def _run(ctx: Context, request: RunRequest, workload: workloads.Workload, chosen
             f"{workload.name} on {ready} nodes would make {plan.objects} objects, more than --max-objects {request.max_objects}"
         )
     run_id = time.strftime("%Y%m%d-%H%M%S") + "-" + secrets.token_hex(3)
-    record_path = _records_dir(ctx) / f"{run_id}.json"
-    record = RunRecord(id=run_id, workload=workload.name, started_at=time.time())
-    _save(record_path, record)
+    record_path = records.records_dir(ctx) / f"{run_id}.json"
+    record = records.RunRecord(id=run_id, workload=workload.name, started_at=time.time())
+    records.save(record_path, record)
 
     def make_namespace(index: int) -> str:
         name = f"kubemark-run-{run_id}-{index}"
         record.namespaces.append(name)
-        _save(record_path, record)  # recorded before it is asked for
+        records.save(record_path, record)  # recorded before it is asked for
         kube.request("POST", "/api/v1/namespaces", body={
             "apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name, "labels": {RUN_LABEL: run_id}},
         })
@@ -149,7 +124,7 @@ def _run(ctx: Context, request: RunRequest, workload: workloads.Workload, chosen
 
     def make_cluster_object(collection: str, body: dict) -> dict:
         record.cluster_objects.append(f"{collection}/{body['metadata']['name']}")
-        _save(record_path, record)  # recorded before it is asked for
+        records.save(record_path, record)  # recorded before it is asked for
         created: dict = kube.request("POST", collection, body=body)
         return created
 
@@ -210,7 +185,7 @@ def _run(ctx: Context, request: RunRequest, workload: workloads.Workload, chosen
                 workload.close()
             except KubemarkUpError as exc:
                 ui.warn(exc.message)
-            cleanup(kube, record, record_path, ui)
+            records.cleanup(kube, record, record_path, ui)
     results = [m.result() for m in taken] + workload.results()
     if informer is not None:
         results.append(informer.result())
@@ -237,7 +212,7 @@ def _write_partial(out: Path, ended: str, meta_of: Callable[[], dict[str, Any]],
     """Each measurement's result so far (one that cannot make one says so in its notes)
     and the report, marked partial; a failure to write is warned about, never raised
     over the error that ended the run."""
-    from kubemark_up.run.reports import results as results_mod
+    from kubemark_up.run.reports import html
 
     results = []
     for measurement in taken:
@@ -250,7 +225,7 @@ def _write_partial(out: Path, ended: str, meta_of: Callable[[], dict[str, Any]],
         meta = meta_of()
         meta["partial"] = True
         meta["run"]["ended"] = ended
-        written = results_mod.write_all(out.absolute(), meta, results)
+        written = html.write_all(out.absolute(), meta, results)
     except Exception as exc:  # the run's own error matters more
         ui.warn(f"could not write the partial results to {out}: {type(exc).__name__}: {exc}")
         return
@@ -261,13 +236,13 @@ def _sampler(ctx: Context) -> Sampler | None:
     """CPU and memory of the master's components, read on the host that runs them."""
     site = ctx.provider.master(ctx)
     host = site.host
-    records = {n: r for n, r in ctx.state.processes.items() if r.role == "master"}
-    if not records:
+    processes = {n: r for n, r in ctx.state.processes.items() if r.role == "master"}
+    if not processes:
         return None
 
     def components() -> dict[str, int]:
         found = {}
-        for name, record in records.items():
+        for name, record in processes.items():
             handle = ctx.handle(record)
             if handle is None:
                 continue
@@ -299,63 +274,6 @@ def _component_metrics(ctx: Context) -> Callable[[str], str]:
         return body
 
     return read
-
-
-def leftovers(ctx: Context, kube: Kube, ui: UI) -> None:
-    """Clean what an earlier run on this cluster left (killed before it could)."""
-    folder = _records_dir(ctx)
-    for path in sorted(folder.glob("*.json")) if folder.is_dir() else []:
-        try:
-            record = RunRecord.model_validate_json(path.read_text())
-        except (OSError, ValidationError):
-            continue
-        if record.status != "cleaned":
-            ui.warn(f"run {record.id} did not clean up after itself; deleting its namespaces now")
-            cleanup(kube, record, path, ui)
-
-
-def cleanup(kube: Kube, record: RunRecord, path: Path, ui: UI) -> None:
-    """Delete the run's namespaces and its cluster-scoped objects (each only when it
-    carries the run's label), and wait until they are gone."""
-    record.status = "cleaning"
-    _save(path, record)
-    problems: list[str] = []
-    what = f"{len(record.namespaces)} namespace(s)"
-    if record.cluster_objects:
-        what += f", {len(record.cluster_objects)} cluster-scoped object(s)"
-    with ui.step(f"delete what run {record.id} made ({what})") as status:
-        pending = []
-        # Namespaces and cluster-scoped objects at once: a namespace whose objects' API goes
-        # with a CRD or an APIService is only deleted once discovery no longer lists that API.
-        for target in [f"/api/v1/namespaces/{name}" for name in record.namespaces] + list(record.cluster_objects):
-            try:
-                found = kube.request("GET", target, missing_ok=True)
-                if found is None:
-                    continue
-                if (found["metadata"].get("labels") or {}).get(RUN_LABEL) != record.id:
-                    problems.append(f"{target} is not this run's (no {RUN_LABEL}={record.id}): left alone")
-                    continue
-                kube.request("DELETE", target, body={"propagationPolicy": "Background"}, missing_ok=True)
-                pending.append(target)
-            except RunError as exc:
-                problems.append(exc.message)
-        deadline = time.monotonic() + CLEANUP_TIMEOUT
-        while pending and time.monotonic() < deadline:
-            try:
-                pending = [t for t in pending if kube.request("GET", t, missing_ok=True)]
-            except RunError as exc:
-                problems.append(exc.message)
-                break
-            if pending:
-                time.sleep(1)
-        if pending:
-            problems.append(f"still being deleted after {CLEANUP_TIMEOUT:.0f}s: {', '.join(pending)}")
-        status.failed = bool(problems)
-    for problem in problems:
-        ui.warn(problem)
-    if not problems:
-        record.status = "cleaned"
-    _save(path, record)
 
 
 def _meta(ctx: Context, kube: Kube, request: RunRequest, workload: workloads.Workload, plan: workloads.Plan,

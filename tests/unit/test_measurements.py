@@ -10,9 +10,9 @@ from types import SimpleNamespace
 import pytest
 
 from kubemark_up.run.measurements.api_latency import FALLBACK_METRIC, SLI_METRIC, Histogram, delta, parse, slo_class
-from kubemark_up.run.measurements.base import percentile
+from kubemark_up.run.model import all_running, percentile
 from kubemark_up.run.reports import svg
-from kubemark_up.run.workloads.base import Pacer, all_running, settled, sizes
+from kubemark_up.run.workloads.base import Pacer, settled, sizes
 
 
 def _series(metric: str, verb: str, resource: str, scope: str, buckets: dict[str, int], total: float) -> list[str]:

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from kubemark_up.errors import ConfigError
-from kubemark_up.run.measurements import SLO, Metric, Result
+from kubemark_up.run.model import SLO, Metric, Result
 from kubemark_up.run.reports import compare, html, results
 
 META = {"cluster": {"name": "c", "nodes_ready": 3, "apiserver_version": "v1.36.3", "watch_cache": True},

@@ -6,9 +6,9 @@ from __future__ import annotations
 from importlib import import_module
 
 from kubemark_up.errors import ConfigError
-from kubemark_up.run.measurements.base import SLO, MeasureContext, Measurement, Metric, Result, Sampler
+from kubemark_up.run.measurements.base import MeasureContext, Measurement
 
-__all__ = ["SLO", "MeasureContext", "Measurement", "Metric", "Result", "Sampler", "get", "names", "slo_names"]
+__all__ = ["MeasureContext", "Measurement", "get", "names", "slo_names"]
 
 _REGISTRY = {
     "api_latency": "kubemark_up.run.measurements.api_latency:APILatency",

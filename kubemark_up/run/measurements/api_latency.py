@@ -22,7 +22,8 @@ from typing import ClassVar
 from prometheus_client.parser import text_string_to_metric_families
 
 from kubemark_up.errors import RunError
-from kubemark_up.run.measurements.base import SLO, MeasureContext, Measurement, Metric, Result
+from kubemark_up.run.measurements.base import MeasureContext, Measurement
+from kubemark_up.run.model import SLO, Metric, Result
 
 SLI_METRIC = "apiserver_request_sli_duration_seconds"
 FALLBACK_METRIC = "apiserver_request_duration_seconds"

@@ -1,75 +1,16 @@
-"""The Measurement interface and what a measurement's result holds.
+"""The Measurement interface, and what measurements share during one run (MeasureContext).
 
 A measurement starts before the workload's first object and stops after its last
-phase. Its result is plain data: named metrics (for the summary, compare and the
-HTML report), SLOs each with its threshold and the value that met or broke it, and
-the raw series it came from (per pod, per window, per sample), so that a result
-file stands on its own."""
+phase. Its result is plain data, a Result of the run's model (model.py)."""
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
-from typing import TYPE_CHECKING, Any, ClassVar, Literal
+from typing import ClassVar
 
-if TYPE_CHECKING:
-    from kubemark_up.run.measurements.pods import PodWatch
-    from kubemark_up.run.workloads.kube import Kube
-
-
-@dataclass
-class Metric:
-    value: float | None
-    unit: str  # "s", "pods/s", "%", "MiB", "cores", ""
-    # Which way is worse, for compare: a latency that rises, a throughput that falls.
-    better: Literal["lower", "higher", "none"] = "lower"
-
-
-@dataclass
-class SLO:
-    name: str
-    description: str
-    threshold: float
-    value: float | None  # None: nothing to judge (no samples)
-    unit: str = "s"
-
-    @property
-    def ok(self) -> bool:
-        return self.value is None or self.value <= self.threshold
-
-    def as_dict(self) -> dict[str, Any]:
-        return {**asdict(self), "ok": self.ok}
-
-
-@dataclass
-class Result:
-    measurement: str
-    title: str
-    metrics: dict[str, Metric] = field(default_factory=dict)
-    slos: list[SLO] = field(default_factory=list)
-    data: dict[str, Any] = field(default_factory=dict)
-    notes: list[str] = field(default_factory=list)
-
-    def as_dict(self) -> dict[str, Any]:
-        return {
-            "measurement": self.measurement,
-            "title": self.title,
-            "metrics": {k: asdict(m) for k, m in self.metrics.items()},
-            "slos": [s.as_dict() for s in self.slos],
-            "notes": self.notes,
-            "data": self.data,
-        }
-
-
-@dataclass
-class Sampler:
-    """How CPU and memory of the master's processes are read: pid -> (CPU seconds,
-    resident bytes), from the host that runs them (the provider's Host)."""
-
-    sample: Callable[[list[int]], dict[int, tuple[float, int]]]
-    components: Callable[[], dict[str, int]]  # component name -> its current pid
-    where: str
+from kubemark_up.run.measurements.pods import PodWatch
+from kubemark_up.run.model import Kube, Result, Sampler
 
 
 class MeasureContext:
@@ -94,8 +35,6 @@ class MeasureContext:
     def pods(self) -> PodWatch:
         """The one watch of the run's pods, shared by the measurements that read it."""
         if self._pods is None:
-            from kubemark_up.run.measurements.pods import PodWatch
-
             self._pods = PodWatch(self.kube, self.run_id)
         return self._pods
 
@@ -127,12 +66,3 @@ class Measurement(ABC):
     @abstractmethod
     def result(self) -> Result:
         """What was measured."""
-
-
-def percentile(values: list[float], q: float) -> float | None:
-    """The q-th percentile (0..100) of values, by the nearest-rank method clusterloader2 uses."""
-    if not values:
-        return None
-    ordered = sorted(values)
-    rank = max(1, -(-len(ordered) * q // 100))  # ceil(n*q/100), at least 1
-    return ordered[int(rank) - 1]

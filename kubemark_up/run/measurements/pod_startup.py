@@ -6,8 +6,9 @@ from __future__ import annotations
 
 from typing import ClassVar
 
-from kubemark_up.run.measurements.base import SLO as SLOEntry
-from kubemark_up.run.measurements.base import Measurement, Metric, Result, percentile
+from kubemark_up.run.measurements.base import Measurement
+from kubemark_up.run.model import SLO as SLOEntry
+from kubemark_up.run.model import Metric, Result, percentile
 
 SLO_POD_STARTUP = "pod_startup"
 

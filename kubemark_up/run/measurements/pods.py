@@ -16,8 +16,7 @@ import time
 from dataclasses import asdict, dataclass
 
 from kubemark_up.errors import RunError
-from kubemark_up.run.workloads.base import RUN_LABEL, all_running
-from kubemark_up.run.workloads.kube import Kube
+from kubemark_up.run.model import RUN_LABEL, Kube, all_running
 
 WINDOW = 10  # seconds per watch request: stop() waits at most this long
 

@@ -10,7 +10,8 @@ from __future__ import annotations
 import threading
 import time
 
-from kubemark_up.run.measurements.base import MeasureContext, Measurement, Metric, Result
+from kubemark_up.run.measurements.base import MeasureContext, Measurement
+from kubemark_up.run.model import Metric, Result
 
 MIB = 1024 * 1024
 

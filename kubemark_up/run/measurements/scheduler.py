@@ -19,7 +19,8 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from kubemark_up.errors import KubemarkUpError
 from kubemark_up.run.measurements.api_latency import Histogram
-from kubemark_up.run.measurements.base import MeasureContext, Measurement, Metric, Result
+from kubemark_up.run.measurements.base import MeasureContext, Measurement
+from kubemark_up.run.model import Metric, Result
 
 COMPONENT = "kube-scheduler"
 E2E = "scheduler_pod_scheduling_sli_duration_seconds"

@@ -7,7 +7,8 @@ from __future__ import annotations
 
 import math
 
-from kubemark_up.run.measurements.base import Measurement, Metric, Result, percentile
+from kubemark_up.run.measurements.base import Measurement
+from kubemark_up.run.model import Metric, Result, percentile
 
 WINDOW = 5.0  # seconds per throughput sample
 

@@ -1,5 +1,6 @@
 """The HTML report of a run (and of a compare): one self-contained file, styles and
-plots inline, nothing fetched, so it opens offline."""
+plots inline, nothing fetched, so it opens offline. write_all writes a run's whole
+result folder: its JSON files (results.py) and this report."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ from html import escape
 from pathlib import Path
 from typing import Any
 
-from kubemark_up.run.measurements import Result
+from kubemark_up.run.model import Result
 from kubemark_up.run.reports import results as results_mod
 from kubemark_up.run.reports import svg
 from kubemark_up.run.reports.summary import fmt
@@ -156,6 +157,13 @@ def _api_machinery_plots(documents: dict[str, dict[str, Any]]) -> list[str]:
                 c: [(s["watchers"], s[f"{c}_rss_mib"]) for s in steps if s.get(f"{c}_rss_mib") is not None]
                 for c in ("kube-apiserver", "etcd", "client")}, x_label="watchers", y_label="MiB"))
     return plots
+
+
+def write_all(folder: Path, meta: dict[str, Any], results: list[Result]) -> list[Path]:
+    """The result files and the HTML report."""
+    written = results_mod.write(folder, meta, results)
+    written.append(write(folder, meta, results))
+    return written
 
 
 def write(folder: Path, meta: dict[str, Any], results: list[Result]) -> Path:

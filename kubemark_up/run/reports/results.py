@@ -1,6 +1,7 @@
 """Result folders: one JSON file per measurement, each carrying the run's metadata
 (the cluster's shape, versions and settings, the run's options and rates), so that
-any one file stands on its own; read back by compare and the HTML report."""
+any one file stands on its own; read back by compare and the HTML report (html.py,
+which writes the folder's files and its report together: write_all)."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from kubemark_up.errors import ConfigError
-from kubemark_up.run.measurements import Result
+from kubemark_up.run.model import Result
 
 FORMAT = 1
 HTML_NAME = "report.html"
@@ -26,15 +27,6 @@ def write(folder: Path, meta: dict[str, Any], results: list[Result]) -> list[Pat
     for result in results:
         document = {"kubemark_up_result": FORMAT, **meta, "result": result.as_dict()}
         written.append(_write(folder / f"{result.measurement}.json", json.dumps(document, indent=1, default=str)))
-    return written
-
-
-def write_all(folder: Path, meta: dict[str, Any], results: list[Result]) -> list[Path]:
-    """The result files and the HTML report."""
-    from kubemark_up.run.reports import html
-
-    written = write(folder, meta, results)
-    written.append(html.write(folder, meta, results))
     return written
 
 

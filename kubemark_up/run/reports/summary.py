@@ -8,7 +8,7 @@ from typing import Any
 from rich.table import Table
 from rich.text import Text
 
-from kubemark_up.run.measurements import Result
+from kubemark_up.run.model import Result
 
 
 def fmt(value: float | None, unit: str) -> str:

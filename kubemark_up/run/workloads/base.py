@@ -19,14 +19,12 @@ from typing import TYPE_CHECKING, Any, ClassVar
 from pydantic import BaseModel, ConfigDict, Field
 
 from kubemark_up.errors import RunError
+from kubemark_up.run.model import RUN_LABEL, Kube, Result, Sampler, all_running
 from kubemark_up.run.workloads.informer import WriteLog
-from kubemark_up.run.workloads.kube import Kube
 
 if TYPE_CHECKING:
     from kubemark_up.context import Context
-    from kubemark_up.run.measurements.base import Result, Sampler
 
-RUN_LABEL = "kubemark-up.run"  # on every object a run makes, and on its pods
 PAUSE_IMAGE = "registry.k8s.io/pause:3.10"
 
 
@@ -278,15 +276,6 @@ def deployment(run: RunContext, name: str, replicas: int, template: dict) -> dic
             "template": template,
         },
     }
-
-
-def all_running(pod: dict) -> bool:
-    """Phase Running with every container running: the end of a pod's startup."""
-    status = pod.get("status") or {}
-    statuses = status.get("containerStatuses") or []
-    wanted = len((pod.get("spec") or {}).get("containers") or [])
-    return (status.get("phase") == "Running" and len(statuses) >= wanted
-            and all("running" in (s.get("state") or {}) for s in statuses))
 
 
 def settled(run: RunContext, namespaces: list[int], replicas: dict[tuple[int, str], int]) -> bool:

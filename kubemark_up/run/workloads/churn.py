@@ -32,7 +32,7 @@ from typing import Any
 from pydantic import Field, model_validator
 
 from kubemark_up.errors import RunError
-from kubemark_up.run.measurements.base import Metric, Result, percentile
+from kubemark_up.run.model import Metric, Result, percentile
 from kubemark_up.run.workloads.base import Plan, RunContext, Workload, WorkloadOptions
 
 OPS = ("create", "update", "delete")

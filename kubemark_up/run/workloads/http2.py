@@ -1,8 +1,9 @@
 """http2-baseline: the transport's ceiling, to tell the apiserver's limit from the
 wire's (after k8api-scaletest's go_httperf).
 
-A small HTTP/2 TLS server (h2server.py, a process of its own, on a loopback address
-of the master's host: this machine, so `local` clusters only) streams blocks of
+A small HTTP/2 TLS server (h2server.py, a child process of the run that ends by
+itself, on this machine's loopback beside its clients: the transport of the machine
+the run is on, which is the master's host for a `local` cluster) streams blocks of
 `size` bytes every `period` seconds, `blocks` of them, to each of `threads` client
 threads, which share `connections` HTTP/2 connections (httpx; thread i on
 connection i mod C). Its certificate comes from a CA made for the run (pki.py), in
@@ -13,7 +14,7 @@ last), the bytes each side counted (equal when nothing was lost), and per block
 the delay from its due moment (its index times the period after the stream's
 best-placed block) to its arrival: the jitter the transport adds.
 
-It makes no Kubernetes object; the master is not involved, only its host.
+It makes no Kubernetes object and involves no master: only this machine.
 """
 
 from __future__ import annotations
@@ -34,7 +35,7 @@ from pydantic import Field, model_validator
 
 from kubemark_up.errors import RunError
 from kubemark_up.pki import PKI, Identity
-from kubemark_up.run.measurements.base import Metric, Result, percentile
+from kubemark_up.run.model import Metric, Result, percentile
 from kubemark_up.run.workloads.base import Plan, RunContext, Workload, WorkloadOptions
 
 MIB = 1024 * 1024

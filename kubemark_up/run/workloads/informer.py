@@ -25,8 +25,7 @@ from collections import defaultdict
 from dataclasses import dataclass
 
 from kubemark_up.errors import RunError
-from kubemark_up.run.measurements.base import Metric, Result, percentile
-from kubemark_up.run.workloads.kube import Kube
+from kubemark_up.run.model import Kube, Metric, Result, percentile
 
 OPS = {"ADDED": "create", "MODIFIED": "update", "DELETED": "delete"}
 

@@ -16,8 +16,8 @@ from dataclasses import dataclass
 
 from pydantic import Field
 
+from kubemark_up.run.model import RUN_LABEL
 from kubemark_up.run.workloads.base import (
-    RUN_LABEL,
     Pacer,
     Plan,
     RunContext,

@@ -35,9 +35,8 @@ import psutil
 from pydantic import Field, field_validator
 
 from kubemark_up.errors import RunError
-from kubemark_up.run.measurements.base import Metric, Result, percentile
-from kubemark_up.run.workloads.base import RUN_LABEL, Plan, RunContext, Workload, WorkloadOptions
-from kubemark_up.run.workloads.kube import Kube
+from kubemark_up.run.model import RUN_LABEL, Kube, Metric, Result, percentile
+from kubemark_up.run.workloads.base import Plan, RunContext, Workload, WorkloadOptions
 
 MIB = 1024 * 1024
 STORM_LABEL = "kubemark-up.run/storm"
