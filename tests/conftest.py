@@ -64,6 +64,19 @@ def bare_cli(tmp_path: Path) -> CLI:
 
 
 
+@pytest.fixture
+def fake_world(monkeypatch: pytest.MonkeyPatch, tmp_path: Path):
+    """The provider "fake" registered for this test, on a World of its own
+    (tests/support/fakes.py): start and stop run without binaries or processes."""
+    from tests.support.fakes import FakeProvider, World, register
+
+    register(monkeypatch, tmp_path / "plug-ins")
+    world = World()
+    monkeypatch.setattr(FakeProvider, "world", world, raising=False)
+    yield world
+    world.close()
+
+
 @pytest.fixture(scope="session")
 def sshd():
     """A real, unprivileged OpenSSH server on loopback (tests/support/sshd.py)."""
