@@ -1,6 +1,14 @@
-"""For the benchmarks: the real CLI in a fresh KUBEMARK_UP_HOME (binaries from the
-normal cache or KUBEMARK_UP_BIN_DIR; no other KUBEMARK_UP_ setting leaks in from the
-caller's environment), and one `kubemark-up run` on a cluster started for it."""
+"""What the benchmarks share, and the one module of benchmarks/ that knows where the
+real parts they start live: the sshd, the Compute endpoint and the root cluster are
+the tests' (tests/support/), re-exported here so that a benchmark imports harness
+alone. Benchmarks run as scripts (`python3 benchmarks/x.py`), with benchmarks/ on
+sys.path; the repository's root is put ahead of it here, once, so that tests.support
+and this checkout's kubemark_up are the ones imported.
+
+Besides: the Kubernetes binaries (bin_dir), the real CLI in a fresh KUBEMARK_UP_HOME
+(binaries from the normal cache or KUBEMARK_UP_BIN_DIR; no other KUBEMARK_UP_ setting
+leaks in from the caller's environment), and one `kubemark-up run` on a cluster
+started for it."""
 
 from __future__ import annotations
 
@@ -9,6 +17,27 @@ import subprocess
 import sys
 import tempfile
 from pathlib import Path
+
+# The one path trick of benchmarks/: the checkout root, for tests.support and this kubemark_up.
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from tests.support.cli import CLI
+from tests.support.gce_endpoint import ComputeEndpoint
+from tests.support.rootcluster import GATEWAY, RootCluster
+from tests.support.sshd import SSHServer
+
+__all__ = ["CLI", "GATEWAY", "ComputeEndpoint", "RootCluster", "SSHServer", "bin_dir", "cli", "run_on_fresh_cluster"]
+
+
+def bin_dir() -> Path:
+    """The Kubernetes binaries: $KUBEMARK_UP_BIN_DIR, else the user's cache, built if missing."""
+    if os.environ.get("KUBEMARK_UP_BIN_DIR"):
+        return Path(os.environ["KUBEMARK_UP_BIN_DIR"])
+    from kubemark_up import binaries, config
+    from kubemark_up.ui import UI
+
+    found = binaries.resolve(config.resolve(flags={}, environ={}), config.home_dir(), UI(), sources=["build"])
+    return found["kubemark"].path.parent
 
 
 def cli(home: Path, *args: str, timeout: float, settings: dict[str, str] | None = None) -> subprocess.CompletedProcess:
