@@ -1,6 +1,7 @@
-"""Shared test fixtures: the real Kubernetes binaries, a CLI runner, and one local
+"""Shared test fixtures: the real Kubernetes binaries, a CLI runner, one local
 kubemark cluster for the whole session (real etcd, kube-apiserver,
-kube-controller-manager, kube-scheduler and kubemark processes on loopback).
+kube-controller-manager, kube-scheduler and kubemark processes on loopback), and for
+tests/unit the fake provider's World (tests/support/fakes.py).
 
 A test that uses the binaries (the bin_dir fixture, directly or through another
 fixture) is marked `cluster` by itself; `pytest -m "not cluster"` runs the rest in

@@ -159,3 +159,16 @@ def test_a_failed_hollow_node_is_one_line_from_the_cli_and_start_undoes_everythi
         "(log: /srv/kubemark/logs/hollow-node-1.log)", "F1207 fake kubelet: no such flag --bogus")
     assert undos(fake_world) == ["nodes", "controllers", "kube-apiserver", "etcd", "fake-disk"]
     assert fake_world.live() == []
+
+
+def test_stop_without_a_readable_state_stops_what_carries_the_marker(fake_world, tmp_path):
+    home = tmp_path / "home"
+    cluster.start(settings(nodes=1), home, quiet())
+    assert len(fake_world.live()) == 4
+    (home / "c1" / "state.json").write_text("{")  # damaged: the steps and PIDs are lost
+    fake_world.journal.clear()
+    assert cluster.stop("c1", home, quiet(), purge=True) == ["stopped the processes found by their marker"]
+    # No step's undo could run; the provider's sweep found every master process by its marker.
+    assert undos(fake_world) == [] and "nodes stop" in fake_world.journal
+    assert fake_world.live() == []
+    assert not (home / "c1").exists()
