@@ -282,7 +282,8 @@ class FakeProvider(Provider):
                 return [f"could not undo {step.key}"]
             return step.undo(ctx) if step.undo else []
 
-        return Step(step.key, step.title, run, undo=undo if step.undo else None, undo_title=step.undo_title)
+        return Step(step.key, step.title, run, undo=undo if step.undo else None, undo_title=step.undo_title,
+                    plan=step.plan)
 
 
 def _fake_binaries(ctx: Context) -> None:
