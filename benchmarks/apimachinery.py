@@ -22,7 +22,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from fresh_cluster import run_on_fresh_cluster
+from harness import run_on_fresh_cluster
 
 RESULTS = Path(__file__).parent / "results"
 

@@ -22,18 +22,12 @@ import json
 import os
 import shutil
 import socket
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 import yaml
-
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from tests.support.cli import CLI
-from tests.support.gce_endpoint import ComputeEndpoint
-from tests.support.sshd import SSHServer
+from harness import CLI, ComputeEndpoint, SSHServer, bin_dir
 
 RESULTS = Path(__file__).parent / "results"
 # The legacy G2 start-kubemark.sh / stop-kubemark.sh gcloud commands, without an events disk.
@@ -48,14 +42,6 @@ LEGACY_STOP = ["compute instances delete", "compute disks delete", "compute disk
                "compute addresses delete", "compute firewall-rules delete"]
 
 
-def _bin_dir() -> Path:
-    from kubemark_up import binaries, config
-    from kubemark_up.ui import UI
-
-    if os.environ.get("KUBEMARK_UP_BIN_DIR"):
-        return Path(os.environ["KUBEMARK_UP_BIN_DIR"])
-    found = binaries.resolve(config.resolve(flags={}, environ={}), config.home_dir(), UI(), sources=["build"])
-    return found["kubemark"].path.parent
 
 
 def _free_port() -> int:
@@ -99,7 +85,7 @@ def main() -> None:
     try:
         host_key = " ".join(sshd.host_key.with_suffix(".pub").read_text().split()[:2])
         with ComputeEndpoint(op_seconds=args.op_seconds, authorized_keys=keys, host_keys=[host_key]) as endpoint:
-            cli = CLI(home=work / "home", bin_dir=_bin_dir())
+            cli = CLI(home=work / "home", bin_dir=bin_dir())
             config = work / "gce.yaml"
             config.write_text(yaml.safe_dump({"provider": "gce", "gce": {
                 "project": "bench-project", "zone": "us-central1-b", "source_ranges": ["127.0.0.1/32"],

@@ -17,32 +17,18 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import json
-import os
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 import psutil
 import yaml
-
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from tests.support.cli import CLI
-from tests.support.rootcluster import GATEWAY, RootCluster
+from harness import CLI, GATEWAY, RootCluster, bin_dir
 
 RESULTS = Path(__file__).parent / "results"
 _POD_COMMANDS = ("/kubemark", "/node-problem-detector", "/pause")
 
 
-def _bin_dir() -> Path:
-    from kubemark_up import binaries, config
-    from kubemark_up.ui import UI
-
-    if os.environ.get("KUBEMARK_UP_BIN_DIR"):
-        return Path(os.environ["KUBEMARK_UP_BIN_DIR"])
-    found = binaries.resolve(config.resolve(flags={}, environ={}), config.home_dir(), UI(), sources=["build"])
-    return found["kubemark"].path.parent
 
 
 def _groups(root: RootCluster) -> dict[str, list[psutil.Process]]:
@@ -116,19 +102,19 @@ def main() -> None:
     parser.add_argument("--settle", type=float, default=30)
     parser.add_argument("--sample", type=float, default=60)
     args = parser.parse_args()
-    bin_dir = _bin_dir()
+    binaries = bin_dir()
     RESULTS.mkdir(exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="kmup-root-bench-") as tmp:
-        root = RootCluster(folder=Path(tmp) / "node", cli=CLI(home=Path(tmp) / "home", bin_dir=bin_dir))
+        root = RootCluster(folder=Path(tmp) / "node", cli=CLI(home=Path(tmp) / "home", bin_dir=binaries))
         root.start()
         try:
-            pusher = CLI(home=Path(tmp) / "image-home", bin_dir=bin_dir)
+            pusher = CLI(home=Path(tmp) / "image-home", bin_dir=binaries)
             pushed = pusher.run("image", "push", f"{root.registry}/kubemark:bench", timeout=900)
             if pushed.returncode != 0:
                 raise SystemExit(f"image push failed:\n{pushed.stderr[-2000:]}")
             image = pushed.stdout.strip().splitlines()[-1]
             for nodes in args.nodes or [5, 20]:
-                result = run(root, image, nodes, settle=args.settle, sample=args.sample, bin_dir=bin_dir)
+                result = run(root, image, nodes, settle=args.settle, sample=args.sample, bin_dir=binaries)
                 result["machine"] = {"cpus": psutil.cpu_count(), "memory_gib": round(psutil.virtual_memory().total / 2**30, 1)}
                 result["when"] = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
                 path = RESULTS / f"pods-start-{nodes}-{result['when'].replace(':', '')}.json"

@@ -44,23 +44,13 @@ import time
 from pathlib import Path
 
 import psutil
-
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from harness import SSHServer, bin_dir
 
 from kubemark_up.hosts import supervision_file
-from tests.support.sshd import SSHServer
 
 RESULTS = Path(__file__).parent / "results"
 
 
-def _bin_dir() -> str:
-    if os.environ.get("KUBEMARK_UP_BIN_DIR"):
-        return os.environ["KUBEMARK_UP_BIN_DIR"]
-    from kubemark_up import binaries, config
-    from kubemark_up.ui import UI
-
-    found = binaries.resolve(config.resolve(flags={}, environ={}), config.home_dir(), UI(), sources=["build"])
-    return str(found["kubemark"].path.parent)
 
 
 def _supervised(record: dict) -> dict:
@@ -264,7 +254,7 @@ def main() -> None:
                         help="one run (repeatable), instead of --nodes x --engine: e.g. kubemark:100, fleet:3000:2")
     args = parser.parse_args()
     runs = _runs(args, parser)
-    bin_dir = _bin_dir()
+    binaries = bin_dir()
     machine = {"cpus": psutil.cpu_count(), "memory_gib": round(psutil.virtual_memory().total / 2**30, 1)}
     RESULTS.mkdir(exist_ok=True)
     sshd = SSHServer() if args.provider == "preexisting" else None
@@ -275,7 +265,7 @@ def main() -> None:
         for engine, nodes, fleet_processes in runs:
             for attempt in range(1, args.repeat + 1):
                 result = run(nodes, provider=args.provider, wave=args.wave, settle=args.settle, sample=args.sample,
-                             bin_dir=bin_dir, sshd=sshd, engine=engine, fleet_processes=fleet_processes)
+                             bin_dir=str(binaries), sshd=sshd, engine=engine, fleet_processes=fleet_processes)
                 result["machine"] = machine
                 result["attempt"] = attempt
                 result["when"] = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")

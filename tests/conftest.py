@@ -1,6 +1,7 @@
-"""Shared test fixtures: the real Kubernetes binaries, a CLI runner, and one local
+"""Shared test fixtures: the real Kubernetes binaries, a CLI runner, one local
 kubemark cluster for the whole session (real etcd, kube-apiserver,
-kube-controller-manager, kube-scheduler and kubemark processes on loopback).
+kube-controller-manager, kube-scheduler and kubemark processes on loopback), and for
+tests/unit the fake provider's World (tests/support/fakes.py).
 
 A test that uses the binaries (the bin_dir fixture, directly or through another
 fixture) is marked `cluster` by itself; `pytest -m "not cluster"` runs the rest in
@@ -62,6 +63,19 @@ def bare_cli(tmp_path: Path) -> CLI:
 
 
 
+
+
+@pytest.fixture
+def fake_world(monkeypatch: pytest.MonkeyPatch, tmp_path: Path):
+    """The provider "fake" registered for this test, on a World of its own
+    (tests/support/fakes.py): start and stop run without binaries or processes."""
+    from tests.support.fakes import FakeProvider, World, register
+
+    register(monkeypatch, tmp_path / "plug-ins")
+    world = World()
+    monkeypatch.setattr(FakeProvider, "world", world, raising=False)
+    yield world
+    world.close()
 
 
 @pytest.fixture(scope="session")
