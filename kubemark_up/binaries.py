@@ -46,7 +46,7 @@ PACKAGE = Path(__file__).parent
 GO_RECIPE = PACKAGE / "gobuild"
 _DOWNLOAD_TIMEOUT = 60
 
-# The fleet's sources, tests aside: a new test does not make the built program stale.
+# The fleet's sources, its tests aside: a change to a test leaves the built program as it is.
 FLEET_SOURCES = tuple(sorted(f"fleet/{p.name}" for p in (PACKAGE / "fleet").glob("*.go") if not p.name.endswith("_test.go")))
 
 
