@@ -7,7 +7,9 @@ Resolution order, per binary:
   2. the cache, $KUBEMARK_UP_HOME/bin/<kubernetes version>/;
   3. the official release downloads, checked against their published SHA-256
      (kubemark is not published as a binary, so it is never downloaded);
-  4. a build from the Go modules in kubemark_up/gobuild, when `go` is on PATH.
+  4. a build from the Go modules, when `go` is on PATH: the recipe in kubemark_up/gobuild
+     (its tools/ and sampleapiserver/ modules among it) and the fleet's own module,
+     kubemark_up/fleet.
 What 3 and 4 produce lands in the cache. The built master is one executable,
 kube-master, that the four master names link to.
 """
@@ -40,20 +42,21 @@ NAMES = MASTER + ("kubemark", "kubemark-fleet")
 TOOLS = ("crane", "node-problem-detector", "kubelet", "sample-apiserver")
 NPD_VERSION = "v1.34.0"  # as kubemark_up/gobuild/tools/go.mod requires it
 
-GO_RECIPE = Path(__file__).parent / "gobuild"
+PACKAGE = Path(__file__).parent
+GO_RECIPE = PACKAGE / "gobuild"
 _DOWNLOAD_TIMEOUT = 60
 
-
-FLEET_SOURCES = tuple(sorted(f"fleet/{p.name}" for p in (GO_RECIPE / "fleet").glob("*.go")))
+# The fleet's sources, its tests aside: a change to a test leaves the built program as it is.
+FLEET_SOURCES = tuple(sorted(f"fleet/{p.name}" for p in (PACKAGE / "fleet").glob("*.go") if not p.name.endswith("_test.go")))
 
 
 @dataclass(frozen=True)
 class Output:
-    """One executable of the Go recipe: where its module is, what `go build` builds,
-    and the recipe files whose content it depends on."""
+    """One executable built from Go: where its module is, what `go build` builds,
+    and the files whose content it depends on (paths under kubemark_up/)."""
 
     name: str
-    module: str  # folder under gobuild/ holding its go.mod
+    module: str  # folder under kubemark_up/ holding its go.mod
     package: str
     files: tuple[str, ...]
     ldflags: str | None = None  # None: the Kubernetes version stamps
@@ -65,19 +68,19 @@ class Output:
 OUTPUTS = {
     output.name: output
     for output in (
-        Output("kube-master", ".", ".", ("go.mod", "go.sum", "main.go"), cold_minutes=11),
-        Output("kubemark", ".", "k8s.io/kubernetes/cmd/kubemark", ("go.mod", "go.sum")),
-        # The fleet node engine (gobuild/fleet): many hollow nodes in one process.
-        Output("kubemark-fleet", ".", "./fleet", ("go.mod", "go.sum", *FLEET_SOURCES)),
-        Output("kubelet", ".", "k8s.io/kubernetes/cmd/kubelet", ("go.mod", "go.sum")),
-        Output("crane", "tools", "github.com/google/go-containerregistry/cmd/crane",
-               ("tools/go.mod", "tools/go.sum"), ldflags="-s -w"),
-        Output("node-problem-detector", "tools", "k8s.io/node-problem-detector/cmd/nodeproblemdetector",
-               ("tools/go.mod", "tools/go.sum"),
+        Output("kube-master", "gobuild", ".", ("gobuild/go.mod", "gobuild/go.sum", "gobuild/main.go"), cold_minutes=11),
+        Output("kubemark", "gobuild", "k8s.io/kubernetes/cmd/kubemark", ("gobuild/go.mod", "gobuild/go.sum")),
+        # The fleet node engine: many hollow nodes in one process, a module of its own.
+        Output("kubemark-fleet", "fleet", ".", ("fleet/go.mod", "fleet/go.sum", *FLEET_SOURCES)),
+        Output("kubelet", "gobuild", "k8s.io/kubernetes/cmd/kubelet", ("gobuild/go.mod", "gobuild/go.sum")),
+        Output("crane", "gobuild/tools", "github.com/google/go-containerregistry/cmd/crane",
+               ("gobuild/tools/go.mod", "gobuild/tools/go.sum"), ldflags="-s -w"),
+        Output("node-problem-detector", "gobuild/tools", "k8s.io/node-problem-detector/cmd/nodeproblemdetector",
+               ("gobuild/tools/go.mod", "gobuild/tools/go.sum"),
                ldflags=f"-s -w -X k8s.io/node-problem-detector/pkg/version.version={NPD_VERSION}", cold_minutes=4),
         # The aggregated API server of `run flunder-churn` and `flunder-watch`, a module of its own.
-        Output("sample-apiserver", "sampleapiserver", "k8s.io/sample-apiserver",
-               ("sampleapiserver/go.mod", "sampleapiserver/go.sum"), ldflags="-s -w", cold_minutes=4),
+        Output("sample-apiserver", "gobuild/sampleapiserver", "k8s.io/sample-apiserver",
+               ("gobuild/sampleapiserver/go.mod", "gobuild/sampleapiserver/go.sum"), ldflags="-s -w", cold_minutes=4),
     )
 }
 
@@ -112,7 +115,7 @@ def recipe_hash(output: str = "kube-master") -> str:
     spec = OUTPUTS[output]
     digest = hashlib.sha256(spec.package.encode())
     for name in spec.files:
-        digest.update((GO_RECIPE / name).read_bytes())
+        digest.update((PACKAGE / name).read_bytes())
     digest.update((spec.ldflags or _ldflags(pinned_version())).encode())
     return digest.hexdigest()[:16]
 
@@ -336,7 +339,7 @@ def _build(names: list[str], settings: Settings, cache: _Cache, ui: UI) -> None:
             with log.open("ab") as handle:
                 handle.write(f"$ {' '.join(argv)}\n".encode())
                 handle.flush()
-                result = subprocess.run(argv, cwd=GO_RECIPE / OUTPUTS[output].module, env=env, stdout=handle,
+                result = subprocess.run(argv, cwd=PACKAGE / OUTPUTS[output].module, env=env, stdout=handle,
                                         stderr=subprocess.STDOUT)
             if result.returncode != 0:
                 tail = "\n".join(log.read_text(errors="replace").splitlines()[-15:])

@@ -134,8 +134,6 @@ def test_checksum_mismatch_keeps_nothing(release_server, tmp_path):
     assert not list(cache.glob(".download.*"))
 
 
-
-
 def test_bin_dir_wins_and_must_be_complete(tmp_path, bin_dir):
     found = binaries.resolve(config.Settings(bin_dir=bin_dir), tmp_path, UI())
     assert {b.source for b in found.values()} == {"bin-dir"}
@@ -160,8 +158,6 @@ def test_a_build_from_another_recipe_is_stale(tmp_path, bin_dir):
                     for n in binaries.NAMES})
     )
     assert {b.source for b in binaries.resolve(config.Settings(), tmp_path, UI(), sources=[]).values()} == {"cache"}
-
-
 
 
 def test_sources_are_tried_in_their_order(release_server, tmp_path, monkeypatch):

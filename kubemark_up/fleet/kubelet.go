@@ -1,5 +1,8 @@
 package main
 
+// A hollow node's kubelet: its clients, its start-up (registration, the lease
+// controller, CSINode, the ResourceSlice wipe), and its node status.
+
 import (
 	"context"
 	"fmt"
@@ -332,8 +335,7 @@ func (n *HollowNode) syncStatus(ctx context.Context) {
 	now := metav1.Now()
 	wasReady := n.lastReported != nil && readyOf(n.lastReported)
 	status := n.status(now)
-	if n.lastReported != nil && base.Spec.PodCIDR == n.lastPodCIDR && !statusChanged(n.lastReported, &status) &&
-		time.Since(n.reportedAt) < statusReportEvery {
+	if !mustReport(n.lastReported, n.lastPodCIDR, n.reportedAt, base.Spec.PodCIDR, &status, time.Now()) {
 		return
 	}
 	updated := base.DeepCopy()
@@ -346,6 +348,14 @@ func (n *HollowNode) syncStatus(ctx context.Context) {
 	if !wasReady && readyOf(&status) {
 		n.event(n.nodeRef(), v1.EventTypeNormal, "NodeReady", "Node %s status is now: NodeReady", n.name())
 	}
+}
+
+// mustReport is syncStatus's choice: PATCH the status when none was reported yet, the
+// podCIDR changed, the status changed (heartbeat times aside), or statusReportEvery has
+// passed since the last report.
+func mustReport(last *v1.NodeStatus, lastPodCIDR string, reportedAt time.Time, podCIDR string, status *v1.NodeStatus,
+	now time.Time) bool {
+	return last == nil || podCIDR != lastPodCIDR || statusChanged(last, status) || now.Sub(reportedAt) >= statusReportEvery
 }
 
 // mergeStatus keeps the conditions others own (node-problem-detector's) beside the

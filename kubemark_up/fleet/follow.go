@@ -1,5 +1,8 @@
 package main
 
+// The watches of a hollow node: one goroutine per resource, sending the requests
+// client-go's reflector sends, and handing what the node keeps to its handlers.
+
 import (
 	"context"
 	"errors"
@@ -11,6 +14,7 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/fields"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/runtime/serializer/streaming"
 	"k8s.io/apimachinery/pkg/watch"
@@ -56,21 +60,17 @@ func (s *stream) follow(ctx context.Context) {
 	backoff := 800 * time.Millisecond
 	for ctx.Err() == nil {
 		timeout := int64(minWatchTimeout.Seconds() * (1 + rand.Float64()))
-		options := metav1.ListOptions{FieldSelector: s.fieldSelector, LabelSelector: s.labelSelector, Watch: true,
-			AllowWatchBookmarks: true, TimeoutSeconds: &timeout, ResourceVersion: rv}
-		if !synced {
-			options.SendInitialEvents = ptr.To(true)
-			options.ResourceVersionMatch = metav1.ResourceVersionMatchNotOlderThan
-		}
+		options := s.options(rv, synced, timeout)
 		began := time.Now()
 		err := s.watchOnce(ctx, &options, &rv, &synced)
-		switch {
-		case ctx.Err() != nil:
+		if ctx.Err() != nil {
 			return
-		case err == nil:
-			continue // the server ended the watch at its timeout: resume from rv
-		case apierrors.IsResourceExpired(err) || apierrors.IsGone(err):
-			rv, synced = "", false // relist
+		}
+		switch after(err) {
+		case resume:
+			continue
+		case relist:
+			rv, synced = "", false
 			continue
 		}
 		if time.Since(began) > 2*time.Minute {
@@ -85,6 +85,40 @@ func (s *stream) follow(ctx context.Context) {
 	}
 }
 
+// options is the next watch's request: the initial state as a streaming list until it
+// is complete, a plain watch from rv after that.
+func (s *stream) options(rv string, synced bool, timeout int64) metav1.ListOptions {
+	options := metav1.ListOptions{FieldSelector: s.fieldSelector, LabelSelector: s.labelSelector, Watch: true,
+		AllowWatchBookmarks: true, TimeoutSeconds: &timeout, ResourceVersion: rv}
+	if !synced {
+		options.SendInitialEvents = ptr.To(true)
+		options.ResourceVersionMatch = metav1.ResourceVersionMatchNotOlderThan
+	}
+	return options
+}
+
+// next is what follow does once a watch has ended.
+type next int
+
+const (
+	resume next = iota // the server ended the watch at its timeout: on from rv, at once
+	relist             // 410 Gone: rv is too old, so the whole initial state again
+	retry              // any other failure: on from rv, after a back-off
+)
+
+// after is the reflector's choice for a watch that ended with err.
+func after(err error) next {
+	switch {
+	case err == nil:
+		return resume
+	case apierrors.IsResourceExpired(err) || apierrors.IsGone(err):
+		return relist
+	}
+	return retry
+}
+
+// watchOnce reads one watch to its end, keeping rv (the last resourceVersion seen,
+// bookmarks included) and synced (the initial state is complete) up to date.
 func (s *stream) watchOnce(ctx context.Context, options *metav1.ListOptions, rv *string, synced *bool) error {
 	request := s.client.Get().Resource(s.resource).VersionedParams(options, scheme.ParameterCodec)
 	if s.namespace != "" {
@@ -133,4 +167,10 @@ func (s *stream) watchOnce(ctx context.Context, options *metav1.ListOptions, rv 
 			s.on(kind, obj, !*synced)
 		}
 	}
+}
+
+// nameSelector is the field selector of one object by name, as the kubelet's node
+// lister and its per-object ConfigMap and Secret watches use.
+func nameSelector(name string) string {
+	return fields.OneTermEqualSelector("metadata.name", name).String()
 }

@@ -1,5 +1,8 @@
 package main
 
+// A hollow node's pods: what the kubelet's pod workers, status manager, token manager
+// and per-object ConfigMap and Secret watches send for each pod bound to it.
+
 import (
 	"context"
 	"encoding/binary"
@@ -75,19 +78,27 @@ func (t *podTable) run(ctx context.Context) {
 			}
 		},
 		synced: func() {
-			gone := map[string]string{} // namespace/name -> UID of the pods the relist no longer holds
 			t.mu.Lock()
-			for k, state := range t.pods {
-				if t.listed[k] != state.uid {
-					gone[k] = state.uid
-				}
-			}
+			gone := missing(t.pods, t.listed)
 			t.mu.Unlock()
 			for k, uid := range gone {
 				t.forget(k, uid)
 			}
 			t.listed = map[string]string{}
 		}}).follow(ctx)
+}
+
+// missing: the pods known (namespace/name -> state) that an initial state just read
+// (listed: namespace/name -> UID) no longer holds, by name and UID; a pod recreated
+// under its name is another pod.
+func missing(known map[string]*podState, listed map[string]string) map[string]string {
+	gone := map[string]string{} // namespace/name -> UID
+	for k, state := range known {
+		if listed[k] != state.uid {
+			gone[k] = state.uid
+		}
+	}
+	return gone
 }
 
 func (n *HollowNode) podCount() int {
@@ -353,14 +364,24 @@ func (t *podTable) allocateIP() net.IP {
 	if t.ips == nil {
 		t.ips = map[string]bool{}
 	}
+	ip := freeIP(cidr, t.ips)
+	if ip != nil {
+		t.ips[ip.String()] = true
+	}
+	return ip
+}
+
+// freeIP is the lowest address of an IPv4 cidr not in used, from its third (the
+// network address and the bridge's excluded) to the one before broadcast; nil when
+// none is left.
+func freeIP(cidr *net.IPNet, used map[string]bool) net.IP {
 	base := binary.BigEndian.Uint32(cidr.IP.To4())
 	ones, bits := cidr.Mask.Size()
 	size := uint32(1) << (bits - ones)
 	for i := uint32(2); i+1 < size; i++ {
 		ip := make(net.IP, 4)
 		binary.BigEndian.PutUint32(ip, base+i)
-		if !t.ips[ip.String()] {
-			t.ips[ip.String()] = true
+		if !used[ip.String()] {
 			return ip
 		}
 	}

@@ -1,12 +1,15 @@
 // Command kubemark-fleet runs many hollow nodes in one process: each node is its own
 // kubelet client (system:node:<name>, its own TLS connection from its own address),
 // with a kube-proxy and a node-problem-detector client of its own, and sends what a
-// real v1.36 node sends (kubemark-up's node-traffic reference, section 7) through the
-// same client-go code a kubelet uses: reflectors, the node lease controller, the
-// node and pod status patch builders, the event recorder. Nothing runs containers.
+// real v1.36 node sends (kubemark-up's node-traffic reference, section 7). The node
+// lease controller and the node and pod status patches are the code the kubelet calls;
+// the watches (follow.go) and the Events (events.go) send the requests client-go's
+// reflector and event recorder send, from a fraction of their goroutines and memory.
+// Nothing runs containers.
 //
-// Usage: kubemark-fleet CONFIG.json. It runs until SIGTERM or SIGINT, writing every
-// STATUS_EVERY a status file beside CONFIG (CONFIG without .json, plus .status.json).
+// Usage: kubemark-fleet [-status FILE] CONFIG.json. It runs until SIGTERM or SIGINT,
+// writing every 30 s, and on SIGUSR1, a status file (by default beside CONFIG: CONFIG
+// without .json, plus .status.json).
 package main
 
 import (
@@ -204,7 +207,7 @@ type Status struct {
 	Requests    map[string]int64 `json:"requests"`
 	// The watch events each kind of reflector received after its initial state: over
 	// all nodes, and per node in a status asked for (SIGUSR1) only, so that the file
-	// written every STATUS_EVERY stays small however large the fleet.
+	// written every statusEvery stays small however large the fleet.
 	WatchEventsTotal map[string]int64            `json:"watch_events_total"`
 	WatchEvents      map[string]map[string]int64 `json:"watch_events,omitempty"`
 }

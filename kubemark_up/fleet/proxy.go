@@ -1,5 +1,8 @@
 package main
 
+// A hollow node's kube-proxy (its watches only: it programs nothing) and its
+// node-problem-detector (the condition heartbeat).
+
 import (
 	"context"
 	"encoding/json"

@@ -1,5 +1,9 @@
 package main
 
+// A fleet's connections: per component and node one TLS connection, a client set of
+// only the API groups it uses, and the count of the requests it carries (the status
+// file's).
+
 import (
 	"crypto/tls"
 	"crypto/x509"
@@ -144,8 +148,9 @@ func newClients(rc *rest.Config, hc *http.Client, groups ...string) (*clients, e
 	return c, nil
 }
 
-// counters: requests by (component, verb, resource[/subresource]), open watches and
-// watch events received, for the status file: the fleet's own account of its traffic.
+// counters: requests by (component, verb, resource[/subresource]) and open watches,
+// for the status file: the fleet's own account of its traffic (the watch events each
+// node received are counted per node, HollowNode.watchEvents).
 type counters struct {
 	mu          sync.Mutex
 	requests    map[string]int64
