@@ -19,6 +19,7 @@ from typer.exceptions import TyperException
 
 from kubemark_up import __version__, binaries, cluster
 from kubemark_up import config as config_mod
+from kubemark_up.cluster.inspect import Status
 from kubemark_up.errors import KubemarkUpError
 from kubemark_up.providers import available
 from kubemark_up.ui import UI
@@ -149,35 +150,35 @@ def status(name: NameOption = None, output: OutputOption = "text") -> None:
     _check_output(output)
     report = cluster.status(config_mod.cluster_name(name), config_mod.home_dir())
     if output == "json":
-        print(json.dumps(report, indent=1))
+        print(json.dumps(report.to_json(), indent=1))
     else:
         _print_status(report)
-    if not report["healthy"]:
+    if not report.healthy:
         raise typer.Exit(UNHEALTHY)
 
 
-def _print_status(report: dict) -> None:
+def _print_status(report: Status) -> None:
     out.print(
-        Text(f"cluster {report['name']} ({report['provider']}, {report['phase']}), master "),
-        _yes(report["master"]["healthy"], "healthy", "unhealthy"),
+        Text(f"cluster {report.name} ({report.provider}, {report.phase}), master "),
+        _yes(report.master.healthy, "healthy", "unhealthy"),
         sep="",
     )
     out.print(
-        f"  endpoint:   {report['endpoint']}\n  kubeconfig: {report['kubeconfig']}\n"
-        f"  logs:       {report['logs']} on {report['master_host']}"
+        f"  endpoint:   {report.endpoint}\n  kubeconfig: {report.kubeconfig}\n"
+        f"  logs:       {report.logs} on {report.master_host}"
     )
     table = Table("component", "pid", "running", "healthy", "restarts", box=None, pad_edge=False)
-    for component in report["master"]["components"]:
+    for component in report.master.components:
         table.add_row(
-            component["name"], str(component["pid"] or "-"), _yes(component["running"]),
-            _yes(component["healthy"]), str(component["restarts"]),
+            component.name, str(component.pid or "-"), _yes(component.running),
+            _yes(component.healthy), str(component.restarts),
         )
     out.print(table)
-    nodes = report["nodes"]
-    ready = "unknown" if nodes["ready"] is None else str(nodes["ready"])
+    nodes = report.nodes
+    ready = "unknown" if nodes.ready is None else str(nodes.ready)
     out.print(
-        f"hollow nodes: {ready}/{nodes['total']} Ready, {nodes['processes_running']}/{nodes['total']} running"
-        + (f" ({nodes['error']})" if nodes["error"] else "")
+        f"hollow nodes: {ready}/{nodes.total} Ready, {nodes.processes_running}/{nodes.total} running"
+        + (f" ({nodes.error})" if nodes.error else "")
     )
 
 
@@ -195,10 +196,10 @@ def pod_for_node(
     _check_output(output)
     where = cluster.locate(config_mod.cluster_name(name), config_mod.home_dir(), node)
     if output == "json":
-        print(json.dumps(where, indent=1))
+        print(json.dumps(where.to_json(), indent=1))
         return
-    out.print(f"{where['node']}: {where['where']}")
-    for part in where["processes"]:
+    out.print(f"{where.node}: {where.where}")
+    for part in where.processes:
         if "process" in part:
             state = "running" if part["running"] else "not running"
             out.print(f"  {part['process']:<8} pid {part['pid']}  {state}  log {part['log']}")
