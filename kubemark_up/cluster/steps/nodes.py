@@ -71,4 +71,8 @@ def undo(ctx: Context) -> list[str]:
     return ctx.provider.node_engine(ctx).stop(ctx)
 
 
-STEP = Step("nodes", "", run, undo=undo, undo_title="stop the hollow nodes")
+def plan(ctx: Context) -> list[str]:
+    return ctx.provider.node_engine(ctx).plan(ctx) if ctx.settings.nodes > 0 else []
+
+
+STEP = Step("nodes", "", run, undo=undo, undo_title="stop the hollow nodes", plan=plan)
