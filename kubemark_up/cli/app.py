@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import logging
 import sys
+from collections.abc import Mapping
+from pathlib import Path
 from typing import Annotated, Any, NoReturn
 
 import typer
@@ -60,6 +62,21 @@ def check_output(output: str) -> None:
     if output not in ("text", "json"):
         raise config_mod.ConfigError(f"--output must be text or json, not {output!r}")
 
+
+
+def resolve(
+    *, flags: Mapping[str, Any] | None = None, config_file: Path | None = None,
+    environ: Mapping[str, str] | None = None,
+) -> config_mod.Settings:
+    """The settings (config.resolve), with the provider registry as its lookup of the
+    providers' own settings: config, on the ground floor, imports no provider."""
+    from kubemark_up.providers import registry
+
+    def provider_names() -> set[str]:
+        return {info.name for info in registry.available()}
+
+    return config_mod.resolve(flags=flags, config_file=config_file, environ=environ,
+                              provider_spec=registry.spec, provider_names=provider_names)
 
 
 def raise_interrupt(signum: int, frame: Any) -> None:

@@ -13,7 +13,7 @@ import typer
 from kubemark_up import cluster
 from kubemark_up import config as config_mod
 from kubemark_up.cli import render
-from kubemark_up.cli.app import NameOption, OutputOption, check_output, out, raise_interrupt, ui
+from kubemark_up.cli.app import NameOption, OutputOption, check_output, out, raise_interrupt, resolve, ui
 
 
 def start(
@@ -33,7 +33,7 @@ def start(
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Print what start would make; make nothing.")] = False,
 ) -> None:
     """Start a kubemark cluster and wait until every hollow node is Ready."""
-    settings = config_mod.resolve(
+    settings = resolve(
         flags={"provider": provider, "name": name, "nodes": nodes, "bin_dir": bin_dir, "apiserver_port": apiserver_port,
                "node_engine": node_engine, "fleet_processes": fleet_processes, "audit_nodes": audit_nodes},
         config_file=config,
@@ -150,7 +150,7 @@ def gc_command(
     environ = dict(os.environ)
     if project:
         environ[config_mod.provider_env_prefix(provider) + "PROJECT"] = project
-    settings = config_mod.resolve(flags={"provider": provider}, config_file=config, environ=environ)
+    settings = resolve(flags={"provider": provider}, config_file=config, environ=environ)
     found = cluster.gc(settings, config_mod.home_dir(), ui, delete=yes)
     for line in found:
         out.print(line)

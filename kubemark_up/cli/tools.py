@@ -11,7 +11,7 @@ from rich.table import Table
 
 from kubemark_up import binaries
 from kubemark_up import config as config_mod
-from kubemark_up.cli.app import out, ui
+from kubemark_up.cli.app import out, resolve, ui
 from kubemark_up.providers import available
 
 image_app = typer.Typer(help="Build the hollow-node image (no Docker needed) and push it to a registry.",
@@ -26,7 +26,7 @@ def image_build(layout: LayoutOption = None) -> None:
     """Write the hollow-node image (kubemark and node-problem-detector) as an OCI image layout."""
     from kubemark_up import image
 
-    built = image.build_for(config_mod.resolve(flags={}), config_mod.home_dir(), ui, out=layout)
+    built = image.build_for(resolve(flags={}), config_mod.home_dir(), ui, out=layout)
     out.print(f"{built.layout} {built.digest}")
 
 
@@ -40,7 +40,7 @@ def image_push(
     from kubemark_up import binaries as binaries_mod
     from kubemark_up import image
 
-    settings, home = config_mod.resolve(flags={}), config_mod.home_dir()
+    settings, home = resolve(flags={}), config_mod.home_dir()
     folder = layout or image.default_layout(home, settings.kubernetes_version)
     built = image.read(folder) if (folder / "index.json").exists() else image.build_for(settings, home, ui, out=folder)
     crane = binaries_mod.tool("crane", settings, home, ui)
@@ -62,7 +62,7 @@ def binaries_command(
     for item in source or []:
         if item not in ("download", "build"):
             raise config_mod.ConfigError(f"--source must be download or build, not {item!r}")
-    settings = config_mod.resolve(flags={"bin_dir": bin_dir, "kubernetes_version": kubernetes_version})
+    settings = resolve(flags={"bin_dir": bin_dir, "kubernetes_version": kubernetes_version})
     found = binaries.resolve(settings, config_mod.home_dir(), ui, sources=source or None, force=force)
     table = Table("binary", "version", "source", "path", box=None, pad_edge=False)
     for binary in found.values():
