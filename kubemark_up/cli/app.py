@@ -63,7 +63,6 @@ def check_output(output: str) -> None:
         raise config_mod.ConfigError(f"--output must be text or json, not {output!r}")
 
 
-
 def resolve(
     *, flags: Mapping[str, Any] | None = None, config_file: Path | None = None,
     environ: Mapping[str, str] | None = None,

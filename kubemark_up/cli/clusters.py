@@ -1,5 +1,6 @@
 """The commands on one cluster: start, stop, status, pod-for-node, logs, env, and gc
-of what clusters left behind."""
+of what clusters left behind. Each imports the cluster engine (and with it the
+providers, the Kubernetes client) itself: --help and a usage error need none of it."""
 
 from __future__ import annotations
 
@@ -10,7 +11,6 @@ from typing import Annotated
 
 import typer
 
-from kubemark_up import cluster
 from kubemark_up import config as config_mod
 from kubemark_up.cli import render
 from kubemark_up.cli.app import NameOption, OutputOption, check_output, out, raise_interrupt, resolve, ui
@@ -33,6 +33,8 @@ def start(
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Print what start would make; make nothing.")] = False,
 ) -> None:
     """Start a kubemark cluster and wait until every hollow node is Ready."""
+    from kubemark_up import cluster
+
     settings = resolve(
         flags={"provider": provider, "name": name, "nodes": nodes, "bin_dir": bin_dir, "apiserver_port": apiserver_port,
                "node_engine": node_engine, "fleet_processes": fleet_processes, "audit_nodes": audit_nodes},
@@ -48,7 +50,6 @@ def start(
     render.started(ctx, settings)
 
 
-
 def stop(
     name: NameOption = None,
     purge: Annotated[bool, typer.Option(help="Remove the logs too.")] = False,
@@ -60,6 +61,8 @@ def stop(
     ] = True,
 ) -> None:
     """Stop everything start made and free its ports. Safe to repeat."""
+    from kubemark_up import cluster
+
     cluster_name = config_mod.cluster_name(name)
     signal.signal(signal.SIGTERM, raise_interrupt)
     done = cluster.stop(cluster_name, config_mod.home_dir(), ui, purge=purge, provider_name=provider,
@@ -70,13 +73,14 @@ def stop(
         out.print(f"kubemark cluster '{cluster_name}' is not running; nothing to stop")
 
 
-
 UNHEALTHY = 3  # status: the report is right, the cluster is not
 
 
 def status(name: NameOption = None, output: OutputOption = "text") -> None:
     """Master health, components with PIDs, hollow nodes Ready/total. Exits 0 when the
     master is healthy and every hollow node Ready, 3 when not."""
+    from kubemark_up import cluster
+
     check_output(output)
     report = cluster.status(config_mod.cluster_name(name), config_mod.home_dir())
     if output == "json":
@@ -87,20 +91,20 @@ def status(name: NameOption = None, output: OutputOption = "text") -> None:
         raise typer.Exit(UNHEALTHY)
 
 
-
 def pod_for_node(
     node: Annotated[str, typer.Argument(help="A hollow node's name or one of its addresses.")],
     name: NameOption = None,
     output: OutputOption = "text",
 ) -> None:
     """Where a hollow node really runs (for local: its processes and logs)."""
+    from kubemark_up import cluster
+
     check_output(output)
     where = cluster.locate(config_mod.cluster_name(name), config_mod.home_dir(), node)
     if output == "json":
         render.as_json(where.to_json())
     else:
         render.location(where)
-
 
 
 def logs(
@@ -111,16 +115,18 @@ def logs(
 ) -> None:
     """Copy every master component's and hollow node's log into one folder, whether or
     not start succeeded."""
+    from kubemark_up import cluster
+
     cluster_name = config_mod.cluster_name(name)
     folder = (out_dir or Path(f"kubemark-logs-{cluster_name}")).absolute()
     written = cluster.collect_logs(cluster_name, config_mod.home_dir(), folder, ui)
     out.print(f"{len(written)} log file(s) of cluster '{cluster_name}' in {folder}")
 
 
-
 def env_command(name: NameOption = None, output: OutputOption = "text") -> None:
     """Print the shell exports clusterloader2 (--provider=kubemark) and kubetest expect
     for this cluster: eval "$(kubemark-up env)"."""
+    from kubemark_up import cluster
     from kubemark_up.cluster import envexport
     from kubemark_up.state import ClusterDir
 
@@ -137,7 +143,6 @@ def env_command(name: NameOption = None, output: OutputOption = "text") -> None:
         sys.stdout.write(envexport.shell(values))
 
 
-
 def gc_command(
     provider: Annotated[str, typer.Option(help="The provider whose resources to look for.")] = "gce",
     project: Annotated[str | None, typer.Option(help="gce: the project [default: gce.project of the settings].")] = None,
@@ -146,6 +151,8 @@ def gc_command(
 ) -> None:
     """List the cloud resources kubemark-up marked for clusters that have no state here; --yes deletes them."""
     import os
+
+    from kubemark_up import cluster
 
     environ = dict(os.environ)
     if project:

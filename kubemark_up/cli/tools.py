@@ -9,10 +9,8 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from kubemark_up import binaries
 from kubemark_up import config as config_mod
 from kubemark_up.cli.app import out, resolve, ui
-from kubemark_up.providers import available
 
 image_app = typer.Typer(help="Build the hollow-node image (no Docker needed) and push it to a registry.",
                         no_args_is_help=True)
@@ -59,6 +57,8 @@ def binaries_command(
     force: Annotated[bool, typer.Option(help="Fetch or build again even if cached.")] = False,
 ) -> None:
     """Fetch or build the Kubernetes binaries and print what was resolved."""
+    from kubemark_up import binaries
+
     for item in source or []:
         if item not in ("download", "build"):
             raise config_mod.ConfigError(f"--source must be download or build, not {item!r}")
@@ -72,6 +72,8 @@ def binaries_command(
 
 def providers_command() -> None:
     """List the installed providers."""
+    from kubemark_up.providers.registry import available
+
     table = Table("provider", "package", "version", "entry point", box=None, pad_edge=False)
     for info in available():
         table.add_row(info.name, info.package, info.version, info.target)
