@@ -1,14 +1,17 @@
 """What the cluster engine hands the CLI: typed records whose --output json keys are
-those the CLI has always printed, and gc's Orphans protocol."""
+those the CLI has always printed, gc's Orphans protocol, and --dry-run drawn from the steps."""
 
 from __future__ import annotations
 
 import json
 
+from kubemark_up import cluster, config
 from kubemark_up.cluster.gc import Orphans
 from kubemark_up.cluster.inspect import ComponentStatus, Location, MasterStatus, NodesStatus, Status
+from kubemark_up.providers import registry
 from kubemark_up.providers.gce import GCEProvider
 from kubemark_up.providers.local import LocalProvider
+from kubemark_up.ui import UI
 
 
 def test_status_json_keeps_its_keys_in_order():
@@ -39,3 +42,15 @@ def test_location_json_keeps_its_keys():
 def test_only_a_provider_with_cloud_resources_has_orphans():
     assert issubclass(GCEProvider, Orphans)
     assert not issubclass(LocalProvider, Orphans)
+
+
+def test_dry_run_lists_the_steps_with_each_plan_under_its_step(tmp_path):
+    settings = config.resolve(flags={"name": "dry", "nodes": 2, "node_engine": "kubemark"}, environ={},
+                              provider_spec=registry.spec,
+                              provider_names=lambda: {info.name for info in registry.available()})
+    lines = cluster.plan(settings, tmp_path, UI())
+    assert lines[0] == "start would, in order:"
+    assert lines.index("- start etcd") < lines.index("- nodes")
+    under_nodes = lines[lines.index("- nodes") + 1:]
+    assert under_nodes and under_nodes[0].startswith("  2 hollow nodes")
+    assert list(tmp_path.iterdir()) == []  # nothing made
