@@ -91,6 +91,7 @@ def shielded() -> Iterator[None]:
         for sig, handler in saved.items():
             signal.signal(sig, handler)
 
+
 def _refuse_existing(cdir: ClusterDir) -> None:
     if not cdir.exists():
         return
