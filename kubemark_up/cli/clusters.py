@@ -12,8 +12,8 @@ from typing import Annotated
 import typer
 
 from kubemark_up import config as config_mod
-from kubemark_up.cli import render
 from kubemark_up.cli.app import NameOption, OutputOption, check_output, out, raise_interrupt, resolve, ui
+from kubemark_up.cli.render import print_json, print_location, print_started, print_status
 
 
 def start(
@@ -47,7 +47,7 @@ def start(
     # SIGTERM is an interruption like Ctrl-C: start stops what it started, in order.
     signal.signal(signal.SIGTERM, raise_interrupt)
     ctx = cluster.start(settings, config_mod.home_dir(), ui)
-    render.started(ctx, settings)
+    print_started(ctx, settings)
 
 
 def stop(
@@ -84,9 +84,9 @@ def status(name: NameOption = None, output: OutputOption = "text") -> None:
     check_output(output)
     report = cluster.status(config_mod.cluster_name(name), config_mod.home_dir())
     if output == "json":
-        render.as_json(report.to_json())
+        print_json(report.to_json())
     else:
-        render.status(report)
+        print_status(report)
     if not report.healthy:
         raise typer.Exit(UNHEALTHY)
 
@@ -102,9 +102,9 @@ def pod_for_node(
     check_output(output)
     where = cluster.locate(config_mod.cluster_name(name), config_mod.home_dir(), node)
     if output == "json":
-        render.as_json(where.to_json())
+        print_json(where.to_json())
     else:
-        render.location(where)
+        print_location(where)
 
 
 def logs(
@@ -138,7 +138,7 @@ def env_command(name: NameOption = None, output: OutputOption = "text") -> None:
     for note in envexport.notes(cdir, info, state, settings):
         ui.warn(note)
     if output == "json":
-        render.as_json(values)
+        print_json(values)
     else:
         sys.stdout.write(envexport.shell(values))
 

@@ -17,12 +17,12 @@ if TYPE_CHECKING:
     from kubemark_up.context import Context
 
 
-def as_json(document: dict[str, Any]) -> None:
+def print_json(document: dict[str, Any]) -> None:
     # Plain print: rich would wrap or style what a program reads.
     print(json.dumps(document, indent=1))
 
 
-def started(ctx: Context, settings: Settings) -> None:
+def print_started(ctx: Context, settings: Settings) -> None:
     total = sum(ctx.state.timings.values())
     name, count = ctx.info.name, len(ctx.state.nodes)
     if not count:
@@ -40,7 +40,7 @@ def started(ctx: Context, settings: Settings) -> None:
     )
 
 
-def status(report: Status) -> None:
+def print_status(report: Status) -> None:
     out.print(
         Text(f"cluster {report.name} ({report.provider}, {report.phase}), master "),
         _yes(report.master.healthy, "healthy", "unhealthy"),
@@ -65,7 +65,7 @@ def status(report: Status) -> None:
     )
 
 
-def location(where: Location) -> None:
+def print_location(where: Location) -> None:
     out.print(f"{where.node}: {where.where}")
     for part in where.processes:
         if "process" in part:
