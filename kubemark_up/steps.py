@@ -1,4 +1,5 @@
-"""The steps `start` is made of, and how a provider adds its own.
+"""The steps `start` is made of, and how a provider adds its own (the shared steps
+are in kubemark_up/cluster/steps/, one module per key).
 
 A step is recorded in state.json as "started" before it acts and "done" after. Its
 undo is what `stop` runs for it: stop walks the recorded steps backwards, whatever
@@ -25,7 +26,8 @@ class Step:
     undo: Callable[[Context], list[str]] | None = None
     undo_title: str = ""  # its status line in stop; "" shows none
     # For --dry-run: what it would make or start, one line each (a cloud resource, a
-    # Kubernetes object, a set of processes), creating nothing; None: its title says it all.
+    # Kubernetes object, a set of processes), creating nothing; printed indented under
+    # its title. None: its title says it all.
     plan: Callable[[Context], list[str]] | None = None
 
 
