@@ -37,14 +37,14 @@ def node_engine_for(ctx: Context, site: MasterSite) -> NodeEngine:
     """The engine the settings ask for, running beside this master: kubemark processes
     on its host (hollow_nodes: host), or pods on a root cluster (hollow_nodes: pods)."""
     if ctx.settings.hollow_nodes == "pods":
-        from kubemark_up.nodes.pods import PodNodes
+        from kubemark_up.nodes.rootcluster.engine import PodNodes
 
         return PodNodes(ctx.settings.pods)
     if ctx.settings.node_engine == "fleet":
-        from kubemark_up.nodes.fleet.engine import FleetNodes
+        from kubemark_up.nodes.fleet.host import FleetNodes
 
         return FleetNodes(site.host, site.paths, upload=site.upload_binaries)
-    from kubemark_up.nodes.processes import ProcessNodes
+    from kubemark_up.nodes.kubemark.host import ProcessNodes
 
     return ProcessNodes(site.host, site.paths, upload=site.upload_binaries)
 

@@ -271,7 +271,7 @@ class GCEProvider(Provider):
     def preflight(self, ctx: Context) -> None:
         self._check_settings()
         if ctx.settings.nodes and ctx.settings.hollow_nodes == "pods":
-            from kubemark_up.nodes.pods import PodNodes
+            from kubemark_up.nodes.rootcluster.engine import PodNodes
 
             PodNodes(ctx.settings.pods).preflight(ctx)
         self.compute.check_credentials()
@@ -392,7 +392,7 @@ class GCEProvider(Provider):
                      f"manifests, and etcd, kube-apiserver (port {port}), kube-controller-manager, kube-scheduler")
         nodes = ctx.settings.nodes
         if nodes and ctx.settings.hollow_nodes == "pods":
-            from kubemark_up.nodes import pods
+            from kubemark_up.nodes.rootcluster import engine as pods
 
             ns = ctx.settings.pods.namespace
             root = ctx.settings.pods.kubeconfig or "~/.kube/config"
@@ -667,7 +667,7 @@ class GCEProvider(Provider):
         that carries this cluster's mark, found by listing, in stop's order."""
         errors: list[str] = []
         if ctx.settings.hollow_nodes == "pods":
-            from kubemark_up.nodes.pods import PodNodes
+            from kubemark_up.nodes.rootcluster.engine import PodNodes
 
             try:
                 errors += PodNodes(ctx.settings.pods).stop(ctx)

@@ -42,7 +42,7 @@ from kubemark_up.config import PodsSettings, Settings
 from kubemark_up.context import Context
 from kubemark_up.errors import BinaryError, ComponentError, ConfigError, HostError, KubemarkUpError
 from kubemark_up.nodes.base import NodeEngine, NodeFailure, NodeLocation
-from kubemark_up.nodes.hollow import kubelet_args, proxy_args
+from kubemark_up.nodes.kubemark.args import kubelet_args, proxy_args
 
 UID_LABEL = "kubemark-up.io/uid"
 CLUSTER_LABEL = "kubemark-up.io/cluster"
@@ -132,8 +132,8 @@ def template_path(settings: PodsSettings, *, fleet: bool = False) -> Path:
     if own is not None:
         return own.expanduser()
     name = "hollow-fleet.yaml" if fleet else "hollow-node.yaml"
-    packaged = Path(__file__).parent.parent / "_data" / "config" / name
-    return packaged if packaged.is_file() else Path(__file__).parent.parent.parent / "config" / name
+    packaged = Path(__file__).parents[2] / "_data" / "config" / name
+    return packaged if packaged.is_file() else Path(__file__).parents[3] / "config" / name
 
 
 def requests(settings: Settings) -> dict[str, int]:

@@ -21,7 +21,7 @@ from kubemark_up.errors import ConfigError
 from kubemark_up.hosts import Host
 from kubemark_up.master import MasterPaths
 from kubemark_up.nodes.base import NodeEngine, NodeFailure, NodeLocation
-from kubemark_up.nodes.hollow import kubelet_command, proxy_command
+from kubemark_up.nodes.kubemark.args import kubelet_command, proxy_command
 from kubemark_up.state import ProcessRecord
 
 MORPHS: tuple[Literal["kubelet"], Literal["proxy"]] = ("kubelet", "proxy")

@@ -1,0 +1,1 @@
+"""Hollow nodes as pods on a root cluster."""
