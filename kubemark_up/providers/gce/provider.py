@@ -271,9 +271,9 @@ class GCEProvider(Provider):
     def preflight(self, ctx: Context) -> None:
         self._check_settings()
         if ctx.settings.nodes and ctx.settings.hollow_nodes == "pods":
-            from kubemark_up.nodes.rootcluster.engine import PodNodes
+            from kubemark_up.nodes.registry import engine_for
 
-            PodNodes(ctx.settings.pods).preflight(ctx)
+            engine_for("pods", ctx.settings.node_engine).build(ctx).preflight(ctx)
         self.compute.check_credentials()
 
     def _check_settings(self) -> None:
@@ -392,7 +392,7 @@ class GCEProvider(Provider):
                      f"manifests, and etcd, kube-apiserver (port {port}), kube-controller-manager, kube-scheduler")
         nodes = ctx.settings.nodes
         if nodes and ctx.settings.hollow_nodes == "pods":
-            from kubemark_up.nodes.rootcluster import engine as pods
+            from kubemark_up.nodes.rootcluster import objects as pods
 
             ns = ctx.settings.pods.namespace
             root = ctx.settings.pods.kubeconfig or "~/.kube/config"
@@ -667,10 +667,10 @@ class GCEProvider(Provider):
         that carries this cluster's mark, found by listing, in stop's order."""
         errors: list[str] = []
         if ctx.settings.hollow_nodes == "pods":
-            from kubemark_up.nodes.rootcluster.engine import PodNodes
+            from kubemark_up.nodes.registry import engine_for
 
             try:
-                errors += PodNodes(ctx.settings.pods).stop(ctx)
+                errors += engine_for("pods", ctx.settings.node_engine).build(ctx).stop(ctx)
             except KubemarkUpError as exc:
                 errors.append(exc.message)
         for keys in (("instance",), ("disk", "events_disk"), ("address",), ("firewall",)):
