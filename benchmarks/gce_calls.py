@@ -50,11 +50,12 @@ LEGACY_STOP = ["compute instances delete", "compute disks delete", "compute disk
 
 def _bin_dir() -> Path:
     from kubemark_up import binaries, config
+    from kubemark_up.providers.registry import resolve_settings
     from kubemark_up.ui import UI
 
     if os.environ.get("KUBEMARK_UP_BIN_DIR"):
         return Path(os.environ["KUBEMARK_UP_BIN_DIR"])
-    found = binaries.resolve(config.resolve(flags={}, environ={}), config.home_dir(), UI(), sources=["build"])
+    found = binaries.resolve(resolve_settings(flags={}, environ={}), config.home_dir(), UI(), sources=["build"])
     return found["kubemark"].path.parent
 
 

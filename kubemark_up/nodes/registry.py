@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from importlib import import_module
 
+from kubemark_up.config import Section
 from kubemark_up.errors import ConfigError
 from kubemark_up.nodes.base import NodeEngine
 
@@ -31,3 +32,10 @@ def engine_for(placement: str, engine: str) -> type[NodeEngine]:
     cls: type[NodeEngine] = getattr(import_module(module), name)
     return cls
 
+
+
+def sections() -> dict[str, type[Section]]:
+    """The engines' own sections of settings, by their name in the config file."""
+    from kubemark_up.nodes.rootcluster.settings import PodsSettings
+
+    return {"pods": PodsSettings}

@@ -20,22 +20,24 @@ from kubemark_up.master import MasterPaths
 from kubemark_up.nodes import NodeSite
 from kubemark_up.nodes.registry import engine_for
 from kubemark_up.nodes.rootcluster import objects
+from kubemark_up.nodes.rootcluster.settings import PodsSettings
 
 BEFORE = Path(__file__).parent / "nodes_pods_before.json"
 CONFIG = Path(__file__).parents[2] / "config"
 
 
-def _ctx(tmp: Path, engine: str, **settings: object) -> tuple[types.SimpleNamespace, list]:
+def _ctx(tmp: Path, engine: str, pods: dict | None = None, **settings: object) -> tuple[types.SimpleNamespace, list]:
     pki = tmp / "pki"
     pki.mkdir(parents=True, exist_ok=True)
     for name in ("ca.crt", "kube-proxy.crt", "kube-proxy.key", "node-problem-detector.crt", "node-problem-detector.key"):
         (pki / name).write_bytes(f"<{name}>".encode())
-    pods = {"image": "registry.test/kubemark:v1", "namespace": "hollow", "nodes_per_pod": 3,
-            "template": CONFIG / "hollow-node.yaml", "fleet_template": CONFIG / "hollow-fleet.yaml",
-            "proxy_mem_per_node_ki": 60, "kubeconfig": Path("/nonexistent/root.kubeconfig"), "context": "ctx1"}
+    section = {"image": "registry.test/kubemark:v1", "namespace": "hollow", "nodes_per_pod": 3,
+               "template": CONFIG / "hollow-node.yaml", "fleet_template": CONFIG / "hollow-fleet.yaml",
+               "proxy_mem_per_node_ki": 60, "kubeconfig": Path("/nonexistent/root.kubeconfig"), "context": "ctx1",
+               **(pods or {})}
     values = {"nodes": 5, "node_engine": engine, "hollow_nodes": "pods", "max_pods": 30, "hollow_node_labels": "a=b",
               "kube_api_content_type": "application/vnd.kubernetes.protobuf", "hollow_kubelet_extra_args": ["--x=1"],
-              "fleet_start_window": 7, "pods": config.PodsSettings(**pods), **settings}
+              "fleet_start_window": 7, "pods": PodsSettings(**section).model_dump(mode="json"), **settings}
     created: list = []
 
     @contextlib.contextmanager
@@ -118,7 +120,7 @@ def test_pods_variants_make_and_say_what_the_single_engine_did(engine, tmp_path,
 @pytest.mark.parametrize("engine", ["kubemark", "fleet"])
 def test_pods_variants_render_the_packaged_template_when_none_is_set(engine, tmp_path):
     ctx, _ = _ctx(tmp_path, engine)
-    own = _ctx(tmp_path, engine, pods=ctx.settings.pods.model_copy(update={"template": None, "fleet_template": None}))[0]
+    own, _ = _ctx(tmp_path, engine, pods={"template": None, "fleet_template": None})
     variant = engine_for("pods", engine)
     assert variant.build(own).render(own, image="i") == variant.build(ctx).render(ctx, image="i")
 
@@ -126,8 +128,7 @@ def test_pods_variants_render_the_packaged_template_when_none_is_set(engine, tmp
 def test_fleet_pods_refuse_a_template_naming_another_statefulset(tmp_path):
     template = tmp_path / "fleet.yaml"
     template.write_text((CONFIG / "hollow-fleet.yaml").read_text().replace("name: hollow-fleet", "name: other", 1))
-    ctx, _ = _ctx(tmp_path, "fleet")
-    ctx, _ = _ctx(tmp_path, "fleet", pods=ctx.settings.pods.model_copy(update={"fleet_template": template}))
+    ctx, _ = _ctx(tmp_path, "fleet", pods={"fleet_template": template})
     with pytest.raises(ConfigError, match=r"pods\.fleet_template .* must name its StatefulSet hollow-fleet, not other"):
         engine_for("pods", "fleet").build(ctx).render(ctx, image="i")
 

@@ -27,11 +27,11 @@ from kubernetes.client.exceptions import ApiException
 
 from kubemark_up import binaries, pki
 from kubemark_up import image as image_mod
-from kubemark_up.config import PodsSettings
 from kubemark_up.context import Context
 from kubemark_up.errors import BinaryError, ComponentError, ConfigError, HostError, KubemarkUpError
 from kubemark_up.nodes.base import NodeEngine, NodeFailure, NodeLocation, NodeSite
 from kubemark_up.nodes.rootcluster import api, objects
+from kubemark_up.nodes.rootcluster.settings import PodsSettings
 
 # A container that restarted this often while start waits is crash-looping.
 CRASH_LOOP_RESTARTS = 3
@@ -51,7 +51,7 @@ class PodNodes(NodeEngine):
 
     @classmethod
     def build(cls, ctx: Context, site: NodeSite | None = None) -> Self:
-        return cls(ctx.settings.pods)
+        return cls(PodsSettings.of(ctx.settings))
 
     # What a variant says ----------------------------------------------------------
 

@@ -393,9 +393,9 @@ class GCEProvider(Provider):
         nodes = ctx.settings.nodes
         if nodes and ctx.settings.hollow_nodes == "pods":
             from kubemark_up.nodes.rootcluster import objects as pods
-
-            ns = ctx.settings.pods.namespace
-            root = ctx.settings.pods.kubeconfig or "~/.kube/config"
+            from kubemark_up.nodes.rootcluster.settings import PodsSettings
+            ns = PodsSettings.of(ctx.settings).namespace
+            root = PodsSettings.of(ctx.settings).kubeconfig or "~/.kube/config"
             lines.append("Kubernetes objects:")
             lines.append("- on the kubemark master: Secret kube-system/bootstrap-token-<id>, ClusterRoleBindings "
                          "kubemark-up:node-bootstrapper, kubemark-up:node-autoapprove, kubemark-up:node-renewal, "
