@@ -20,7 +20,7 @@ from typer.exceptions import TyperException
 from kubemark_up import __version__, binaries, cluster
 from kubemark_up import config as config_mod
 from kubemark_up.errors import KubemarkUpError
-from kubemark_up.providers import available
+from kubemark_up.providers import available, registry
 from kubemark_up.ui import UI
 
 app = typer.Typer(
@@ -87,7 +87,7 @@ def start(
     settings = config_mod.resolve(
         flags={"provider": provider, "name": name, "nodes": nodes, "bin_dir": bin_dir, "apiserver_port": apiserver_port,
                "node_engine": node_engine, "fleet_processes": fleet_processes, "audit_nodes": audit_nodes},
-        config_file=config,
+        config_file=config, provider_spec=registry.spec, provider_names=registry.names,
     )
     if dry_run:
         for line in cluster.plan(settings, config_mod.home_dir(), ui):
@@ -399,7 +399,8 @@ def image_build(layout: LayoutOption = None) -> None:
     """Write the hollow-node image (kubemark and node-problem-detector) as an OCI image layout."""
     from kubemark_up import image
 
-    built = image.build_for(config_mod.resolve(flags={}), config_mod.home_dir(), ui, out=layout)
+    built = image.build_for(config_mod.resolve(flags={}, provider_spec=registry.spec, provider_names=registry.names),
+                              config_mod.home_dir(), ui, out=layout)
     out.print(f"{built.layout} {built.digest}")
 
 
@@ -413,7 +414,8 @@ def image_push(
     from kubemark_up import binaries as binaries_mod
     from kubemark_up import image
 
-    settings, home = config_mod.resolve(flags={}), config_mod.home_dir()
+    settings = config_mod.resolve(flags={}, provider_spec=registry.spec, provider_names=registry.names)
+    home = config_mod.home_dir()
     folder = layout or image.default_layout(home, settings.kubernetes_version)
     built = image.read(folder) if (folder / "index.json").exists() else image.build_for(settings, home, ui, out=folder)
     crane = binaries_mod.tool("crane", settings, home, ui)
@@ -436,7 +438,8 @@ def binaries_command(
     for item in source or []:
         if item not in ("download", "build"):
             raise config_mod.ConfigError(f"--source must be download or build, not {item!r}")
-    settings = config_mod.resolve(flags={"bin_dir": bin_dir, "kubernetes_version": kubernetes_version})
+    settings = config_mod.resolve(flags={"bin_dir": bin_dir, "kubernetes_version": kubernetes_version},
+                                  provider_spec=registry.spec, provider_names=registry.names)
     found = binaries.resolve(settings, config_mod.home_dir(), ui, sources=source or None, force=force)
     table = Table("binary", "version", "source", "path", box=None, pad_edge=False)
     for binary in found.values():
@@ -457,7 +460,8 @@ def gc_command(
     environ = dict(os.environ)
     if project:
         environ[config_mod.provider_env_prefix(provider) + "PROJECT"] = project
-    settings = config_mod.resolve(flags={"provider": provider}, config_file=config, environ=environ)
+    settings = config_mod.resolve(flags={"provider": provider}, config_file=config, environ=environ,
+                                  provider_spec=registry.spec, provider_names=registry.names)
     found = cluster.gc(settings, config_mod.home_dir(), ui, delete=yes)
     for line in found:
         out.print(line)
