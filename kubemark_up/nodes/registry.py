@@ -33,7 +33,6 @@ def engine_for(placement: str, engine: str) -> type[NodeEngine]:
     return cls
 
 
-
 def sections() -> dict[str, type[Section]]:
     """The engines' own sections of settings, by their name in the config file."""
     from kubemark_up.nodes.rootcluster.settings import PodsSettings
