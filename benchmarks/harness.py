@@ -34,9 +34,10 @@ def bin_dir() -> Path:
     if os.environ.get("KUBEMARK_UP_BIN_DIR"):
         return Path(os.environ["KUBEMARK_UP_BIN_DIR"])
     from kubemark_up import binaries, config
+    from kubemark_up.providers.registry import resolve_settings
     from kubemark_up.ui import UI
 
-    found = binaries.resolve(config.resolve(flags={}, environ={}), config.home_dir(), UI(), sources=["build"])
+    found = binaries.resolve(resolve_settings(flags={}, environ={}), config.home_dir(), UI(), sources=["build"])
     return found["kubemark"].path.parent
 
 

@@ -8,6 +8,8 @@ Each provider declares its own settings (a ProviderSettings model): in the confi
 file under the provider's name (`preexisting: {host: ...}`), in the environment as
 KUBEMARK_UP_<PROVIDER>_<NAME> or the provider's legacy names. Only the chosen
 provider's are read, and they are checked with the rest, before anything is made.
+The node engines' own section (pods:) is read alike, by the model the provider's
+spec names: resolve is handed the lookups, and this module imports no provider or engine.
 """
 
 from __future__ import annotations
@@ -16,15 +18,14 @@ import ipaddress
 import math
 import os
 import re
-import shlex
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any, ClassVar, Literal
 
-import yaml
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from kubemark_up import config_sources as sources
 from kubemark_up.errors import ConfigError
 
 ENV_PREFIX = "KUBEMARK_UP_"
@@ -94,45 +95,14 @@ def _ip_address(value: str) -> str:
 IPAddress = Annotated[str, AfterValidator(_ip_address)]
 
 
-class PodsSettings(Section):
-    """Hollow nodes as pods on a root cluster (hollow_nodes: pods). Field docs live in
-    config/default.yaml, under `pods:`."""
-
-    # legacy: the root cluster was kubectl's current one
-    kubeconfig: Path | None = None
-    context: str | None = None
-    namespace: str = "kubemark"
-    image: str | None = None
-    template: Path | None = None
-    kubelet_millicpu: int = Field(40, ge=1)
-    kubelet_mem_ki: int = Field(102400, ge=1)
-    proxy_millicpu: int | None = Field(None, ge=1)
-    proxy_mem_per_node_ki: int = Field(50, ge=0)
-    # node_engine: fleet: the hollow nodes each fleet pod carries, and its template.
-    nodes_per_pod: int = Field(500, ge=1)
-    fleet_template: Path | None = None
-    legacy_env: ClassVar[Mapping[str, tuple[str, ...]]] = {
-        "kubeconfig": ("KUBEMARK_ROOT_KUBECONFIG", "KUBECONFIG"),
-        "kubelet_millicpu": ("KUBEMARK_HOLLOW_KUBELET_MILLICPU",),
-        "kubelet_mem_ki": ("KUBEMARK_HOLLOW_KUBELET_MEM_KB",),
-        "proxy_millicpu": ("KUBEMARK_HOLLOW_PROXY_MILLICPU",),
-        "proxy_mem_per_node_ki": ("KUBEMARK_HOLLOW_PROXY_MEM_PER_NODE_KB",),
-    }
-
-    @field_validator("namespace")
-    @classmethod
-    def _namespace(cls, value: str) -> str:
-        if not re.fullmatch(r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?", value):
-            raise ValueError("must be a DNS label (lower-case letters, digits, '-')")
-        return value
-
-
 @dataclass(frozen=True)
 class ProviderSpec:
-    """What resolve() needs to know of a provider to read its settings."""
+    """What resolve() needs to know of a provider to read its settings: its own model,
+    and the models of the sections its node engines read (pods:)."""
 
     model: type[ProviderSettings]
     legacy_env: Mapping[str, tuple[str, ...]]
+    sections: Mapping[str, type[Section]] = field(default_factory=dict)
 
 
 def _check_name(value: str) -> str:
@@ -213,7 +183,9 @@ class Settings(BaseModel):
     node_engine: Literal["kubemark", "fleet"] = "fleet"
     fleet_processes: int = Field(1, ge=1)
     fleet_start_window: float = Field(10, ge=0)
-    pods: PodsSettings = PodsSettings()
+    # The node engines' own section (hollow nodes as pods), checked by the model the
+    # provider spec names (nodes/rootcluster/settings.py).
+    pods: dict[str, Any] = {}
 
     # The chosen provider's own settings, checked by its ProviderSettings model.
     provider_settings: dict[str, Any] = {}
@@ -331,12 +303,9 @@ class Settings(BaseModel):
             default = (1500, 500)
         else:
             default = (400, 200)
-        return (
-            self.max_requests_inflight if self.max_requests_inflight is not None else default[0],
-            self.max_mutating_requests_inflight
-            if self.max_mutating_requests_inflight is not None
-            else default[1],
-        )
+        mutating = self.max_mutating_requests_inflight
+        return (self.max_requests_inflight if self.max_requests_inflight is not None else default[0],
+                mutating if mutating is not None else default[1])
 
     @property
     def kubelet_log_level(self) -> str:
@@ -352,77 +321,13 @@ class Settings(BaseModel):
         return int(low), int(high)
 
 
-def _sections() -> dict[str, type[Section]]:
-    """The shared settings that are sections of their own (pods: ...)."""
-    return {
-        name: field.annotation for name, field in Settings.model_fields.items()
-        if isinstance(field.annotation, type) and issubclass(field.annotation, Section)
-    }
-
-
-def _list_fields(model: type[BaseModel]) -> set[str]:
-    return {name for name, f in model.model_fields.items() if f.annotation in (list[str], list[Literal["download", "build"]])}
-
-
-def env_names(field: str, *, prefix: str = ENV_PREFIX, legacy: Mapping[str, tuple[str, ...]] = LEGACY_ENV) -> tuple[str, ...]:
-    """The environment variables that set `field`, highest precedence first."""
-    return (prefix + field.upper(),) + tuple(legacy.get(field, ()))
-
-
-def _from_env(
-    model: type[BaseModel], environ: Mapping[str, str], *, prefix: str, legacy: Mapping[str, tuple[str, ...]],
-    skip: frozenset[str] = frozenset(),
-) -> tuple[dict[str, Any], dict[str, str]]:
-    values: dict[str, Any] = {}
-    sources: dict[str, str] = {}
-    lists = _list_fields(model)
-    for field in model.model_fields:
-        if field in skip:
-            continue
-        for var in env_names(field, prefix=prefix, legacy=legacy):
-            raw = environ.get(var)
-            if not raw:  # the legacy scripts export many variables empty: unset
-                continue
-            if field in lists:
-                try:
-                    values[field] = shlex.split(raw.replace(",", " ") if field == "binary_sources" else raw)
-                except ValueError as exc:
-                    raise ConfigError(f"{field}: cannot split {var} like a command line ({exc})") from None
-            else:
-                values[field] = raw
-            sources[field] = f"environment variable {var}"
-            break
-    return values, sources
-
-
-def _from_file(path: Path) -> dict[str, Any]:
-    try:
-        data = yaml.safe_load(path.read_text())
-    except FileNotFoundError:
-        raise ConfigError(f"config file {path} does not exist") from None
-    except (OSError, yaml.YAMLError) as exc:
-        raise ConfigError(f"config file {path} could not be read: {str(exc).splitlines()[0]}") from None
-    if data is None:
-        return {}
-    if not isinstance(data, dict):
-        raise ConfigError(f"config file {path}: expected a mapping of setting: value")
-    return data
+# Settings that are sections of their own, checked by a model the provider spec names.
+_SECTIONS = tuple(name for name, f in Settings.model_fields.items()
+                  if f.annotation == dict[str, Any] and name != "provider_settings")
 
 
 def provider_env_prefix(provider: str) -> str:
     return f"{ENV_PREFIX}{provider.upper().replace('-', '_')}_"
-
-
-def _registry_spec(name: str) -> ProviderSpec:
-    from kubemark_up.providers import registry  # providers import this module
-
-    return registry.spec(name)
-
-
-def _registry_names() -> set[str]:
-    from kubemark_up.providers import registry
-
-    return {info.name for info in registry.available()}
 
 
 def resolve(
@@ -430,91 +335,51 @@ def resolve(
     flags: Mapping[str, Any] | None = None,
     config_file: Path | None = None,
     environ: Mapping[str, str] | None = None,
-    provider_spec: Callable[[str], ProviderSpec] = _registry_spec,
-    provider_names: Callable[[], set[str]] = _registry_names,
+    provider_spec: Callable[[str], ProviderSpec],
+    provider_names: Callable[[], set[str]],
 ) -> Settings:
     """Merge defaults < config file < environment < flags into one validated Settings,
-    the chosen provider's own settings included."""
+    the chosen provider's own settings and the sections of its node engines included.
+    provider_spec and provider_names look providers up (providers.registry passes its
+    own: see registry.resolve_settings)."""
     environ = os.environ if environ is None else environ
     merged: dict[str, Any] = {}
-    sources: dict[str, str] = {}
+    origins: dict[str, str] = {}
     sections: dict[str, Any] = {}
-    shared = _sections()
     if config_file is not None:
-        file_values = _from_file(config_file)
+        file_values = sources.from_file(config_file)
         providers = provider_names() if set(file_values) - set(Settings.model_fields) else set()
         for key in list(file_values):
-            if key in shared or (key in providers and key not in Settings.model_fields):
+            if key in _SECTIONS or (key in providers and key not in Settings.model_fields):
                 sections[key] = file_values.pop(key)
         merged.update(file_values)
-        sources.update({key: f"config file {config_file}" for key in file_values})
-    skip = frozenset({"provider_settings", *shared})
-    env_values, env_sources = _from_env(Settings, environ, prefix=ENV_PREFIX, legacy=LEGACY_ENV, skip=skip)
+        origins.update({key: f"config file {config_file}" for key in file_values})
+    skip = frozenset({"provider_settings", *_SECTIONS})
+    env_values, env_origins = sources.from_env(Settings, environ, prefix=ENV_PREFIX, legacy=LEGACY_ENV, skip=skip)
     merged.update(env_values)
-    sources.update(env_sources)
+    origins.update(env_origins)
     for key, value in (flags or {}).items():
         if value is not None:
             merged[key] = value
-            sources[key] = "--" + key.replace("_", "-")
+            origins[key] = "--" + key.replace("_", "-")
     provider = str(merged.get("provider") or Settings.model_fields["provider"].default)
     provider = _PROVIDER_ALIASES.get(provider, provider)
     spec = provider_spec(provider)
-    merged["provider_settings"] = _section(provider, spec.model, spec.legacy_env, sections.get(provider), environ,
-                                           config_file)
-    for name, model in shared.items():
-        merged[name] = _section(name, model, model.legacy_env, sections.get(name), environ, config_file)
+    merged["provider_settings"] = sources.read_section(
+        provider, spec.model, spec.legacy_env, sections.get(provider), environ, config_file,
+        prefix=provider_env_prefix(provider))
+    for name in _SECTIONS:
+        model = spec.sections.get(name, Section)  # a section no model claims takes no settings
+        merged[name] = sources.read_section(name, model, model.legacy_env, sections.get(name), environ, config_file,
+                                            prefix=provider_env_prefix(name))
     try:
         settings = Settings.model_validate(merged)
     except ValidationError as exc:
-        raise ConfigError(_describe(exc, sources)) from None
+        raise ConfigError(sources.describe(exc, origins)) from None
     if settings.bin_dir is not None and not settings.bin_dir.expanduser().is_dir():
-        where = sources.get("bin_dir")
+        where = origins.get("bin_dir")
         raise ConfigError(f"bin_dir: {settings.bin_dir} is not a folder" + (f" (from {where})" if where else ""))
     return settings
-
-
-def _section(
-    provider: str, model: type[BaseModel], legacy: Mapping[str, tuple[str, ...]], section: Any,
-    environ: Mapping[str, str], config_file: Path | None,
-) -> dict[str, Any]:
-    """A section's settings (a provider's, or a shared one like pods:) from its part of
-    the config file and its environment variables, checked by its model."""
-    if section is None:
-        section = {}
-    if not isinstance(section, dict):
-        raise ConfigError(f"config file {config_file}: {provider}: expected a mapping of setting: value")
-    values = dict(section)
-    sources = {key: f"config file {config_file}" for key in section}
-    prefix = provider_env_prefix(provider)
-    env_values, env_sources = _from_env(model, environ, prefix=prefix, legacy=legacy)
-    values.update(env_values)
-    sources.update(env_sources)
-    try:
-        return model.model_validate(values).model_dump(mode="json")
-    except ValidationError as exc:
-        error = exc.errors()[0]
-        field = ".".join(str(part) for part in error["loc"] if not isinstance(part, int))
-        if error["type"] == "extra_forbidden":
-            raise ConfigError(f"unknown setting '{provider}.{field}' in {sources.get(field, 'the config file')}") from None
-        if error["type"] == "missing":
-            raise ConfigError(
-                f"{provider}.{field} is required: set it under `{provider}:` in the config file, "
-                f"or as {prefix}{field.upper()}"
-            ) from None
-        message = error["msg"].removeprefix("Value error, ")
-        where = sources.get(field)
-        raise ConfigError(f"{provider}.{field}: {message}" + (f" (from {where})" if where else "")) from None
-
-
-def _describe(exc: ValidationError, sources: Mapping[str, str]) -> str:
-    error = exc.errors()[0]
-    field = ".".join(str(part) for part in error["loc"] if not isinstance(part, int)) or "settings"
-    message = error["msg"].removeprefix("Value error, ")
-    if error["type"] == "extra_forbidden":
-        where = sources.get(field, "")
-        return f"unknown setting '{field}'" + (f" in {where}" if where else "")
-    origin = sources.get(field)
-    return f"{field}: {message}" + (f" (from {origin})" if origin else "")
 
 
 def cluster_name(flag: str | None, environ: Mapping[str, str] | None = None) -> str:

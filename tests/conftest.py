@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from kubemark_up import binaries, config
+from kubemark_up.providers.registry import resolve_settings
 from kubemark_up.ui import UI
 from tests.support.cli import CLI, CLUSTER_NODES, RunningCluster, host_tables, kubemark_tmp_files, mounts
 
@@ -32,7 +33,7 @@ def bin_dir() -> Path:
     the Go recipe if it is not there yet (.ci/run builds it before the tests)."""
     if os.environ.get("KUBEMARK_UP_BIN_DIR"):
         return Path(os.environ["KUBEMARK_UP_BIN_DIR"])
-    settings = config.resolve(flags={}, environ={})
+    settings = resolve_settings(flags={}, environ={})
     found = binaries.resolve(settings, config.home_dir(), UI(), sources=["build"])
     return found["kubemark"].path.parent
 

@@ -71,11 +71,7 @@ def resolve(
     providers' own settings: config, on the ground floor, imports no provider."""
     from kubemark_up.providers import registry
 
-    def provider_names() -> set[str]:
-        return {info.name for info in registry.available()}
-
-    return config_mod.resolve(flags=flags, config_file=config_file, environ=environ,
-                              provider_spec=registry.spec, provider_names=provider_names)
+    return registry.resolve_settings(flags=flags, config_file=config_file, environ=environ)
 
 
 def raise_interrupt(signum: int, frame: Any) -> None:

@@ -46,7 +46,7 @@ def exports(cdir: ClusterDir, info: ClusterInfo, state: ClusterState, settings: 
             found["KUBE_SSH_KEY_PATH"] = key
         found["KUBE_SSH_PORT"] = str(port)
     if settings.hollow_nodes == "pods":
-        root = str((settings.pods.kubeconfig or Path("~/.kube/config")).expanduser())
+        root = str(Path(settings.pods.get("kubeconfig") or "~/.kube/config").expanduser())
         found["ROOT_KUBECONFIG"] = root
         found["KUBEMARK_ROOT_KUBECONFIG"] = root
         found["PROVIDER_CONFIGS"] = f"ROOT_KUBECONFIG={root}"

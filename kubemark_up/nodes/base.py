@@ -1,12 +1,26 @@
-"""The NodeEngine interface."""
+"""The NodeEngine interface, and NodeSite: what an engine that runs beside the
+master needs to know of where the master is."""
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Self
 
 from kubemark_up.context import Context
+from kubemark_up.hosts import Host
+from kubemark_up.master import MasterPaths
+
+
+@dataclass(frozen=True)
+class NodeSite:
+    """The master's host and where its files are there, for the engines that run the
+    hollow nodes on that host (providers hand it over from their MasterSite)."""
+
+    host: Host
+    paths: MasterPaths  # where the binaries, identities and logs are on host
+    upload: bool = True  # False: paths.bin_dir is the user's, holding the binaries already
 
 
 @dataclass
@@ -26,7 +40,13 @@ class NodeFailure:
 
 
 class NodeEngine(ABC):
-    name: str
+    name: str  # for messages: "prepare 3 hollow nodes (NAME on WHERE)"
+
+    @classmethod
+    @abstractmethod
+    def build(cls, ctx: Context, site: NodeSite | None = None) -> Self:
+        """This engine for ctx's cluster. site: where the master is; the engines on its
+        host need it, those on a root cluster do not."""
 
     @property
     def where(self) -> str:

@@ -17,7 +17,8 @@ from kubemark_up.config import ProviderSettings
 from kubemark_up.context import Context
 from kubemark_up.hosts import Host
 from kubemark_up.master import MasterPaths, stop_wave
-from kubemark_up.nodes import NodeEngine
+from kubemark_up.nodes import NodeEngine, NodeSite
+from kubemark_up.nodes.registry import engine_for
 from kubemark_up.steps import Step
 
 
@@ -34,19 +35,9 @@ class MasterSite:
 
 
 def node_engine_for(ctx: Context, site: MasterSite) -> NodeEngine:
-    """The engine the settings ask for, running beside this master: kubemark processes
-    on its host (hollow_nodes: host), or pods on a root cluster (hollow_nodes: pods)."""
-    if ctx.settings.hollow_nodes == "pods":
-        from kubemark_up.nodes.pods import PodNodes
-
-        return PodNodes(ctx.settings.pods)
-    if ctx.settings.node_engine == "fleet":
-        from kubemark_up.nodes.fleet.engine import FleetNodes
-
-        return FleetNodes(site.host, site.paths, upload=site.upload_binaries)
-    from kubemark_up.nodes.processes import ProcessNodes
-
-    return ProcessNodes(site.host, site.paths, upload=site.upload_binaries)
+    """The engine the settings ask for (nodes/registry.py), beside this master."""
+    engine = engine_for(ctx.settings.hollow_nodes, ctx.settings.node_engine)
+    return engine.build(ctx, NodeSite(host=site.host, paths=site.paths, upload=site.upload_binaries))
 
 
 class Provider(ABC):

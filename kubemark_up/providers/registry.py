@@ -1,14 +1,18 @@
 """Finding providers: the entry-point group `kubemark_up.providers`, the one path by
 which built-in and third-party providers alike are found. Loaded lazily: only the
-provider a command uses is imported."""
+provider a command uses is imported. resolve_settings hands these lookups to
+config.resolve, which imports no provider."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from importlib.metadata import entry_points
+from typing import Any
 
+from kubemark_up import config
 from kubemark_up.config import ProviderSpec, Settings
 from kubemark_up.errors import ConfigError, KubemarkUpError
+from kubemark_up.nodes import registry as nodes
 from kubemark_up.providers.base import Provider
 
 GROUP = "kubemark_up.providers"
@@ -53,10 +57,19 @@ def provider_class(name: str) -> type[Provider]:
     return cls
 
 
+def names() -> set[str]:
+    return {info.name for info in available()}
+
+
 def spec(name: str) -> ProviderSpec:
-    """How to read the provider's own settings."""
+    """How to read the provider's own settings, and its node engines' sections."""
     cls = provider_class(name)
-    return ProviderSpec(model=cls.settings_model, legacy_env=cls.legacy_env)
+    return ProviderSpec(model=cls.settings_model, legacy_env=cls.legacy_env, sections=nodes.sections())
+
+
+def resolve_settings(**kwargs: Any) -> Settings:
+    """config.resolve (flags, config_file, environ) with the providers found here."""
+    return config.resolve(provider_spec=spec, provider_names=names, **kwargs)
 
 
 def load(settings: Settings) -> Provider:

@@ -7,7 +7,7 @@ from __future__ import annotations
 import subprocess
 from pathlib import Path
 
-from kubemark_up import config
+from kubemark_up.providers.registry import resolve_settings
 from kubemark_up.state import ClusterDir, ClusterInfo, ClusterState, MasterRecord
 from tests.support.cli import CLUSTER_NODES
 
@@ -31,7 +31,7 @@ def test_env_exports_reach_the_cluster_from_a_shell(local_cluster):
 
 def _cluster(tmp_path: Path, provider: str, environ: dict[str, str], ports: dict[str, int],
              addresses: list[str]) -> tuple:
-    settings = config.resolve(flags={"provider": provider, "nodes": 2}, environ=environ)
+    settings = resolve_settings(flags={"provider": provider, "nodes": 2}, environ=environ)
     cdir = ClusterDir(tmp_path, "c")
     info = ClusterInfo(name="c", provider=provider, settings=settings.model_dump(mode="json"))
     state = ClusterState(endpoint=f"https://{addresses[0]}:443", nodes=["hollow-node-0", "hollow-node-1"], ports=ports,

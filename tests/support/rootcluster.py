@@ -34,6 +34,7 @@ from pathlib import Path
 import yaml
 
 from kubemark_up import binaries, config, image, kubeconfig, pki
+from kubemark_up.providers.registry import resolve_settings
 from kubemark_up.ui import UI
 from tests.support.cli import CLI
 
@@ -193,7 +194,7 @@ class RootCluster:
         _wait("the registry", answers, log=self.folder / "registry.log")
 
     def crane(self) -> Path:
-        return binaries.tool("crane", config.resolve(flags={}, environ={}), config.home_dir(), UI())
+        return binaries.tool("crane", resolve_settings(flags={}, environ={}), config.home_dir(), UI())
 
     def _pause_image(self) -> None:
         source = self.folder / "pause.c"
@@ -307,7 +308,7 @@ class RootCluster:
             "resolvConf": str(self.folder / "resolv.conf"),
             "maxPods": 110,
         }))
-        kubelet = binaries.tool("kubelet", config.resolve(flags={}, environ={}), config.home_dir(), UI())
+        kubelet = binaries.tool("kubelet", resolve_settings(flags={}, environ={}), config.home_dir(), UI())
         self._spawn("kubelet", [
             str(kubelet), f"--config={kubelet_config}", f"--kubeconfig={node_kubeconfig}",
             f"--root-dir={self.folder / 'kubelet'}", f"--cert-dir={self.folder / 'kubelet-pki'}",

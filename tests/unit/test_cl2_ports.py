@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from kubemark_up import config
 from kubemark_up.context import Context
 from kubemark_up.master import STANDARD_METRICS_PORTS
 from kubemark_up.providers import load
+from kubemark_up.providers.registry import resolve_settings
 from kubemark_up.state import ClusterDir, ClusterInfo, ClusterState
 from kubemark_up.ui import UI
 
@@ -23,7 +23,7 @@ ENVIRON = {
 
 
 def _fixed(tmp_path: Path, provider: str, **extra: str) -> dict[str, int]:
-    settings = config.resolve(flags={"provider": provider, "nodes": 1}, environ={**ENVIRON[provider], **extra})
+    settings = resolve_settings(flags={"provider": provider, "nodes": 1}, environ={**ENVIRON[provider], **extra})
     chosen = load(settings)
     info = ClusterInfo(name="c", provider=provider, settings=settings.model_dump(mode="json"))
     ctx = Context(dir=ClusterDir(tmp_path, "c"), info=info, state=ClusterState(), settings=settings, ui=UI(),

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 
-from kubemark_up import cluster, config
+from kubemark_up import cluster
 from kubemark_up.cluster.gc import Orphans
 from kubemark_up.cluster.inspect import ComponentStatus, Location, MasterStatus, NodesStatus, Status
 from kubemark_up.providers import registry
@@ -45,9 +45,7 @@ def test_only_a_provider_with_cloud_resources_has_orphans():
 
 
 def test_dry_run_lists_the_steps_with_each_plan_under_its_step(tmp_path):
-    settings = config.resolve(flags={"name": "dry", "nodes": 2, "node_engine": "kubemark"}, environ={},
-                              provider_spec=registry.spec,
-                              provider_names=lambda: {info.name for info in registry.available()})
+    settings = registry.resolve_settings(flags={"name": "dry", "nodes": 2, "node_engine": "kubemark"}, environ={})
     lines = cluster.plan(settings, tmp_path, UI())
     assert lines[0] == "start would, in order:"
     assert lines.index("- start etcd") < lines.index("- nodes")

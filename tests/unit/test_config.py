@@ -11,16 +11,19 @@ import yaml
 
 from kubemark_up import config
 from kubemark_up.errors import ConfigError
+from kubemark_up.nodes.rootcluster.settings import PodsSettings
 from kubemark_up.providers.gce import GCEProvider
 from kubemark_up.providers.local import LocalProvider
 from kubemark_up.providers.preexisting import PreexistingProvider
+from kubemark_up.providers.registry import resolve_settings
 
 DEFAULT_YAML = Path(__file__).parents[2] / "config" / "default.yaml"
 
 
 BUILT_IN_PROVIDERS = {"local": LocalProvider, "preexisting": PreexistingProvider, "gce": GCEProvider}
 # What resolve() gives with nothing set: the defaults, the local provider's own included.
-DEFAULTS = config.Settings(provider_settings=LocalProvider.settings_model().model_dump(mode="json"))
+DEFAULTS = config.Settings(provider_settings=LocalProvider.settings_model().model_dump(mode="json"),
+                           pods=PodsSettings().model_dump(mode="json"))
 
 
 def _block(text: str, key: str, indent: str = "") -> str:
@@ -33,11 +36,11 @@ def test_default_yaml_documents_every_setting_with_its_default():
     sections = {name for name, cls in BUILT_IN_PROVIDERS.items() if cls.settings_model.model_fields}
     assert set(documented) == (set(config.Settings.model_fields) - {"provider_settings"}) | sections
     pods = documented["pods"]
-    assert pods == {k: (str(v) if isinstance(v, Path) else v) for k, v in config.PodsSettings().model_dump().items()}
-    for field, names in config.PodsSettings.legacy_env.items():
+    assert pods == {k: (str(v) if isinstance(v, Path) else v) for k, v in PodsSettings().model_dump().items()}
+    for field, names in PodsSettings.legacy_env.items():
         for name in names:
             assert name in _block(text_of_default(), field, indent="  "), f"pods.{field}: legacy {name} undocumented"
-    assert config.resolve(config_file=DEFAULT_YAML, environ={}) == DEFAULTS
+    assert resolve_settings(config_file=DEFAULT_YAML, environ={}) == DEFAULTS
     text = DEFAULT_YAML.read_text()
     for field, names in config.LEGACY_ENV.items():
         block = _block(text, field)
@@ -70,36 +73,36 @@ def test_default_yaml_documents_each_providers_settings(provider):
 def test_provider_settings_precedence(tmp_path):
     file = tmp_path / "c.yaml"
     file.write_text("provider: preexisting\npreexisting:\n  host: from-file\n  port: 2200\n")
-    settings = config.resolve(config_file=file, environ={})
+    settings = resolve_settings(config_file=file, environ={})
     assert settings.provider_settings["host"] == "from-file" and settings.provider_settings["port"] == 2200
-    settings = config.resolve(config_file=file, environ={"MASTER_IP": "legacy", "KUBEMARK_UP_PREEXISTING_PORT": "22"})
+    settings = resolve_settings(config_file=file, environ={"MASTER_IP": "legacy", "KUBEMARK_UP_PREEXISTING_PORT": "22"})
     assert settings.provider_settings["host"] == "legacy" and settings.provider_settings["port"] == 22
-    settings = config.resolve(config_file=file, environ={"MASTER_IP": "legacy", "KUBEMARK_UP_PREEXISTING_HOST": "new"})
+    settings = resolve_settings(config_file=file, environ={"MASTER_IP": "legacy", "KUBEMARK_UP_PREEXISTING_HOST": "new"})
     assert settings.provider_settings["host"] == "new"
     # Another provider's section is left alone when it is not the provider.
-    local = config.resolve(config_file=file, flags={"provider": "local"}, environ={}).provider_settings
+    local = resolve_settings(config_file=file, flags={"provider": "local"}, environ={}).provider_settings
     assert local == {"address": "127.0.0.1", "bind_address": None}
 
 
 def test_precedence(tmp_path):
     file = tmp_path / "c.yaml"
     file.write_text("nodes: 5\nname: fromfile\nlog_level: --v=3\n")
-    settings = config.resolve(config_file=file, environ={})
+    settings = resolve_settings(config_file=file, environ={})
     assert (settings.nodes, settings.name, settings.log_level) == (5, "fromfile", "--v=3")
-    settings = config.resolve(config_file=file, environ={"KUBEMARK_UP_NODES": "7", "TEST_CLUSTER_LOG_LEVEL": "--v=4"})
+    settings = resolve_settings(config_file=file, environ={"KUBEMARK_UP_NODES": "7", "TEST_CLUSTER_LOG_LEVEL": "--v=4"})
     assert (settings.nodes, settings.name, settings.log_level) == (7, "fromfile", "--v=4")
-    settings = config.resolve(flags={"nodes": 9, "name": None}, config_file=file, environ={"KUBEMARK_UP_NODES": "7"})
+    settings = resolve_settings(flags={"nodes": 9, "name": None}, config_file=file, environ={"KUBEMARK_UP_NODES": "7"})
     assert (settings.nodes, settings.name) == (9, "fromfile")
 
 
 def test_legacy_names_most_specific_first():
-    assert config.resolve(environ={"NUM_NODES": "3"}).nodes == 3
-    assert config.resolve(environ={"NUM_NODES": "3", "KUBEMARK_NUM_NODES": "4"}).nodes == 4
-    assert config.resolve(environ={"KUBEMARK_NUM_NODES": "4", "KUBEMARK_UP_NODES": "5"}).nodes == 5
-    legacy = config.resolve(environ={"CLOUD_PROVIDER": "pre-existing", "MASTER_IP": "10.0.0.5", "KUBE_SSH_USER": "kubernetes"})
+    assert resolve_settings(environ={"NUM_NODES": "3"}).nodes == 3
+    assert resolve_settings(environ={"NUM_NODES": "3", "KUBEMARK_NUM_NODES": "4"}).nodes == 4
+    assert resolve_settings(environ={"KUBEMARK_NUM_NODES": "4", "KUBEMARK_UP_NODES": "5"}).nodes == 5
+    legacy = resolve_settings(environ={"CLOUD_PROVIDER": "pre-existing", "MASTER_IP": "10.0.0.5", "KUBE_SSH_USER": "kubernetes"})
     assert legacy.provider == "preexisting"
     assert (legacy.provider_settings["host"], legacy.provider_settings["user"]) == ("10.0.0.5", "kubernetes")
-    settings = config.resolve(environ={
+    settings = resolve_settings(environ={
         "APISERVER_TEST_ARGS": "--v=9",
         "KUBEMARK_APISERVER_TEST_ARGS": "--profiling=true --max-requests-inflight=10",
         "HOLLOW_KUBELET_TEST_ARGS": "--kube-api-qps=50",
@@ -114,9 +117,9 @@ def test_legacy_names_most_specific_first():
 
 def test_empty_variables_count_as_unset():
     # The legacy scripts export many variables empty.
-    assert config.resolve(environ={"NUM_NODES": "", "DNS_DOMAIN": ""}) == DEFAULTS
+    assert resolve_settings(environ={"NUM_NODES": "", "DNS_DOMAIN": ""}) == DEFAULTS
     # An empty KUBEMARK_ variable does not hide the plain one.
-    settings = config.resolve(environ={"KUBEMARK_APISERVER_TEST_ARGS": "", "APISERVER_TEST_ARGS": "--v=3"})
+    settings = resolve_settings(environ={"KUBEMARK_APISERVER_TEST_ARGS": "", "APISERVER_TEST_ARGS": "--v=3"})
     assert settings.apiserver_extra_args == ["--v=3"]
 
 
@@ -135,7 +138,7 @@ def test_empty_variables_count_as_unset():
 )
 def test_bad_values_name_the_setting_and_its_source(environ, message):
     with pytest.raises(ConfigError) as caught:
-        config.resolve(environ=environ)
+        resolve_settings(environ=environ)
     assert message in caught.value.message
     assert "\n" not in caught.value.message
 
@@ -182,15 +185,36 @@ def test_ports_claimed_by_sibling_clusters(tmp_path):
 
 
 def test_watch_cache_settings_from_the_environment_and_their_check():
-    settings = config.resolve(flags={}, environ={"KUBEMARK_UP_WATCH_CACHE": "false",
+    settings = resolve_settings(flags={}, environ={"KUBEMARK_UP_WATCH_CACHE": "false",
                                                   "KUBEMARK_UP_WATCH_CACHE_SIZES": "pods#100"})
     assert settings.watch_cache is False and settings.watch_cache_sizes == "pods#100"
     with pytest.raises(config.ConfigError, match="watch_cache_sizes: 'pods' is not RESOURCE"):
-        config.resolve(flags={}, environ={"KUBEMARK_UP_WATCH_CACHE_SIZES": "pods"})
+        resolve_settings(flags={}, environ={"KUBEMARK_UP_WATCH_CACHE_SIZES": "pods"})
 
 
 def test_the_default_node_engine_is_the_fleet():
     """Chosen by measurement (README: the fleet engine): same requests and open watches
     per node as stock kubemark, plus Events and NPD, at a thirtieth of its CPU."""
-    settings = config.resolve(flags={}, environ={})
+    settings = resolve_settings(flags={}, environ={})
     assert settings.node_engine == "fleet" and settings.hollow_nodes == "host"
+
+
+def test_the_pods_section_is_read_by_the_engines_model(tmp_path):
+    """pods: lives beside its engine (nodes/rootcluster/settings.py); config reads it with
+    the model the provider registry names, by the same names and with the same errors."""
+    file = tmp_path / "c.yaml"
+    file.write_text("pods:\n  namespace: from-file\n  nodes_per_pod: 7\n")
+    settings = resolve_settings(config_file=file, environ={"KUBEMARK_ROOT_KUBECONFIG": "/r/legacy",
+                                                           "KUBEMARK_UP_PODS_IMAGE": "r.test/k:1"})
+    pods = PodsSettings.of(settings)
+    assert (pods.namespace, pods.nodes_per_pod, pods.image, pods.kubeconfig) == ("from-file", 7, "r.test/k:1",
+                                                                               Path("/r/legacy"))
+    assert PodsSettings.of(config.Settings()) == PodsSettings()
+    with pytest.raises(ConfigError, match=r"^pods\.namespace: must be a DNS label .*\(from config file "):
+        file.write_text("pods: {namespace: Not_A_Label}\n")
+        resolve_settings(config_file=file, environ={})
+    with pytest.raises(ConfigError, match=r"^unknown setting 'pods\.imgae' in config file "):
+        file.write_text("pods: {imgae: x}\n")
+        resolve_settings(config_file=file, environ={})
+    with pytest.raises(ConfigError, match=r"^pods\.nodes_per_pod: .*\(from environment variable KUBEMARK_UP_PODS_NODES_PER_POD\)"):
+        resolve_settings(environ={"KUBEMARK_UP_PODS_NODES_PER_POD": "0"})

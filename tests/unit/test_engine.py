@@ -15,15 +15,16 @@ from pathlib import Path
 import pytest
 from rich.console import Console
 
-from kubemark_up import cli, cluster, config
+from kubemark_up import cli, cluster
 from kubemark_up.errors import KubemarkUpError
+from kubemark_up.providers import registry
 from kubemark_up.steps import Step, insert
 from kubemark_up.ui import UI
 from tests.support.cli import assert_one_line_error
 
 
 def settings(**flags):
-    return config.resolve(flags={"provider": "fake", "name": "c1", "nodes": 0, **flags}, environ={})
+    return registry.resolve_settings(flags={"provider": "fake", "name": "c1", "nodes": 0, **flags}, environ={})
 
 
 def quiet() -> UI:

@@ -7,8 +7,8 @@ from __future__ import annotations
 import subprocess
 from pathlib import Path
 
-from kubemark_up import config
 from kubemark_up.cluster import envexport
+from kubemark_up.providers.registry import resolve_settings
 from kubemark_up.state import ClusterDir, ClusterInfo, ClusterState, MasterRecord
 from tests.support.cli import assert_one_line_error
 
@@ -18,7 +18,7 @@ def test_env_of_an_unknown_cluster_is_one_line(bare_cli):
 
 
 def test_env_names_the_ssh_user_key_and_root_cluster(tmp_path: Path):
-    settings = config.resolve(flags={"provider": "preexisting", "nodes": 4}, environ={
+    settings = resolve_settings(flags={"provider": "preexisting", "nodes": 4}, environ={
         "KUBEMARK_UP_PREEXISTING_HOST": "10.0.0.5", "KUBEMARK_UP_PREEXISTING_USER": "kubernetes",
         "KUBEMARK_UP_PREEXISTING_IDENTITY_FILE": "/keys/id_ed25519", "KUBEMARK_UP_HOLLOW_NODES": "pods",
         "KUBEMARK_UP_PODS_KUBECONFIG": "/root/root.kubeconfig", "KUBEMARK_UP_PODS_IMAGE": "r.example/k:1",
@@ -45,7 +45,7 @@ def test_env_names_the_ssh_user_key_and_root_cluster(tmp_path: Path):
 
 def _cluster(tmp_path: Path, provider: str, environ: dict[str, str], ports: dict[str, int],
              addresses: list[str]) -> tuple:
-    settings = config.resolve(flags={"provider": provider, "nodes": 2}, environ=environ)
+    settings = resolve_settings(flags={"provider": provider, "nodes": 2}, environ=environ)
     cdir = ClusterDir(tmp_path, "c")
     info = ClusterInfo(name="c", provider=provider, settings=settings.model_dump(mode="json"))
     state = ClusterState(endpoint=f"https://{addresses[0]}:443", nodes=["hollow-node-0", "hollow-node-1"], ports=ports,

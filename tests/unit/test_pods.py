@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from kubemark_up.nodes import pods as pods_mod
+from kubemark_up.nodes.fleet import pods as pods_mod
 from tests.support.cli import CLI
 from tests.support.rootcluster import GATEWAY, RootCluster
 

@@ -57,8 +57,8 @@ def test_third_party_provider_is_listed_and_loaded_with_its_settings(bare_cli, t
     listing = bare_cli.run("providers", **env)
     assert "elsewhere" in listing.stdout and "thirdparty-km" in listing.stdout and "2.5.0" in listing.stdout
     script = (
-        "from kubemark_up import config; from kubemark_up.providers import load; "
-        "p = load(config.resolve(flags={'provider': 'elsewhere'})); "
+        "from kubemark_up.providers import load; from kubemark_up.providers.registry import resolve_settings; "
+        "p = load(resolve_settings(flags={'provider': 'elsewhere'})); "
         "print(type(p).__name__, p.name, p.settings.region, p.settings.size)"
     )
     loaded = subprocess.run(

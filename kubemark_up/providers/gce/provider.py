@@ -271,9 +271,9 @@ class GCEProvider(Provider):
     def preflight(self, ctx: Context) -> None:
         self._check_settings()
         if ctx.settings.nodes and ctx.settings.hollow_nodes == "pods":
-            from kubemark_up.nodes.pods import PodNodes
+            from kubemark_up.nodes.registry import engine_for
 
-            PodNodes(ctx.settings.pods).preflight(ctx)
+            engine_for("pods", ctx.settings.node_engine).build(ctx).preflight(ctx)
         self.compute.check_credentials()
 
     def _check_settings(self) -> None:
@@ -392,10 +392,10 @@ class GCEProvider(Provider):
                      f"manifests, and etcd, kube-apiserver (port {port}), kube-controller-manager, kube-scheduler")
         nodes = ctx.settings.nodes
         if nodes and ctx.settings.hollow_nodes == "pods":
-            from kubemark_up.nodes import pods
-
-            ns = ctx.settings.pods.namespace
-            root = ctx.settings.pods.kubeconfig or "~/.kube/config"
+            from kubemark_up.nodes.rootcluster import objects as pods
+            from kubemark_up.nodes.rootcluster.settings import PodsSettings
+            ns = PodsSettings.of(ctx.settings).namespace
+            root = PodsSettings.of(ctx.settings).kubeconfig or "~/.kube/config"
             lines.append("Kubernetes objects:")
             lines.append("- on the kubemark master: Secret kube-system/bootstrap-token-<id>, ClusterRoleBindings "
                          "kubemark-up:node-bootstrapper, kubemark-up:node-autoapprove, kubemark-up:node-renewal, "
@@ -667,10 +667,10 @@ class GCEProvider(Provider):
         that carries this cluster's mark, found by listing, in stop's order."""
         errors: list[str] = []
         if ctx.settings.hollow_nodes == "pods":
-            from kubemark_up.nodes.pods import PodNodes
+            from kubemark_up.nodes.registry import engine_for
 
             try:
-                errors += PodNodes(ctx.settings.pods).stop(ctx)
+                errors += engine_for("pods", ctx.settings.node_engine).build(ctx).stop(ctx)
             except KubemarkUpError as exc:
                 errors.append(exc.message)
         for keys in (("instance",), ("disk", "events_disk"), ("address",), ("firewall",)):

@@ -1,7 +1,7 @@
-"""The fleet NodeEngine: hollow nodes as kubemark-fleet processes (the Go program in
-kubemark_up/gobuild/fleet) on the master's host, `fleet_processes` of them sharing the
-nodes of each start, each recorded in state before it starts and carrying the
-cluster's node marker.
+"""Hollow nodes as kubemark-fleet processes on the master's host (hollow_nodes: host,
+node_engine: fleet; the fleet is the Go program in kubemark_up/fleet):
+`fleet_processes` of them sharing the nodes of each start, each recorded in state
+before it starts and carrying the cluster's node marker.
 
 Each node authenticates with its own certificate (system:node:<name>, made by the PKI
 step like every node's), its kube-proxy and node-problem-detector with theirs; each
@@ -14,7 +14,7 @@ import json
 import posixpath
 import re
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 from kubernetes import client as k8s
 from kubernetes import config as k8s_config
@@ -25,7 +25,7 @@ from kubemark_up.context import Context
 from kubemark_up.errors import ComponentError
 from kubemark_up.hosts import Host
 from kubemark_up.master import MasterPaths
-from kubemark_up.nodes.base import NodeEngine, NodeFailure, NodeLocation
+from kubemark_up.nodes.base import NodeEngine, NodeFailure, NodeLocation, NodeSite
 from kubemark_up.state import ProcessRecord
 
 ROLE = "fleet"
@@ -38,11 +38,20 @@ def node_address(index: int) -> str:
     return f"127.{1 + n // 65536}.{n // 256 % 256}.{n % 256}"
 
 
-class FleetNodes(NodeEngine):
+class FleetHostNodes(NodeEngine):
     name = "fleet"
 
     def __init__(self, host: Host, paths: MasterPaths, *, upload: bool = True) -> None:
         self.host, self.paths, self.upload = host, paths, upload
+
+    @classmethod
+    def build(cls, ctx: Context, site: NodeSite | None = None) -> Self:
+        if site is None:
+            raise TypeError("fleet processes run on the master's host: build them with its site")
+        return cls(site.host, site.paths, upload=site.upload)
+
+    def plan(self, ctx: Context) -> list[str]:
+        return [f"{ctx.settings.nodes} hollow nodes in fleet processes on {self.host.name}"]
 
     @property
     def where(self) -> str:

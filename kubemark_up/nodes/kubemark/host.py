@@ -1,7 +1,8 @@
-"""Hollow nodes as stock kubemark processes on a Host (this machine for the local
-provider, the master's host for preexisting): for each node a hollow kubelet
-(hollow-node-<i>.kubelet) and a hollow kube-proxy (hollow-node-<i>.proxy), each
-with its own log, all recorded in state before they start.
+"""Hollow nodes as stock kubemark processes on the master's host (hollow_nodes: host,
+node_engine: kubemark; this machine for the local provider, the VM or machine over
+SSH for gce and preexisting): for each node a hollow kubelet (hollow-node-<i>.kubelet)
+and a hollow kube-proxy (hollow-node-<i>.proxy), each with its own log, all recorded
+in state before they start.
 
 Stock kubemark also leaves things behind that only this engine knows of: its root
 folder and fake CRI socket in a hard-coded /tmp. stop freezes the processes, finds
@@ -13,15 +14,15 @@ from __future__ import annotations
 import posixpath
 import re
 from pathlib import Path
-from typing import Literal
+from typing import Literal, Self
 
 from kubemark_up import staging
 from kubemark_up.context import Context
 from kubemark_up.errors import ConfigError
 from kubemark_up.hosts import Host
 from kubemark_up.master import MasterPaths
-from kubemark_up.nodes.base import NodeEngine, NodeFailure, NodeLocation
-from kubemark_up.nodes.hollow import kubelet_command, proxy_command
+from kubemark_up.nodes.base import NodeEngine, NodeFailure, NodeLocation, NodeSite
+from kubemark_up.nodes.kubemark.args import kubelet_command, proxy_command
 from kubemark_up.state import ProcessRecord
 
 MORPHS: tuple[Literal["kubelet"], Literal["proxy"]] = ("kubelet", "proxy")
@@ -64,13 +65,22 @@ def _node_identity(relative: Path) -> bool:
     return parts[0] in ("nodes", "kube-proxy.crt", "kube-proxy.key", "ca.crt")
 
 
-class ProcessNodes(NodeEngine):
+class KubemarkHostNodes(NodeEngine):
     name = "processes"
 
     def __init__(self, host: Host, paths: MasterPaths, *, upload: bool = True) -> None:
         self.host = host
         self.paths = paths  # where the binaries, identities and logs are on host
         self.upload = upload  # False: paths.bin_dir is the user's, holding kubemark already
+
+    @classmethod
+    def build(cls, ctx: Context, site: NodeSite | None = None) -> Self:
+        if site is None:
+            raise TypeError("kubemark processes run on the master's host: build them with its site")
+        return cls(site.host, site.paths, upload=site.upload)
+
+    def plan(self, ctx: Context) -> list[str]:
+        return [f"{ctx.settings.nodes} hollow nodes as kubemark processes on {self.host.name}"]
 
     @property
     def where(self) -> str:
