@@ -29,7 +29,7 @@ from kubemark_up.context import Context
 from kubemark_up.errors import KubemarkUpError
 from kubemark_up.hosts import Completed, Host
 from kubemark_up.master import MasterPaths
-from kubemark_up.nodes import NodeEngine, NodeFailure, NodeLocation
+from kubemark_up.nodes.base import NodeEngine, NodeFailure, NodeLocation, NodeSite
 from kubemark_up.providers import MasterSite, Provider
 from kubemark_up.steps import Step
 from tests.support.fake_apiserver import FakeApiserver
@@ -200,6 +200,11 @@ class FakeNodes(NodeEngine):
 
     def __init__(self, world: World) -> None:
         self.world = world
+
+    @classmethod
+    def build(cls, ctx: Context, site: NodeSite | None = None) -> FakeNodes:
+        # Not in the engine registry: FakeProvider builds it with its World.
+        raise NotImplementedError("FakeProvider.node_engine builds the fake engine")
 
     @property
     def where(self) -> str:
