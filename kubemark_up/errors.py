@@ -8,7 +8,7 @@
     ├── ComponentError       exit 1  a process failed, exited or never became ready
     └── RunError             exit 1  a workload run failed (a refused call, a wait out of time)
 
-Only cli.py prints them. Errors from libraries (paramiko, the Kubernetes client) are translated where
+Only the CLI (kubemark_up/cli/) prints them. Errors from libraries (paramiko, the Kubernetes client) are translated where
 they are called, keeping what the user needs (the command, the tail of its log).
 """
 

@@ -200,7 +200,7 @@ def _stop_all(started: list[Measurement]) -> None:
 
 
 def _ended_by(exc: BaseException) -> str:
-    if isinstance(exc, KeyboardInterrupt):  # SIGTERM is raised as one too (cli.py)
+    if isinstance(exc, KeyboardInterrupt):  # SIGTERM is raised as one too (cli/app.py)
         return "interrupted"
     if isinstance(exc, KubemarkUpError):
         return f"failed: {exc.message}"

@@ -1,5 +1,5 @@
 """The fleet node engine against the real local master: many hollow nodes in
-kubemark-fleet processes (kubemark_up/gobuild/fleet), each node with its own identity
+kubemark-fleet processes (kubemark_up/fleet), each node with its own identity
 and connections. One cluster for the module; the tests run in file order (the SIGKILL
 test and the stop come last)."""
 
