@@ -18,7 +18,6 @@ kubemark-up-<name>-{master,pd,events-pd,ip,https}.
 from __future__ import annotations
 
 import dataclasses
-import ipaddress
 import posixpath
 import re
 from collections.abc import Callable, Mapping
@@ -26,147 +25,32 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from google.cloud import compute_v1
-from pydantic import Field, field_validator, model_validator
 
-from kubemark_up import pki
-from kubemark_up.config import IPAddress, ProviderSettings
+from kubemark_up.config import ProviderSettings
 from kubemark_up.context import Context
 from kubemark_up.errors import ConfigError, HostError, KubemarkUpError
-from kubemark_up.hosts.ssh import fingerprint
 from kubemark_up.nodes import NodeEngine
 from kubemark_up.providers.base import MasterSite, Provider, node_engine_for
 from kubemark_up.providers.gce.api import AlreadyExists, Compute, GCEError, NotFound, Scope, new_request_id, retrying
+from kubemark_up.providers.gce.settings import (
+    DESCRIPTION,
+    EVENTS_PD_DEVICE,
+    HTTPS_PORT,
+    KEY_FILE,
+    LABEL,
+    MASTER_PD_DEVICE,
+    PREFIX,
+    GCESettings,
+    master_cores,
+    master_disk_gb,
+    names,
+    network,
+    root_disk_gb,
+)
+from kubemark_up.providers.gce.sshkeys import check_host_key, ensure_in_metadata, ensure_key
 from kubemark_up.providers.preexisting import PreexistingProvider, PreexistingSettings
 from kubemark_up.state import Resource
 from kubemark_up.steps import Step, insert
-
-LABEL = "kubemark-up-cluster"
-PREFIX = "kubemark-up-"
-DESCRIPTION = "kubemark-up cluster {name}"  # the firewall's mark: firewalls have no labels
-KEY_FILE = "gce-ssh-key"  # in pki/: the cluster's SSH key, 0600
-MASTER_PD_DEVICE = "master-pd"
-EVENTS_PD_DEVICE = "master-event-pd"
-HTTPS_PORT = 443
-
-# Legacy get-master-size (cluster/kubemark/gce/config-default.sh via kube-up's
-# util.sh): the master's vCPUs by node count, above each bound.
-_CORES = ((3000, 64), (500, 32), (250, 16), (100, 8), (10, 4), (5, 2))
-
-
-def master_cores(nodes: int) -> int:
-    return next((cores for above, cores in _CORES if nodes > above), 1)
-
-
-def master_disk_gb(nodes: int) -> int:
-    """Legacy get-master-disk-size: 20 GB; 100 above 500 nodes; 200 above 3,000."""
-    return 200 if nodes > 3000 else 100 if nodes > 500 else 20
-
-
-def root_disk_gb(nodes: int) -> int:
-    """Legacy get-master-root-disk-size: 20 GB; 100 above 500 nodes; 500 above 3,000."""
-    return 500 if nodes > 3000 else 100 if nodes > 500 else 20
-
-
-def names(cluster: str) -> dict[str, str]:
-    base = PREFIX + cluster
-    return {"instance": f"{base}-master", "disk": f"{base}-pd", "events_disk": f"{base}-events-pd",
-            "address": f"{base}-ip", "firewall": f"{base}-https", "tag": f"{base}-master"}
-
-
-_ZONE = re.compile(r"[a-z]+-[a-z]+\d+-[a-z]")
-_REGION = re.compile(r"[a-z]+-[a-z]+\d+")
-
-
-class GCESettings(ProviderSettings):
-    """Documented in config/default.yaml, under `gce:`."""
-
-    project: str
-    zone: str = "us-central1-b"
-    region: str | None = None
-    network: str = "default"
-    subnetwork: str | None = None
-    machine_type: str | None = None
-    disk_type: str = "pd-ssd"
-    disk_size_gb: int | None = Field(None, ge=10, le=65536)
-    root_disk_size_gb: int | None = Field(None, ge=10, le=65536)
-    events_disk: bool = False
-    image: str = "projects/debian-cloud/global/images/family/debian-12"
-    source_ranges: list[str] = Field(default_factory=list)
-    ssh_user: str = "kubemark-up"
-    ssh_port: int = Field(22, ge=1, le=65535)
-    connect_timeout: float = Field(10, gt=0)
-    ssh_wait_timeout: float = Field(300, gt=0)
-    python: str = "python3"
-    remote_root: str = "/mnt/disks/master-pd/kubemark-up"
-    events_root: str = "/mnt/disks/master-event-pd/kubemark-up"
-    bind_address: IPAddress = "0.0.0.0"
-    operation_timeout: float = Field(600, gt=0)
-    host_key_wait_timeout: float = Field(60, ge=0)
-
-    @field_validator("project")
-    @classmethod
-    def _project(cls, value: str) -> str:
-        if not re.fullmatch(r"(?:[-a-z0-9.]+:)?[a-z][-a-z0-9]{4,28}[a-z0-9]", value):
-            raise ValueError("a project ID: 6-30 lower-case letters, digits or '-', starting with a letter")
-        return value
-
-    @field_validator("zone")
-    @classmethod
-    def _zone(cls, value: str) -> str:
-        if not _ZONE.fullmatch(value):
-            raise ValueError("a zone like us-central1-b")
-        return value
-
-    @field_validator("region")
-    @classmethod
-    def _region(cls, value: str | None) -> str | None:
-        if value is not None and not _REGION.fullmatch(value):
-            raise ValueError("a region like us-central1")
-        return value
-
-    @field_validator("disk_size_gb", "root_disk_size_gb", mode="before")
-    @classmethod
-    def _gigabytes(cls, value: Any) -> Any:
-        # The legacy variables say "20GB".
-        if isinstance(value, str) and re.fullmatch(r"\d+\s*GB", value, re.I):
-            return int(value[:-2])
-        return value
-
-    @field_validator("source_ranges", mode="before")
-    @classmethod
-    def _split(cls, value: Any) -> Any:
-        if isinstance(value, str):
-            value = [value]
-        if isinstance(value, list):
-            return [part.strip() for item in value for part in str(item).split(",") if part.strip()]
-        return value
-
-    @field_validator("source_ranges")
-    @classmethod
-    def _ranges(cls, value: list[str]) -> list[str]:
-        for item in value:
-            try:
-                ipaddress.ip_network(item, strict=True)
-            except ValueError:
-                raise ValueError(f"{item!r} is not a network in CIDR form") from None
-        return value
-
-    @field_validator("remote_root", "events_root")
-    @classmethod
-    def _absolute(cls, value: str) -> str:
-        if not posixpath.isabs(value):
-            raise ValueError("must be an absolute path on the VM")
-        return posixpath.normpath(value)
-
-    @model_validator(mode="after")
-    def _region_of_zone(self) -> GCESettings:
-        if self.region is not None and not self.zone.startswith(self.region + "-"):
-            raise ValueError(f"region: zone {self.zone} is not in region {self.region}")
-        return self
-
-    @property
-    def region_name(self) -> str:
-        return self.region or self.zone.rsplit("-", 1)[0]
 
 
 def _startup_script(settings: GCESettings) -> str:
@@ -331,7 +215,7 @@ class GCEProvider(Provider):
         nodes = ctx.settings.nodes
         made: dict[str, tuple[str, Scope, Any]] = {
             "firewall": ("Firewalls", Scope("global"), compute_v1.Firewall(
-                name=n["firewall"], network=_network(s), direction="INGRESS", source_ranges=list(s.source_ranges),
+                name=n["firewall"], network=network(s), direction="INGRESS", source_ranges=list(s.source_ranges),
                 target_tags=[n["tag"]], allowed=[compute_v1.Allowed(I_p_protocol="tcp", ports=[str(port)])],
                 description=DESCRIPTION.format(name=ctx.info.name) + f" (uid {ctx.info.uid}): its apiserver")),
             "address": ("Addresses", self._region(), compute_v1.Address(
@@ -355,7 +239,7 @@ class GCEProvider(Provider):
         if s.events_disk:
             attached.append(compute_v1.AttachedDisk(source=disk_link + n["events_disk"], device_name=EVENTS_PD_DEVICE,
                                                     mode="READ_WRITE", auto_delete=False))
-        nic = compute_v1.NetworkInterface(network=_network(s), access_configs=[compute_v1.AccessConfig(
+        nic = compute_v1.NetworkInterface(network=network(s), access_configs=[compute_v1.AccessConfig(
             name="External NAT", type_="ONE_TO_ONE_NAT", nat_i_p=ip or "<the reserved address>")])
         if s.subnetwork:
             nic.subnetwork = f"regions/{s.region_name}/subnetworks/{s.subnetwork}"
@@ -473,93 +357,12 @@ class GCEProvider(Provider):
                 self._make(ctx, "gce-disks", key, bodies[key][2])
 
     def _step_instance(self, ctx: Context) -> None:
-        public = _ensure_key(self._key_path(ctx), comment=f"{PREFIX}{ctx.info.name}")
+        public = ensure_key(self._key_path(ctx), comment=f"{PREFIX}{ctx.info.name}")
         body = self.bodies(ctx, ip=self._ip(ctx), public_key=public)["instance"][2]
         resource = self._make(ctx, "gce-instance", "instance", body)
         if resource.details.get("adopted"):
-            self._ensure_ssh_key(ctx, body.name, public)
-
-    def _ensure_ssh_key(self, ctx: Context, name: str, public: str) -> None:
-        """An adopted VM (ours by its label: made by an earlier start of this name) must
-        let this cluster's key in. Its metadata's ssh-keys are checked; when our key is
-        not there (an earlier key of this cluster, say, whose private half is gone) it is
-        put there, in place of the earlier keys of this cluster, others' kept, with the
-        metadata's fingerprint, so a change made meanwhile is not overwritten."""
-        zone, user, mark = self._zone(), self.settings.ssh_user, f"{PREFIX}{ctx.info.name}"
-        found = self.compute.get("Instances", zone, f"read VM {name}", instance=name)
-        items = {item.key: item.value for item in found.metadata.items}
-        lines = [line for line in (items.get("ssh-keys") or "").splitlines() if line.strip()]
-        ours = f"{user}:{public}"
-        if any(_key_of(line) == _key_of(ours) for line in lines):
-            return
-        ctx.ui.warn(f"VM {name} does not carry this cluster's SSH key in its metadata (ssh-keys): adding it")
-        kept = [line for line in lines if not (line.startswith(f"{user}:") and line.rstrip().endswith(f" {mark}"))]
-        items["ssh-keys"] = "\n".join([*kept, ours])
-        metadata = compute_v1.Metadata(fingerprint=found.metadata.fingerprint,
-                                       items=[compute_v1.Items(key=k, value=v) for k, v in items.items()])
-        what = f"put this cluster's SSH key in the metadata of VM {name}"
-        operation = self.compute.call("Instances", "set_metadata", what, project=self.settings.project,
-                                      zone=zone.name, instance=name, metadata_resource=metadata)
-        self.compute.wait(operation, zone, what)
-
-    def published_host_keys(self, ctx: Context) -> tuple[str, list[str]]:
-        """The SSH host keys the VM published itself ("type base64" each), and where:
-        its guest attributes (hostkeys/, as `gcloud compute ssh` reads them), else what
-        it printed on its serial console at boot (the BEGIN/END SSH HOST KEY KEYS
-        block). ("", []) when it published none."""
-        name, zone, project = names(ctx.info.name)["instance"], self._zone(), self.settings.project
-        try:
-            found = self.compute.call("Instances", "get_guest_attributes", f"read the guest attributes of VM {name}",
-                                      request=compute_v1.GetGuestAttributesInstanceRequest(
-                                          project=project, zone=zone.name, instance=name, query_path="hostkeys/"))
-            keys = []
-            for entry in found.query_value.items:
-                value = entry.value.split()
-                if entry.namespace == "hostkeys" and value:
-                    # The key's type is the entry's key; its value the key (with the type before it, or not).
-                    keys.append(" ".join(value[:2]) if value[0] == entry.key and len(value) > 1 else f"{entry.key} {value[0]}")
-            if keys:
-                return "guest attributes", keys
-        except NotFound:
-            pass
-        output = self.compute.call("Instances", "get_serial_port_output", f"read the serial port of VM {name}",
-                                   project=project, zone=zone.name, instance=name)
-        keys = _serial_host_keys(output.contents)
-        return ("serial port", keys) if keys else ("", [])
-
-    def _check_host_key(self, ctx: Context) -> None:
-        """The host key SSH met on first contact must be one the VM published through the
-        Compute API: else another host answered at its address (and is refused before
-        any certificate or key goes to it)."""
-        target = self.remote(ctx).master(ctx).host
-        pinned = ctx.state.host_keys.get(target.name)
-        if not pinned:
-            return
-        try:
-            where, published = retrying(lambda: self._published_or_fail(ctx), on=_NoneYet,
-                                        timeout=self.settings.host_key_wait_timeout)
-        except _NoneYet:
-            ctx.ui.warn(f"VM {names(ctx.info.name)['instance']} published no SSH host key (guest attributes, serial "
-                        f"port): the key met on first contact ({fingerprint(pinned)}) is trusted as it is")
-            return
-        if _key_of(pinned) not in {_key_of(k) for k in published}:
-            # Not pinned, and not spoken to again: undoing start goes nowhere near it.
-            del ctx.state.host_keys[target.name]
-            instance = ctx.state.resource("gce-instance", names(ctx.info.name)["instance"])
-            if instance is not None:
-                instance.details["host_key_refused"] = True
-            ctx.save()
-            raise KubemarkUpError(
-                f"the SSH host key of {target.name} ({fingerprint(pinned)}) is not one that VM "
-                f"{names(ctx.info.name)['instance']} published in its {where} "
-                f"({', '.join(fingerprint(k) for k in published)}): another host answered at its address; refused")
-        ctx.ui.info(f"the SSH host key of {target.name} matches the one the VM published in its {where}")
-
-    def _published_or_fail(self, ctx: Context) -> tuple[str, list[str]]:
-        where, keys = self.published_host_keys(ctx)
-        if not keys:
-            raise _NoneYet(f"VM {names(ctx.info.name)['instance']} has published no SSH host key yet")
-        return where, keys
+            ensure_in_metadata(ctx, self.compute, self._zone(), body.name, user=self.settings.ssh_user, public=public,
+                               mark=f"{PREFIX}{ctx.info.name}")
 
     def _step_host(self, ctx: Context) -> None:
         remote = self.remote(ctx)
@@ -580,7 +383,8 @@ class GCEProvider(Provider):
                 raise HostError(f"{s.remote_root} is not yet writable on {host.name} (the VM's start-up script makes it)")
 
         retrying(reachable, on=HostError, timeout=s.ssh_wait_timeout)
-        self._check_host_key(ctx)
+        check_host_key(ctx, self.compute, self._zone(), names(ctx.info.name)["instance"],
+                       host=remote.master(ctx).host.name, timeout=s.host_key_wait_timeout)
         remote.preflight(ctx)
         remote._prepare(ctx)
 
@@ -717,51 +521,3 @@ _KINDS = {"firewall": "gce-firewall", "address": "gce-address", "disk": "gce-dis
 _TITLES = {"firewall": "firewall rule", "address": "address", "disk": "disk", "events_disk": "disk",
            "instance": "VM"}
 _PARAM = {"Firewalls": "firewall", "Addresses": "address", "Disks": "disk", "Instances": "instance"}
-
-
-def _network(settings: GCESettings) -> str:
-    return f"projects/{settings.project}/global/networks/{settings.network}"
-
-
-class _NoneYet(KubemarkUpError):
-    """The VM has published no host key (yet)."""
-
-
-def _key_of(line: str) -> tuple[str, str]:
-    """(type, base64) of an OpenSSH public key line, with or without "user:" before it
-    and a comment after it."""
-    parts = line.split(":", 1)[1].split() if ":" in line.split()[0] else line.split()
-    return parts[0], parts[1]
-
-
-def _serial_host_keys(contents: str) -> list[str]:
-    """The host keys a VM printed on its console at boot, between the BEGIN and END
-    SSH HOST KEY KEYS lines (cloud-init's and the guest environment's format)."""
-    found: list[str] = []
-    inside = False
-    for line in contents.splitlines():
-        text = line.strip()
-        if text.endswith("-----BEGIN SSH HOST KEY KEYS-----"):
-            inside, found = True, []
-        elif text.endswith("-----END SSH HOST KEY KEYS-----"):
-            inside = False
-        elif inside and len(text.split()) >= 2:
-            found.append(" ".join(text.split()[:2]))
-    return found
-
-
-def _ensure_key(path: Path, *, comment: str) -> str:
-    """The cluster's SSH key pair: the private key 0600 (made once, kept for stop), the
-    public key as an OpenSSH line."""
-    from cryptography.hazmat.primitives import serialization
-    from cryptography.hazmat.primitives.asymmetric import ed25519
-
-    if path.exists():
-        key = serialization.load_ssh_private_key(path.read_bytes(), password=None)
-    else:
-        key = ed25519.Ed25519PrivateKey.generate()
-        data = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.OpenSSH,
-                                 serialization.NoEncryption())
-        pki.write_secret(path, data)
-    public = key.public_key().public_bytes(serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH)
-    return f"{public.decode()} {comment}"
