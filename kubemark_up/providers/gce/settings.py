@@ -44,6 +44,10 @@ def root_disk_gb(nodes: int) -> int:
     return 500 if nodes > 3000 else 100 if nodes > 500 else 20
 
 
+def machine_type(settings: GCESettings, nodes: int) -> str:
+    return settings.machine_type or f"n1-standard-{master_cores(nodes)}"
+
+
 def names(cluster: str) -> dict[str, str]:
     base = PREFIX + cluster
     return {"instance": f"{base}-master", "disk": f"{base}-pd", "events_disk": f"{base}-events-pd",
