@@ -292,7 +292,7 @@ class GCEProvider(Provider):
         check_host_key(ctx, self.compute, INSTANCE.scope(self.settings), names(ctx.info.name)["instance"],
                        host=remote.master(ctx).host.name, timeout=s.host_key_wait_timeout)
         remote.preflight(ctx)
-        remote._prepare(ctx)
+        remote.prepare_host(ctx)
 
     # Stop -----------------------------------------------------------------------------
 
@@ -303,7 +303,7 @@ class GCEProvider(Provider):
             for resource in ctx.resources("host"):
                 ctx.forget(resource)
             return []
-        return self.remote(ctx)._release(ctx)
+        return self.remote(ctx).release_host(ctx)
 
     def _instance_gone(self, ctx: Context) -> bool:
         """The master VM no longer exists (and with it what ran there)."""
