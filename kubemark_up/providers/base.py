@@ -78,9 +78,10 @@ class Provider(ABC):
         return {"apiserver": port} if port else {}
 
     def plan(self, ctx: Context, steps: list[Step]) -> list[str]:
-        """What start would do, for --dry-run, creating nothing: by default the titles of
-        its steps; a provider that makes cloud resources lists each of them."""
-        return ["start would, in order:", *(f"- {step.title or step.key}" for step in steps)]
+        """What start would do, for --dry-run, creating nothing: the titles of its steps,
+        each with the lines of its plan (the cloud resources a step makes, say)."""
+        return ["start would, in order:", *(line for step in steps for line in [
+            f"- {step.title or step.key}", *("    " + plan for plan in (step.plan(ctx) if step.plan else []))])]
 
     def preflight(self, ctx: Context) -> None:
         """Check, before anything is created, what would make start fail later. Optional."""

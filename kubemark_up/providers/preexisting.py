@@ -1,12 +1,13 @@
 """The preexisting provider: the master on a machine the user already has, reached
 over SSH. kubemark-up puts the binaries, PKI, manifests and start script into
 <remote_root>/<name>/ there and runs the master supervised, as it does locally. The
-hollow nodes run as stock kubemark processes on that same host (the Kubemark
-proposal's "Option 1"), or as pods on a root cluster (hollow_nodes: pods).
+hollow nodes run on that same host (the Kubemark proposal's "Option 1": kubemark
+processes, or the fleet), or as pods on a root cluster (hollow_nodes: pods).
 
 On the host it makes one folder per cluster, marked with the cluster's uid, and
 removes only a folder that carries that mark (and remote_root itself only if it
-made it and it is empty).
+made it and it is empty). That host step (prepare_host, release_host, plan_host) is
+public: the gce provider runs it on the VM it makes.
 """
 
 from __future__ import annotations

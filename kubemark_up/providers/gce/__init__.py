@@ -2,8 +2,9 @@
 hollow nodes as pods on a root cluster or on the VM.
 
 settings.py: the `gce:` settings, the master's size, the resources' names and marks;
-sshkeys.py: the cluster's SSH key on the VM and the VM's host key checked;
-api.py: the Compute calls; provider.py: the provider (start steps, stop, gc).
+resources.py: one record per kind of cloud resource (body, calls, dry-run lines);
+sshkeys.py: the cluster's SSH key on the VM, and the VM's host key checked;
+api.py: the Compute calls; provider.py: the provider (its steps, stop, sweep, gc).
 """
 
 from kubemark_up.providers.gce.provider import GCEProvider

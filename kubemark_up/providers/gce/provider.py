@@ -1,24 +1,21 @@
 """The gce provider: the master on a Compute Engine VM that kubemark-up makes, with its
 disk(s), a static external IP and a firewall rule for the apiserver; the hollow nodes
-as pods on a root cluster (hollow_nodes: pods), or as kubemark processes on the VM.
+as pods on a root cluster (hollow_nodes: pods), or on the VM (hollow_nodes: host).
 
-Each cloud resource is recorded in state before it is asked for, and carries the
-label kubemark-up-cluster=<name> (the firewall, which has no labels, an exact name
-and a description naming the cluster): stop deletes what state records and what the
-label finds, never what lacks it. The address is reserved before the PKI (it goes
-into the serving certificate). The VM gets a key pair made for this cluster in its
-`ssh-keys` metadata; its host key is taken on first contact and pinned in state.
-Once the VM answers SSH, everything else is the preexisting provider's code path:
-the cluster's folder on the host, then the shared steps (PKI, staging, the master).
-
-Resource names (GCE: at most 63 characters; cluster names are at most 40):
-kubemark-up-<name>-{master,pd,events-pd,ip,https}.
+Its steps come before the shared ones: one per kind of resource (resources.py), each
+recorded in state before it is asked for and carrying this cluster's mark; stop
+deletes what state records and what the mark finds, never what lacks it. The address
+is reserved before the PKI (it goes into the serving certificate). The VM gets a key
+pair made for this cluster; its host key, pinned on first contact, must be one the VM
+published (sshkeys.py). Once the VM answers SSH, it is a preexisting host: the
+preexisting provider makes the cluster's folder there (its public host step), then
+the shared steps (PKI, staging, the master) run as they do there. --dry-run prints
+each step's plan: every resource with its body, and what goes on the VM.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import posixpath
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, ClassVar
@@ -47,7 +44,6 @@ from kubemark_up.providers.gce.settings import (
     LABEL,
     PREFIX,
     GCESettings,
-    names,
 )
 from kubemark_up.providers.gce.sshkeys import check_host_key, ensure_in_metadata, ensure_key
 from kubemark_up.providers.preexisting import PreexistingProvider, PreexistingSettings
@@ -83,7 +79,7 @@ class GCEProvider(Provider):
         return self._compute
 
     def _ip(self, ctx: Context) -> str | None:
-        resource = ctx.state.resource("gce-address", names(ctx.info.name)["address"])
+        resource = ctx.state.resource(ADDRESS.state_kind, ADDRESS.name(ctx.info.name))
         if resource is not None and resource.details.get("ip"):
             return str(resource.details["ip"])
         if ctx.state.master is not None and ctx.state.master.addresses:
@@ -140,14 +136,16 @@ class GCEProvider(Provider):
     def steps(self, shared: list[Step]) -> list[Step]:
         own = [
             Step("gce-firewall", "", self._step_firewall, undo=self._undo(FIREWALL),
-                 undo_title="delete the firewall rule"),
+                 undo_title="delete the firewall rule", plan=self._plan(FIREWALL, first=True)),
             Step("gce-address", "", self._step_address, undo=self._undo(ADDRESS),
-                 undo_title="release the static IP address"),
-            Step("gce-disks", "", self._step_disks, undo=self._undo(DISK, EVENTS_DISK), undo_title="delete the master's disk(s)"),
+                 undo_title="release the static IP address", plan=self._plan(ADDRESS)),
+            Step("gce-disks", "", self._step_disks, undo=self._undo(DISK, EVENTS_DISK),
+                 undo_title="delete the master's disk(s)", plan=self._plan(DISK, EVENTS_DISK)),
             Step("gce-instance", "", self._step_instance, undo=self._undo(INSTANCE),
-                 undo_title="delete the master VM (and wait)"),
+                 undo_title="delete the master VM (and wait)", plan=self._plan(INSTANCE)),
             Step("host", "wait for SSH to the master VM and make the cluster's folder there", self._step_host,
-                 undo=self._undo_host, undo_title="fetch the logs and remove the cluster's folder from the master VM"),
+                 undo=self._undo_host, undo_title="fetch the logs and remove the cluster's folder from the master VM",
+                 plan=lambda ctx: self.remote(ctx).plan_host(ctx, address=self._ip(ctx) or "the reserved address")),
         ]
         # What runs on the VM goes with it: a VM found deleted excuses their undo.
         # (Hollow nodes as pods are on the root cluster: they do not.)
@@ -180,38 +178,21 @@ class GCEProvider(Provider):
         return Wanted(settings=self.settings, cluster=ctx.info.name, uid=ctx.info.uid, nodes=ctx.settings.nodes,
                       port=self.apiserver_port(ctx), ip=ip, public_key=public_key)
 
-    def plan(self, ctx: Context, steps: list[Step]) -> list[str]:
-        """--dry-run: every cloud resource and Kubernetes object start would make."""
-        self._check_settings()
-        s = self.settings
-        lines = [f"would make in project {s.project} (zone {s.zone}, region {s.region_name}), in this order, "
-                 f"each labelled {LABEL}={ctx.info.name}:"]
-        wanted = self._wanted(ctx, public_key=f"ssh-ed25519 <a key made for this cluster> {PREFIX}{ctx.info.name}")
-        kinds = [kind for kind in KINDS if kind.wanted(s)]
-        for kind in kinds:
-            head, *body = kind.plan(wanted)
-            lines += [f"- {head}", *body]
-        port = self.apiserver_port(ctx)
-        lines.append(f"then over SSH as {s.ssh_user} to the address, port {s.ssh_port}: the folder "
-                     f"{posixpath.join(s.remote_root, ctx.info.name)} with the master's binaries, certificates and "
-                     f"manifests, and etcd, kube-apiserver (port {port}), kube-controller-manager, kube-scheduler")
-        nodes = ctx.settings.nodes
-        if nodes and ctx.settings.hollow_nodes == "pods":
-            from kubemark_up.nodes import pods
+    def _plan(self, *kinds: ResourceKind, first: bool = False) -> Callable[[Context], list[str]]:
+        """--dry-run: the resources a step makes, each with its body; the first step also
+        says where and how they are all marked."""
+        def plan(ctx: Context) -> list[str]:
+            s, lines = self.settings, []
+            if first:
+                self._check_settings()
+                made = ", ".join(kind.name(ctx.info.name) for kind in KINDS if kind.wanted(s))
+                lines.append(f"in project {s.project} (zone {s.zone}, region {s.region_name}), in this order: {made}; "
+                             f"each labelled {LABEL}={ctx.info.name} (the firewall rule, which has no labels, by its "
+                             "description)")
+            wanted = self._wanted(ctx, public_key=f"ssh-ed25519 <a key made for this cluster> {PREFIX}{ctx.info.name}")
+            return lines + [line for kind in kinds if kind.wanted(s) for line in kind.plan(wanted)]
 
-            ns = ctx.settings.pods.namespace
-            root = ctx.settings.pods.kubeconfig or "~/.kube/config"
-            lines.append("Kubernetes objects:")
-            lines.append("- on the kubemark master: Secret kube-system/bootstrap-token-<id>, ClusterRoleBindings "
-                         "kubemark-up:node-bootstrapper, kubemark-up:node-autoapprove, kubemark-up:node-renewal, "
-                         "kubemark-up:node-problem-detector")
-            lines.append(f"- on the root cluster ({root}): Namespace {ns} (unless it is there), Secret {ns}/{pods.SECRET}, "
-                         f"ConfigMap {ns}/{pods.CONFIGMAP}, StatefulSet {ns}/{pods.STATEFULSET} scaled to {nodes} "
-                         "(a pod per hollow node)")
-        elif nodes:
-            lines.append(f"then {nodes} hollow nodes as kubemark processes on the master VM")
-        lines.append(f"(resource names: {', '.join(kind.name(ctx.info.name) for kind in kinds)})")
-        return lines
+        return plan
 
     # Start steps ---------------------------------------------------------------------
 
@@ -267,8 +248,8 @@ class GCEProvider(Provider):
         body = INSTANCE.build(self._wanted(ctx, ip=self._ip(ctx), public_key=public))
         resource = self._make(ctx, "gce-instance", INSTANCE, body)
         if resource.details.get("adopted"):
-            ensure_in_metadata(ctx, self.compute, INSTANCE.scope(self.settings), body.name, user=self.settings.ssh_user, public=public,
-                               mark=f"{PREFIX}{ctx.info.name}")
+            ensure_in_metadata(ctx, self.compute, INSTANCE.scope(self.settings), body.name,
+                               user=self.settings.ssh_user, public=public, mark=f"{PREFIX}{ctx.info.name}")
 
     def _step_host(self, ctx: Context) -> None:
         remote = self.remote(ctx)
@@ -289,7 +270,7 @@ class GCEProvider(Provider):
                 raise HostError(f"{s.remote_root} is not yet writable on {host.name} (the VM's start-up script makes it)")
 
         retrying(reachable, on=HostError, timeout=s.ssh_wait_timeout)
-        check_host_key(ctx, self.compute, INSTANCE.scope(self.settings), names(ctx.info.name)["instance"],
+        check_host_key(ctx, self.compute, INSTANCE.scope(self.settings), INSTANCE.name(ctx.info.name),
                        host=remote.master(ctx).host.name, timeout=s.host_key_wait_timeout)
         remote.preflight(ctx)
         remote.prepare_host(ctx)
@@ -297,7 +278,7 @@ class GCEProvider(Provider):
     # Stop -----------------------------------------------------------------------------
 
     def _undo_host(self, ctx: Context) -> list[str]:
-        instance = ctx.state.resource("gce-instance", names(ctx.info.name)["instance"])
+        instance = ctx.state.resource(INSTANCE.state_kind, INSTANCE.name(ctx.info.name))
         refused = instance is not None and instance.details.get("host_key_refused")
         if refused or self._instance_gone(ctx):  # refused: nothing went there
             for resource in ctx.resources("host"):
@@ -307,7 +288,7 @@ class GCEProvider(Provider):
 
     def _instance_gone(self, ctx: Context) -> bool:
         """The master VM no longer exists (and with it what ran there)."""
-        name = names(ctx.info.name)["instance"]
+        name = INSTANCE.name(ctx.info.name)
         try:
             INSTANCE.get(self.compute, INSTANCE.scope(self.settings), f"read VM {name}", name)
         except NotFound:

@@ -16,6 +16,7 @@ from kubemark_up.context import Context
 from kubemark_up.errors import KubemarkUpError
 from kubemark_up.hosts.ssh import fingerprint
 from kubemark_up.providers.gce.api import Compute, NotFound, Scope, retrying
+from kubemark_up.providers.gce.resources import INSTANCE
 
 
 class _NoneYet(KubemarkUpError):
@@ -112,7 +113,7 @@ def check_host_key(ctx: Context, compute: Compute, zone: Scope, name: str, *, ho
     if key_of(pinned) not in {key_of(k) for k in keys}:
         # Not pinned, and not spoken to again: undoing start goes nowhere near it.
         del ctx.state.host_keys[host]
-        instance = ctx.state.resource("gce-instance", name)
+        instance = ctx.state.resource(INSTANCE.state_kind, name)
         if instance is not None:
             instance.details["host_key_refused"] = True
         ctx.save()
