@@ -184,9 +184,10 @@ class PreexistingProvider(Provider):
         events = f" (and {folders[1]} for etcd-events' data)" if len(folders) > 1 else ""
         binaries = "binaries, " if s.remote_bin_dir is None else ""
         port = ctx.provider.apiserver_port(ctx)
+        listens = f"port {port}" if port else "a free port"
         return [f"over SSH as {s.user or getpass.getuser()} to {address or s.host}, port {s.port}: the folder "
                 f"{folders[0]}{events} with the master's {binaries}certificates and manifests, and etcd, "
-                f"kube-apiserver (port {port or 'picked free'}), kube-controller-manager, kube-scheduler"]
+                f"kube-apiserver ({listens}), kube-controller-manager, kube-scheduler"]
 
     def _folders(self, ctx: Context) -> list[tuple[str, str]]:
         """(a root, the cluster's folder in it): remote_root's, and events_root's if set."""
