@@ -36,7 +36,6 @@ from kubemark_up.providers.gce.resources import (
     ResourceKind,
     Wanted,
     kind_of,
-    same_rules,
 )
 from kubemark_up.providers.gce.settings import (
     HTTPS_PORT,
@@ -218,10 +217,8 @@ class GCEProvider(Provider):
                                 "another --name") from None
                         ctx.ui.warn(f"{kind.title} {body.name} already exists with this cluster's mark: adopted")
                         resource.details["adopted"] = True
-                        if kind is FIREWALL and not same_rules(found, body):
-                            # A rule left by an earlier run of this name: its port or ranges as asked now.
-                            self.compute.update("Firewalls", scope, f"update firewall rule {body.name}",
-                                                firewall=body.name, firewall_resource=body)
+                        if kind.refresh is not None:
+                            kind.refresh(self.compute, scope, found, body)
             except _NotOurs:
                 ctx.forget(resource)
                 raise

@@ -60,6 +60,8 @@ class ResourceKind:
     build: Callable[[Wanted], Any]  # its body
     wanted: Callable[[GCESettings], bool] = lambda settings: True  # made at all with these settings
     labelled: bool = True  # False: marked by its exact name and description instead (firewalls)
+    # On adopting one of ours: bring it to the body asked for now; None: taken as found.
+    refresh: Callable[[Compute, Scope, Any, Any], None] | None = None
 
     @property
     def state_kind(self) -> str:
@@ -174,6 +176,17 @@ def _instance(w: Wanted) -> Any:
         ]))
 
 
+def _refresh_firewall(compute: Compute, scope: Scope, found: Any, body: Any) -> None:
+    """A rule left by an earlier run of this name: its port or ranges as asked now."""
+    def rules(firewall: Any) -> tuple:
+        return (sorted(firewall.source_ranges), sorted(firewall.target_tags),
+                sorted((a.I_p_protocol, tuple(a.ports)) for a in firewall.allowed))
+
+    if rules(found) != rules(body):
+        compute.update("Firewalls", scope, f"update firewall rule {body.name}", firewall=body.name,
+                       firewall_resource=body)
+
+
 def startup_script(settings: GCESettings) -> str:
     """Run as root at boot: the master runs as the SSH user, so let it listen on 443
     and write the master disk(s), mounted as the legacy master mounted them."""
@@ -197,25 +210,20 @@ def startup_script(settings: GCESettings) -> str:
     return "\n".join(lines) + "\n"
 
 
-FIREWALL = ResourceKind("firewall", "firewall rule", "firewall rule", "Firewalls", "firewall", "global", _firewall,
-                        labelled=False)
-ADDRESS = ResourceKind("address", "address", "static external IP address", "Addresses", "address", "region", _address)
-DISK = ResourceKind("disk", "disk", "master disk", "Disks", "disk", "zone", _disk("disk"))
-EVENTS_DISK = ResourceKind("events_disk", "disk", "etcd-events disk", "Disks", "disk", "zone", _disk("events_disk"),
-                           wanted=lambda settings: settings.events_disk)
-INSTANCE = ResourceKind("instance", "VM", "master VM", "Instances", "instance", "zone", _instance)
+FIREWALL = ResourceKind(key="firewall", title="firewall rule", role="firewall rule", client="Firewalls",
+                        param="firewall", scope_kind="global", build=_firewall, labelled=False,
+                        refresh=_refresh_firewall)
+ADDRESS = ResourceKind(key="address", title="address", role="static external IP address", client="Addresses",
+                       param="address", scope_kind="region", build=_address)
+DISK = ResourceKind(key="disk", title="disk", role="master disk", client="Disks", param="disk", scope_kind="zone",
+                    build=_disk("disk"))
+EVENTS_DISK = ResourceKind(key="events_disk", title="disk", role="etcd-events disk", client="Disks", param="disk",
+                           scope_kind="zone", build=_disk("events_disk"), wanted=lambda settings: settings.events_disk)
+INSTANCE = ResourceKind(key="instance", title="VM", role="master VM", client="Instances", param="instance",
+                        scope_kind="zone", build=_instance)
 
 KINDS = (FIREWALL, ADDRESS, DISK, EVENTS_DISK, INSTANCE)
 
 
 def kind_of(key: str) -> ResourceKind:
     return next(kind for kind in KINDS if kind.key == key)
-
-
-def same_rules(found: Any, body: Any) -> bool:
-    """Two firewall rules open the same ports to the same networks and targets."""
-    def rules(firewall: Any) -> tuple:
-        return (sorted(firewall.source_ranges), sorted(firewall.target_tags),
-                sorted((a.I_p_protocol, tuple(a.ports)) for a in firewall.allowed))
-
-    return rules(found) == rules(body)
