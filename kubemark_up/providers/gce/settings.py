@@ -45,6 +45,7 @@ def root_disk_gb(nodes: int) -> int:
 
 
 def machine_type(settings: GCESettings, nodes: int) -> str:
+    """The master VM's: the one set, else n1-standard with the legacy vCPU count."""
     return settings.machine_type or f"n1-standard-{master_cores(nodes)}"
 
 
