@@ -68,11 +68,6 @@ class Provider(ABC):
         port = self.apiserver_port(ctx)
         return {"apiserver": port} if port else {}
 
-    def plan(self, ctx: Context, steps: list[Step]) -> list[str]:
-        """What start would do, for --dry-run, creating nothing: by default the titles of
-        its steps; a provider that makes cloud resources lists each of them."""
-        return ["start would, in order:", *(f"- {step.title or step.key}" for step in steps)]
-
     def preflight(self, ctx: Context) -> None:
         """Check, before anything is created, what would make start fail later. Optional."""
         return None

@@ -1,12 +1,13 @@
 """The preexisting provider: the master on a machine the user already has, reached
 over SSH. kubemark-up puts the binaries, PKI, manifests and start script into
 <remote_root>/<name>/ there and runs the master supervised, as it does locally. The
-hollow nodes run as stock kubemark processes on that same host (the Kubemark
-proposal's "Option 1"), or as pods on a root cluster (hollow_nodes: pods).
+hollow nodes run on that same host (the Kubemark proposal's "Option 1": kubemark
+processes, or the fleet), or as pods on a root cluster (hollow_nodes: pods).
 
 On the host it makes one folder per cluster, marked with the cluster's uid, and
 removes only a folder that carries that mark (and remote_root itself only if it
-made it and it is empty).
+made it and it is empty). That host step (prepare_host, release_host, plan_host) is
+public: the gce provider runs it on the VM it makes.
 """
 
 from __future__ import annotations
@@ -166,10 +167,27 @@ class PreexistingProvider(Provider):
 
     def steps(self, shared: list[Step]) -> list[Step]:
         host_step = Step(
-            "host", "make the cluster's folder on the master host", self._prepare,
-            undo=self._release, undo_title="fetch the logs and remove the cluster's folder from the master host",
+            "host", "make the cluster's folder on the master host", self.prepare_host,
+            undo=self.release_host, undo_title="fetch the logs and remove the cluster's folder from the master host",
+            plan=self.plan_host,
         )
         return insert(shared, before="ports", new=[host_step])
+
+    # The host step: public, for a provider that brings the host itself (gce) and
+    # runs it in a "host" step of its own once the host answers.
+
+    def plan_host(self, ctx: Context, *, address: str | None = None) -> list[str]:
+        """--dry-run: what goes on the host over SSH (address: what to call the host, when
+        it is not known yet)."""
+        s = self.settings
+        folders = [folder for _, folder in self._folders(ctx)]
+        events = f" (and {folders[1]} for etcd-events' data)" if len(folders) > 1 else ""
+        binaries = "binaries, " if s.remote_bin_dir is None else ""
+        port = ctx.provider.apiserver_port(ctx)
+        listens = f"port {port}" if port else "a free port"
+        return [f"over SSH as {s.user or getpass.getuser()} to {address or s.host}, port {s.port}: the folder "
+                f"{folders[0]}{events} with the master's {binaries}certificates and manifests, and etcd, "
+                f"kube-apiserver ({listens}), kube-controller-manager, kube-scheduler"]
 
     def _folders(self, ctx: Context) -> list[tuple[str, str]]:
         """(a root, the cluster's folder in it): remote_root's, and events_root's if set."""
@@ -179,7 +197,9 @@ class PreexistingProvider(Provider):
             found.append((self.settings.events_root, events))
         return found
 
-    def _prepare(self, ctx: Context) -> None:
+    def prepare_host(self, ctx: Context) -> None:
+        """Make the cluster's folder(s) on the host, marked with its uid (and remote_root,
+        events_root, if they are not there: recorded, to be removed when empty)."""
         host = self._ssh(ctx)
         for remote_root, root in self._folders(ctx):
             if not host.facts([remote_root]).exists[remote_root]:
@@ -194,7 +214,7 @@ class PreexistingProvider(Provider):
 
     # Stop -------------------------------------------------------------------------
 
-    def _release(self, ctx: Context) -> list[str]:
+    def release_host(self, ctx: Context) -> list[str]:
         """Stop anything of the cluster still running there, fetch the logs (unless told
         not to), remove the cluster's folder(s) if they carry our uid, then remote_root
         (and events_root) if we made it and it is empty."""
@@ -232,7 +252,7 @@ class PreexistingProvider(Provider):
 
     def sweep(self, ctx: Context) -> list[str]:
         errors = super().sweep(ctx)
-        return errors or self._release(ctx)
+        return errors or self.release_host(ctx)
 
     def close(self) -> None:
         if self._host is not None:

@@ -58,7 +58,7 @@ def test_dry_run_prints_every_resource_and_makes_nothing(bare_cli: CLI, endpoint
     for name in ("kubemark-up-dry-https", "kubemark-up-dry-ip", "kubemark-up-dry-pd", "kubemark-up-dry-events-pd",
                  "kubemark-up-dry-master"):
         assert name in out
-    bodies = [json.loads(line) for line in out.splitlines() if line.startswith("    {")]
+    bodies = [json.loads(line) for line in out.splitlines() if line.lstrip().startswith("{")]
     instance = next(b for b in bodies if b["name"] == "kubemark-up-dry-master")
     assert instance["machineType"].endswith("/machineTypes/e2-standard-8")  # the legacy variable wins
     assert instance["labels"] == {"kubemark-up-cluster": "dry"}

@@ -1,195 +1,53 @@
 """The gce provider: the master on a Compute Engine VM that kubemark-up makes, with its
 disk(s), a static external IP and a firewall rule for the apiserver; the hollow nodes
-as pods on a root cluster (hollow_nodes: pods), or as kubemark processes on the VM.
+as pods on a root cluster (hollow_nodes: pods), or on the VM (hollow_nodes: host).
 
-Each cloud resource is recorded in state before it is asked for, and carries the
-label kubemark-up-cluster=<name> (the firewall, which has no labels, an exact name
-and a description naming the cluster): stop deletes what state records and what the
-label finds, never what lacks it. The address is reserved before the PKI (it goes
-into the serving certificate). The VM gets a key pair made for this cluster in its
-`ssh-keys` metadata; its host key is taken on first contact and pinned in state.
-Once the VM answers SSH, everything else is the preexisting provider's code path:
-the cluster's folder on the host, then the shared steps (PKI, staging, the master).
-
-Resource names (GCE: at most 63 characters; cluster names are at most 40):
-kubemark-up-<name>-{master,pd,events-pd,ip,https}.
+Its steps come before the shared ones: one per kind of resource (resources.py), each
+recorded in state before it is asked for and carrying this cluster's mark; stop
+deletes what state records and what the mark finds, never what lacks it. The address
+is reserved before the PKI (it goes into the serving certificate). The VM gets a key
+pair made for this cluster; its host key, pinned on first contact, must be one the VM
+published (sshkeys.py). Once the VM answers SSH, it is a preexisting host: the
+preexisting provider makes the cluster's folder there (its public host step), then
+the shared steps (PKI, staging, the master) run as they do there. --dry-run prints
+each step's plan: every resource with its body, and what goes on the VM.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import ipaddress
-import posixpath
-import re
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, ClassVar
 
-from google.cloud import compute_v1
-from pydantic import Field, field_validator, model_validator
-
-from kubemark_up import pki
-from kubemark_up.config import IPAddress, ProviderSettings
+from kubemark_up.config import ProviderSettings
 from kubemark_up.context import Context
 from kubemark_up.errors import ConfigError, HostError, KubemarkUpError
-from kubemark_up.hosts.ssh import fingerprint
 from kubemark_up.nodes import NodeEngine
 from kubemark_up.providers.base import MasterSite, Provider, node_engine_for
 from kubemark_up.providers.gce.api import AlreadyExists, Compute, GCEError, NotFound, Scope, new_request_id, retrying
+from kubemark_up.providers.gce.resources import (
+    ADDRESS,
+    DISK,
+    EVENTS_DISK,
+    FIREWALL,
+    INSTANCE,
+    KINDS,
+    ResourceKind,
+    Wanted,
+    kind_of,
+)
+from kubemark_up.providers.gce.settings import (
+    HTTPS_PORT,
+    KEY_FILE,
+    LABEL,
+    PREFIX,
+    GCESettings,
+)
+from kubemark_up.providers.gce.sshkeys import check_host_key, ensure_in_metadata, ensure_key
 from kubemark_up.providers.preexisting import PreexistingProvider, PreexistingSettings
 from kubemark_up.state import Resource
 from kubemark_up.steps import Step, insert
-
-LABEL = "kubemark-up-cluster"
-PREFIX = "kubemark-up-"
-DESCRIPTION = "kubemark-up cluster {name}"  # the firewall's mark: firewalls have no labels
-KEY_FILE = "gce-ssh-key"  # in pki/: the cluster's SSH key, 0600
-MASTER_PD_DEVICE = "master-pd"
-EVENTS_PD_DEVICE = "master-event-pd"
-HTTPS_PORT = 443
-
-# Legacy get-master-size (cluster/kubemark/gce/config-default.sh via kube-up's
-# util.sh): the master's vCPUs by node count, above each bound.
-_CORES = ((3000, 64), (500, 32), (250, 16), (100, 8), (10, 4), (5, 2))
-
-
-def master_cores(nodes: int) -> int:
-    return next((cores for above, cores in _CORES if nodes > above), 1)
-
-
-def master_disk_gb(nodes: int) -> int:
-    """Legacy get-master-disk-size: 20 GB; 100 above 500 nodes; 200 above 3,000."""
-    return 200 if nodes > 3000 else 100 if nodes > 500 else 20
-
-
-def root_disk_gb(nodes: int) -> int:
-    """Legacy get-master-root-disk-size: 20 GB; 100 above 500 nodes; 500 above 3,000."""
-    return 500 if nodes > 3000 else 100 if nodes > 500 else 20
-
-
-def names(cluster: str) -> dict[str, str]:
-    base = PREFIX + cluster
-    return {"instance": f"{base}-master", "disk": f"{base}-pd", "events_disk": f"{base}-events-pd",
-            "address": f"{base}-ip", "firewall": f"{base}-https", "tag": f"{base}-master"}
-
-
-_ZONE = re.compile(r"[a-z]+-[a-z]+\d+-[a-z]")
-_REGION = re.compile(r"[a-z]+-[a-z]+\d+")
-
-
-class GCESettings(ProviderSettings):
-    """Documented in config/default.yaml, under `gce:`."""
-
-    project: str
-    zone: str = "us-central1-b"
-    region: str | None = None
-    network: str = "default"
-    subnetwork: str | None = None
-    machine_type: str | None = None
-    disk_type: str = "pd-ssd"
-    disk_size_gb: int | None = Field(None, ge=10, le=65536)
-    root_disk_size_gb: int | None = Field(None, ge=10, le=65536)
-    events_disk: bool = False
-    image: str = "projects/debian-cloud/global/images/family/debian-12"
-    source_ranges: list[str] = Field(default_factory=list)
-    ssh_user: str = "kubemark-up"
-    ssh_port: int = Field(22, ge=1, le=65535)
-    connect_timeout: float = Field(10, gt=0)
-    ssh_wait_timeout: float = Field(300, gt=0)
-    python: str = "python3"
-    remote_root: str = "/mnt/disks/master-pd/kubemark-up"
-    events_root: str = "/mnt/disks/master-event-pd/kubemark-up"
-    bind_address: IPAddress = "0.0.0.0"
-    operation_timeout: float = Field(600, gt=0)
-    host_key_wait_timeout: float = Field(60, ge=0)
-
-    @field_validator("project")
-    @classmethod
-    def _project(cls, value: str) -> str:
-        if not re.fullmatch(r"(?:[-a-z0-9.]+:)?[a-z][-a-z0-9]{4,28}[a-z0-9]", value):
-            raise ValueError("a project ID: 6-30 lower-case letters, digits or '-', starting with a letter")
-        return value
-
-    @field_validator("zone")
-    @classmethod
-    def _zone(cls, value: str) -> str:
-        if not _ZONE.fullmatch(value):
-            raise ValueError("a zone like us-central1-b")
-        return value
-
-    @field_validator("region")
-    @classmethod
-    def _region(cls, value: str | None) -> str | None:
-        if value is not None and not _REGION.fullmatch(value):
-            raise ValueError("a region like us-central1")
-        return value
-
-    @field_validator("disk_size_gb", "root_disk_size_gb", mode="before")
-    @classmethod
-    def _gigabytes(cls, value: Any) -> Any:
-        # The legacy variables say "20GB".
-        if isinstance(value, str) and re.fullmatch(r"\d+\s*GB", value, re.I):
-            return int(value[:-2])
-        return value
-
-    @field_validator("source_ranges", mode="before")
-    @classmethod
-    def _split(cls, value: Any) -> Any:
-        if isinstance(value, str):
-            value = [value]
-        if isinstance(value, list):
-            return [part.strip() for item in value for part in str(item).split(",") if part.strip()]
-        return value
-
-    @field_validator("source_ranges")
-    @classmethod
-    def _ranges(cls, value: list[str]) -> list[str]:
-        for item in value:
-            try:
-                ipaddress.ip_network(item, strict=True)
-            except ValueError:
-                raise ValueError(f"{item!r} is not a network in CIDR form") from None
-        return value
-
-    @field_validator("remote_root", "events_root")
-    @classmethod
-    def _absolute(cls, value: str) -> str:
-        if not posixpath.isabs(value):
-            raise ValueError("must be an absolute path on the VM")
-        return posixpath.normpath(value)
-
-    @model_validator(mode="after")
-    def _region_of_zone(self) -> GCESettings:
-        if self.region is not None and not self.zone.startswith(self.region + "-"):
-            raise ValueError(f"region: zone {self.zone} is not in region {self.region}")
-        return self
-
-    @property
-    def region_name(self) -> str:
-        return self.region or self.zone.rsplit("-", 1)[0]
-
-
-def _startup_script(settings: GCESettings) -> str:
-    """Run as root at boot: the master runs as the SSH user, so let it listen on 443
-    and write the master disk(s), mounted as the legacy master mounted them."""
-    lines = [
-        "#!/bin/sh",
-        "# kubemark-up: the master's disks, and port 443 for an unprivileged kube-apiserver",
-        "set -e",
-        "sysctl -w net.ipv4.ip_unprivileged_port_start=443",
-        "mount_pd() {",
-        '  dev=/dev/disk/by-id/google-$1; dir=$2; mkdir -p "$dir"',
-        '  blkid "$dev" >/dev/null 2>&1 || mkfs.ext4 -q -F "$dev"',
-        '  mountpoint -q "$dir" || mount -o discard,defaults "$dev" "$dir"',
-        "}",
-        f"mount_pd {MASTER_PD_DEVICE} /mnt/disks/master-pd",
-    ]
-    if settings.events_disk:
-        lines.append(f"mount_pd {EVENTS_PD_DEVICE} /mnt/disks/master-event-pd")
-    lines.append(f"mkdir -p -m 1777 {settings.remote_root}")
-    if settings.events_disk:  # etcd-events' data, on the events disk
-        lines.append(f"mkdir -p -m 1777 {settings.events_root}")
-    return "\n".join(lines) + "\n"
 
 
 class GCEProvider(Provider):
@@ -219,17 +77,8 @@ class GCEProvider(Provider):
             self._compute = Compute(self.settings.project, operation_timeout=self.settings.operation_timeout)
         return self._compute
 
-    def machine_type(self, nodes: int) -> str:
-        return self.settings.machine_type or f"n1-standard-{master_cores(nodes)}"
-
-    def _zone(self) -> Scope:
-        return Scope("zone", self.settings.zone)
-
-    def _region(self) -> Scope:
-        return Scope("region", self.settings.region_name)
-
     def _ip(self, ctx: Context) -> str | None:
-        resource = ctx.state.resource("gce-address", names(ctx.info.name)["address"])
+        resource = ctx.state.resource(ADDRESS.state_kind, ADDRESS.name(ctx.info.name))
         if resource is not None and resource.details.get("ip"):
             return str(resource.details["ip"])
         if ctx.state.master is not None and ctx.state.master.addresses:
@@ -285,15 +134,17 @@ class GCEProvider(Provider):
 
     def steps(self, shared: list[Step]) -> list[Step]:
         own = [
-            Step("gce-firewall", "", self._step_firewall, undo=self._undo_kind("firewall"),
-                 undo_title="delete the firewall rule"),
-            Step("gce-address", "", self._step_address, undo=self._undo_kind("address"),
-                 undo_title="release the static IP address"),
-            Step("gce-disks", "", self._step_disks, undo=self._undo_kind("disk"), undo_title="delete the master's disk(s)"),
-            Step("gce-instance", "", self._step_instance, undo=self._undo_kind("instance"),
-                 undo_title="delete the master VM (and wait)"),
+            Step("gce-firewall", "", self._step_firewall, undo=self._undo(FIREWALL),
+                 undo_title="delete the firewall rule", plan=self._plan(FIREWALL, first=True)),
+            Step("gce-address", "", self._step_address, undo=self._undo(ADDRESS),
+                 undo_title="release the static IP address", plan=self._plan(ADDRESS)),
+            Step("gce-disks", "", self._step_disks, undo=self._undo(DISK, EVENTS_DISK),
+                 undo_title="delete the master's disk(s)", plan=self._plan(DISK, EVENTS_DISK)),
+            Step("gce-instance", "", self._step_instance, undo=self._undo(INSTANCE),
+                 undo_title="delete the master VM (and wait)", plan=self._plan(INSTANCE)),
             Step("host", "wait for SSH to the master VM and make the cluster's folder there", self._step_host,
-                 undo=self._undo_host, undo_title="fetch the logs and remove the cluster's folder from the master VM"),
+                 undo=self._undo_host, undo_title="fetch the logs and remove the cluster's folder from the master VM",
+                 plan=lambda ctx: self.remote(ctx).plan_host(ctx, address=self._ip(ctx) or "the reserved address")),
         ]
         # What runs on the VM goes with it: a VM found deleted excuses their undo.
         # (Hollow nodes as pods are on the root cluster: they do not.)
@@ -322,244 +173,80 @@ class GCEProvider(Provider):
 
     # What would be made ---------------------------------------------------------------
 
-    def bodies(self, ctx: Context, *, ip: str | None, public_key: str) -> dict[str, tuple[str, Scope, Any]]:
-        """Every resource start asks for: key -> (its kind's client, where, the body)."""
-        s, n = self.settings, names(ctx.info.name)
-        labels = {LABEL: ctx.info.name}
-        zone = s.zone
-        port = self.apiserver_port(ctx)
-        nodes = ctx.settings.nodes
-        made: dict[str, tuple[str, Scope, Any]] = {
-            "firewall": ("Firewalls", Scope("global"), compute_v1.Firewall(
-                name=n["firewall"], network=_network(s), direction="INGRESS", source_ranges=list(s.source_ranges),
-                target_tags=[n["tag"]], allowed=[compute_v1.Allowed(I_p_protocol="tcp", ports=[str(port)])],
-                description=DESCRIPTION.format(name=ctx.info.name) + f" (uid {ctx.info.uid}): its apiserver")),
-            "address": ("Addresses", self._region(), compute_v1.Address(
-                name=n["address"], address_type="EXTERNAL", labels=labels,
-                description=DESCRIPTION.format(name=ctx.info.name) + ": the master's address")),
-            "disk": ("Disks", self._zone(), compute_v1.Disk(
-                name=n["disk"], size_gb=s.disk_size_gb or master_disk_gb(nodes),
-                type_=f"zones/{zone}/diskTypes/{s.disk_type}", labels=labels)),
-        }
-        if s.events_disk:
-            made["events_disk"] = ("Disks", self._zone(), compute_v1.Disk(
-                name=n["events_disk"], size_gb=s.disk_size_gb or master_disk_gb(nodes),
-                type_=f"zones/{zone}/diskTypes/{s.disk_type}", labels=labels))
-        disk_link = f"projects/{s.project}/zones/{zone}/disks/"
-        attached = [compute_v1.AttachedDisk(
-            boot=True, auto_delete=True, initialize_params=compute_v1.AttachedDiskInitializeParams(
-                source_image=s.image, disk_size_gb=s.root_disk_size_gb or root_disk_gb(nodes),
-                disk_type=f"zones/{zone}/diskTypes/pd-standard", labels=labels)),
-            compute_v1.AttachedDisk(source=disk_link + n["disk"], device_name=MASTER_PD_DEVICE, mode="READ_WRITE",
-                                    auto_delete=False)]
-        if s.events_disk:
-            attached.append(compute_v1.AttachedDisk(source=disk_link + n["events_disk"], device_name=EVENTS_PD_DEVICE,
-                                                    mode="READ_WRITE", auto_delete=False))
-        nic = compute_v1.NetworkInterface(network=_network(s), access_configs=[compute_v1.AccessConfig(
-            name="External NAT", type_="ONE_TO_ONE_NAT", nat_i_p=ip or "<the reserved address>")])
-        if s.subnetwork:
-            nic.subnetwork = f"regions/{s.region_name}/subnetworks/{s.subnetwork}"
-        made["instance"] = ("Instances", self._zone(), compute_v1.Instance(
-            name=n["instance"], machine_type=f"zones/{zone}/machineTypes/{self.machine_type(nodes)}", labels=labels,
-            description=DESCRIPTION.format(name=ctx.info.name) + ": the master", tags=compute_v1.Tags(items=[n["tag"]]),
-            disks=attached, network_interfaces=[nic],
-            metadata=compute_v1.Metadata(items=[
-                compute_v1.Items(key="ssh-keys", value=f"{s.ssh_user}:{public_key}"),
-                # The guest environment publishes the VM's SSH host keys there (hostkeys/),
-                # to be checked against the key SSH met on first contact.
-                compute_v1.Items(key="enable-guest-attributes", value="TRUE"),
-                compute_v1.Items(key="startup-script", value=_startup_script(s)),
-            ])))
-        return made
+    def _wanted(self, ctx: Context, *, ip: str | None = None, public_key: str = "") -> Wanted:
+        return Wanted(settings=self.settings, cluster=ctx.info.name, uid=ctx.info.uid, nodes=ctx.settings.nodes,
+                      port=self.apiserver_port(ctx), ip=ip, public_key=public_key)
 
-    def plan(self, ctx: Context, steps: list[Step]) -> list[str]:
-        """--dry-run: every cloud resource and Kubernetes object start would make."""
-        self._check_settings()
-        s = self.settings
-        lines = [f"would make in project {s.project} (zone {s.zone}, region {s.region_name}), in this order, "
-                 f"each labelled {LABEL}={ctx.info.name}:"]
-        bodies = self.bodies(ctx, ip=None, public_key=f"ssh-ed25519 <a key made for this cluster> {PREFIX}{ctx.info.name}")
-        titles = {"firewall": "firewall rule", "address": "static external IP address", "disk": "master disk",
-                  "events_disk": "etcd-events disk", "instance": "master VM"}
-        for key, (_kind, scope, body) in bodies.items():
-            lines.append(f"- {titles[key]} {body.name} ({scope.path}):")
-            # As it goes on the wire (the API's field names).
-            lines.append("    " + type(body).to_json(body, preserving_proto_field_name=False,
-                                                    always_print_fields_with_no_presence=False, indent=None))
-        port = self.apiserver_port(ctx)
-        lines.append(f"then over SSH as {s.ssh_user} to the address, port {s.ssh_port}: the folder "
-                     f"{posixpath.join(s.remote_root, ctx.info.name)} with the master's binaries, certificates and "
-                     f"manifests, and etcd, kube-apiserver (port {port}), kube-controller-manager, kube-scheduler")
-        nodes = ctx.settings.nodes
-        if nodes and ctx.settings.hollow_nodes == "pods":
-            from kubemark_up.nodes.rootcluster import objects as pods
-            from kubemark_up.nodes.rootcluster.settings import PodsSettings
-            ns = PodsSettings.of(ctx.settings).namespace
-            root = PodsSettings.of(ctx.settings).kubeconfig or "~/.kube/config"
-            lines.append("Kubernetes objects:")
-            lines.append("- on the kubemark master: Secret kube-system/bootstrap-token-<id>, ClusterRoleBindings "
-                         "kubemark-up:node-bootstrapper, kubemark-up:node-autoapprove, kubemark-up:node-renewal, "
-                         "kubemark-up:node-problem-detector")
-            lines.append(f"- on the root cluster ({root}): Namespace {ns} (unless it is there), Secret {ns}/{pods.SECRET}, "
-                         f"ConfigMap {ns}/{pods.CONFIGMAP}, StatefulSet {ns}/{pods.STATEFULSET} scaled to {nodes} "
-                         "(a pod per hollow node)")
-        elif nodes:
-            lines.append(f"then {nodes} hollow nodes as kubemark processes on the master VM")
-        lines.append(f"(resource names: {', '.join(body.name for _, _, body in bodies.values())})")
-        return lines
+    def _plan(self, *kinds: ResourceKind, first: bool = False) -> Callable[[Context], list[str]]:
+        """--dry-run: the resources a step makes, each with its body; the first step also
+        says where and how they are all marked."""
+        def plan(ctx: Context) -> list[str]:
+            s, lines = self.settings, []
+            if first:
+                self._check_settings()
+                made = ", ".join(kind.name(ctx.info.name) for kind in KINDS if kind.wanted(s))
+                lines.append(f"in project {s.project} (zone {s.zone}, region {s.region_name}), in this order: {made}; "
+                             f"each labelled {LABEL}={ctx.info.name} (the firewall rule, which has no labels, by its "
+                             "description)")
+            wanted = self._wanted(ctx, public_key=f"ssh-ed25519 <a key made for this cluster> {PREFIX}{ctx.info.name}")
+            return lines + [line for kind in kinds if kind.wanted(s) for line in kind.plan(wanted)]
+
+        return plan
 
     # Start steps ---------------------------------------------------------------------
 
-    def _make(self, ctx: Context, step: str, key: str, body: Any, *, ip: str | None = None) -> Resource:
+    def _make(self, ctx: Context, step: str, kind: ResourceKind, body: Any) -> Resource:
         """Record the resource, then insert it and wait; a 409 adopts it if it is ours,
         and refuses (forgetting the record, so stop leaves it alone) if it is not."""
-        kind, scope, _ = self._shape(key)
-        field = {"Firewalls": "firewall_resource", "Addresses": "address_resource", "Disks": "disk_resource",
-                 "Instances": "instance_resource"}[kind]
-        what = f"create {_TITLES[key]} {body.name}"
-        existing = ctx.state.resource(_KINDS[key], body.name)
+        scope = kind.scope(self.settings)
+        what = f"create {kind.title} {body.name}"
+        existing = ctx.state.resource(kind.state_kind, body.name)
         request_id = existing.details.get("request_id") if existing else None
-        with ctx.creating(_KINDS[key], body.name, step=step, scope=scope.path,
+        with ctx.creating(kind.state_kind, body.name, step=step, scope=scope.path,
                           request_id=request_id or new_request_id()) as resource:
             try:
                 with ctx.ui.step(f"{what} ({scope.path})", long=True):
                     try:
-                        self.compute.insert(kind, scope, what, field, body, resource.details["request_id"])
+                        kind.insert(self.compute, scope, what, body, resource.details["request_id"])
                     except AlreadyExists:
-                        found = self.compute.get(kind, scope, what, **{_PARAM[kind]: body.name})
-                        if not self._ours(ctx, key, found):
+                        found = kind.get(self.compute, scope, what, body.name)
+                        if not kind.ours(found, ctx.info.name):
                             raise _NotOurs(
-                                f"{_TITLES[key]} {body.name} already exists in project {self.settings.project} and is not "
+                                f"{kind.title} {body.name} already exists in project {self.settings.project} and is not "
                                 f"this cluster's (no {LABEL}={ctx.info.name}); it is left alone: delete it, or choose "
                                 "another --name") from None
-                        ctx.ui.warn(f"{_TITLES[key]} {body.name} already exists with this cluster's mark: adopted")
+                        ctx.ui.warn(f"{kind.title} {body.name} already exists with this cluster's mark: adopted")
                         resource.details["adopted"] = True
-                        if key == "firewall" and _rules(found) != _rules(body):
-                            # A rule left by an earlier run of this name: its port or ranges as asked now.
-                            self.compute.update("Firewalls", scope, f"update firewall rule {body.name}",
-                                                firewall=body.name, firewall_resource=body)
+                        if kind.refresh is not None:
+                            kind.refresh(self.compute, scope, found, body)
             except _NotOurs:
                 ctx.forget(resource)
                 raise
         return resource
 
-    def _shape(self, key: str) -> tuple[str, Scope, None]:
-        kind = {"firewall": "Firewalls", "address": "Addresses", "disk": "Disks", "events_disk": "Disks",
-                "instance": "Instances"}[key]
-        scope = {"Firewalls": Scope("global"), "Addresses": self._region()}.get(kind, self._zone())
-        return kind, scope, None
-
-    def _ours(self, ctx: Context, key: str, found: Any) -> bool:
-        if key == "firewall":
-            return str(found.description).startswith(DESCRIPTION.format(name=ctx.info.name) + " ")
-        return dict(found.labels).get(LABEL) == ctx.info.name
-
     def _step_firewall(self, ctx: Context) -> None:
-        body = self.bodies(ctx, ip=None, public_key="")["firewall"][2]
-        self._make(ctx, "gce-firewall", "firewall", body)
+        self._make(ctx, "gce-firewall", FIREWALL, FIREWALL.build(self._wanted(ctx)))
 
     def _step_address(self, ctx: Context) -> None:
-        body = self.bodies(ctx, ip=None, public_key="")["address"][2]
-        resource = self._make(ctx, "gce-address", "address", body)
-        got = self.compute.get("Addresses", self._region(), f"read address {body.name}", address=body.name)
+        body = ADDRESS.build(self._wanted(ctx))
+        resource = self._make(ctx, "gce-address", ADDRESS, body)
+        got = ADDRESS.get(self.compute, ADDRESS.scope(self.settings), f"read address {body.name}", body.name)
         resource.details["ip"] = got.address
         ctx.save()
         self._remote = None  # built again with the address
 
     def _step_disks(self, ctx: Context) -> None:
-        bodies = self.bodies(ctx, ip=None, public_key="")
-        for key in ("disk", "events_disk"):
-            if key in bodies:
-                self._make(ctx, "gce-disks", key, bodies[key][2])
+        for kind in (DISK, EVENTS_DISK):
+            if kind.wanted(self.settings):
+                self._make(ctx, "gce-disks", kind, kind.build(self._wanted(ctx)))
 
     def _step_instance(self, ctx: Context) -> None:
-        public = _ensure_key(self._key_path(ctx), comment=f"{PREFIX}{ctx.info.name}")
-        body = self.bodies(ctx, ip=self._ip(ctx), public_key=public)["instance"][2]
-        resource = self._make(ctx, "gce-instance", "instance", body)
+        public = ensure_key(self._key_path(ctx), comment=f"{PREFIX}{ctx.info.name}")
+        body = INSTANCE.build(self._wanted(ctx, ip=self._ip(ctx), public_key=public))
+        resource = self._make(ctx, "gce-instance", INSTANCE, body)
         if resource.details.get("adopted"):
-            self._ensure_ssh_key(ctx, body.name, public)
-
-    def _ensure_ssh_key(self, ctx: Context, name: str, public: str) -> None:
-        """An adopted VM (ours by its label: made by an earlier start of this name) must
-        let this cluster's key in. Its metadata's ssh-keys are checked; when our key is
-        not there (an earlier key of this cluster, say, whose private half is gone) it is
-        put there, in place of the earlier keys of this cluster, others' kept, with the
-        metadata's fingerprint, so a change made meanwhile is not overwritten."""
-        zone, user, mark = self._zone(), self.settings.ssh_user, f"{PREFIX}{ctx.info.name}"
-        found = self.compute.get("Instances", zone, f"read VM {name}", instance=name)
-        items = {item.key: item.value for item in found.metadata.items}
-        lines = [line for line in (items.get("ssh-keys") or "").splitlines() if line.strip()]
-        ours = f"{user}:{public}"
-        if any(_key_of(line) == _key_of(ours) for line in lines):
-            return
-        ctx.ui.warn(f"VM {name} does not carry this cluster's SSH key in its metadata (ssh-keys): adding it")
-        kept = [line for line in lines if not (line.startswith(f"{user}:") and line.rstrip().endswith(f" {mark}"))]
-        items["ssh-keys"] = "\n".join([*kept, ours])
-        metadata = compute_v1.Metadata(fingerprint=found.metadata.fingerprint,
-                                       items=[compute_v1.Items(key=k, value=v) for k, v in items.items()])
-        what = f"put this cluster's SSH key in the metadata of VM {name}"
-        operation = self.compute.call("Instances", "set_metadata", what, project=self.settings.project,
-                                      zone=zone.name, instance=name, metadata_resource=metadata)
-        self.compute.wait(operation, zone, what)
-
-    def published_host_keys(self, ctx: Context) -> tuple[str, list[str]]:
-        """The SSH host keys the VM published itself ("type base64" each), and where:
-        its guest attributes (hostkeys/, as `gcloud compute ssh` reads them), else what
-        it printed on its serial console at boot (the BEGIN/END SSH HOST KEY KEYS
-        block). ("", []) when it published none."""
-        name, zone, project = names(ctx.info.name)["instance"], self._zone(), self.settings.project
-        try:
-            found = self.compute.call("Instances", "get_guest_attributes", f"read the guest attributes of VM {name}",
-                                      request=compute_v1.GetGuestAttributesInstanceRequest(
-                                          project=project, zone=zone.name, instance=name, query_path="hostkeys/"))
-            keys = []
-            for entry in found.query_value.items:
-                value = entry.value.split()
-                if entry.namespace == "hostkeys" and value:
-                    # The key's type is the entry's key; its value the key (with the type before it, or not).
-                    keys.append(" ".join(value[:2]) if value[0] == entry.key and len(value) > 1 else f"{entry.key} {value[0]}")
-            if keys:
-                return "guest attributes", keys
-        except NotFound:
-            pass
-        output = self.compute.call("Instances", "get_serial_port_output", f"read the serial port of VM {name}",
-                                   project=project, zone=zone.name, instance=name)
-        keys = _serial_host_keys(output.contents)
-        return ("serial port", keys) if keys else ("", [])
-
-    def _check_host_key(self, ctx: Context) -> None:
-        """The host key SSH met on first contact must be one the VM published through the
-        Compute API: else another host answered at its address (and is refused before
-        any certificate or key goes to it)."""
-        target = self.remote(ctx).master(ctx).host
-        pinned = ctx.state.host_keys.get(target.name)
-        if not pinned:
-            return
-        try:
-            where, published = retrying(lambda: self._published_or_fail(ctx), on=_NoneYet,
-                                        timeout=self.settings.host_key_wait_timeout)
-        except _NoneYet:
-            ctx.ui.warn(f"VM {names(ctx.info.name)['instance']} published no SSH host key (guest attributes, serial "
-                        f"port): the key met on first contact ({fingerprint(pinned)}) is trusted as it is")
-            return
-        if _key_of(pinned) not in {_key_of(k) for k in published}:
-            # Not pinned, and not spoken to again: undoing start goes nowhere near it.
-            del ctx.state.host_keys[target.name]
-            instance = ctx.state.resource("gce-instance", names(ctx.info.name)["instance"])
-            if instance is not None:
-                instance.details["host_key_refused"] = True
-            ctx.save()
-            raise KubemarkUpError(
-                f"the SSH host key of {target.name} ({fingerprint(pinned)}) is not one that VM "
-                f"{names(ctx.info.name)['instance']} published in its {where} "
-                f"({', '.join(fingerprint(k) for k in published)}): another host answered at its address; refused")
-        ctx.ui.info(f"the SSH host key of {target.name} matches the one the VM published in its {where}")
-
-    def _published_or_fail(self, ctx: Context) -> tuple[str, list[str]]:
-        where, keys = self.published_host_keys(ctx)
-        if not keys:
-            raise _NoneYet(f"VM {names(ctx.info.name)['instance']} has published no SSH host key yet")
-        return where, keys
+            ensure_in_metadata(ctx, self.compute, INSTANCE.scope(self.settings), body.name,
+                               user=self.settings.ssh_user, public=public, mark=f"{PREFIX}{ctx.info.name}")
 
     def _step_host(self, ctx: Context) -> None:
         remote = self.remote(ctx)
@@ -580,87 +267,75 @@ class GCEProvider(Provider):
                 raise HostError(f"{s.remote_root} is not yet writable on {host.name} (the VM's start-up script makes it)")
 
         retrying(reachable, on=HostError, timeout=s.ssh_wait_timeout)
-        self._check_host_key(ctx)
+        check_host_key(ctx, self.compute, INSTANCE.scope(self.settings), INSTANCE.name(ctx.info.name),
+                       host=remote.master(ctx).host.name, timeout=s.host_key_wait_timeout)
         remote.preflight(ctx)
-        remote._prepare(ctx)
+        remote.prepare_host(ctx)
 
     # Stop -----------------------------------------------------------------------------
 
     def _undo_host(self, ctx: Context) -> list[str]:
-        instance = ctx.state.resource("gce-instance", names(ctx.info.name)["instance"])
+        instance = ctx.state.resource(INSTANCE.state_kind, INSTANCE.name(ctx.info.name))
         refused = instance is not None and instance.details.get("host_key_refused")
         if refused or self._instance_gone(ctx):  # refused: nothing went there
             for resource in ctx.resources("host"):
                 ctx.forget(resource)
             return []
-        return self.remote(ctx)._release(ctx)
+        return self.remote(ctx).release_host(ctx)
 
     def _instance_gone(self, ctx: Context) -> bool:
         """The master VM no longer exists (and with it what ran there)."""
-        name = names(ctx.info.name)["instance"]
+        name = INSTANCE.name(ctx.info.name)
         try:
-            self.compute.get("Instances", self._zone(), f"read VM {name}", instance=name)
+            INSTANCE.get(self.compute, INSTANCE.scope(self.settings), f"read VM {name}", name)
         except NotFound:
             return True
         return False
 
-    def _undo_kind(self, key: str) -> Callable[[Context], list[str]]:
-        def undo(ctx: Context) -> list[str]:
-            keys = ("disk", "events_disk") if key == "disk" else (key,)
-            return self._delete_all(ctx, keys)
+    def _undo(self, *kinds: ResourceKind) -> Callable[[Context], list[str]]:
+        return lambda ctx: self._delete_all(ctx, kinds)
 
-        return undo
-
-    def _delete_all(self, ctx: Context, keys: tuple[str, ...]) -> list[str]:
-        """Delete what state records of these kinds, then what carries our mark that state
-        lost; not found is done; without our mark, left alone and said."""
+    def _delete_all(self, ctx: Context, kinds: tuple[ResourceKind, ...]) -> list[str]:
+        """Delete what state records of these kinds (of one client), then what carries our
+        mark that state lost; not found is done; without our mark, left alone and said."""
         errors: list[str] = []
-        kind, scope, _ = self._shape(keys[0])
-        wanted = {names(ctx.info.name)[k] for k in keys}
-        recorded = [r for r in ctx.state.resources if r.kind == _KINDS[keys[0]] and r.id in wanted]
+        kind = kinds[0]
+        wanted = {k.name(ctx.info.name) for k in kinds}
+        recorded = [r for r in ctx.state.resources if r.kind == kind.state_kind and r.id in wanted]
         seen: set[str] = set()
         for resource in recorded:
             seen.add(resource.id)
             try:
-                self._delete_one(ctx, keys[0], kind, scope, resource.id)
+                self._delete_one(ctx, kind, kind.scope(self.settings), resource.id)
                 ctx.forget(resource)
             except KubemarkUpError as exc:
                 errors.append(exc.message)
         try:
-            for where, item in self._marked(ctx, kind):
+            for where, item in kind.marked(self.compute, ctx.info.name):
                 if item.name not in seen:
                     seen.add(item.name)
-                    ctx.ui.warn(f"{_TITLES[keys[0]]} {item.name} carries this cluster's mark but state did not know it: "
+                    ctx.ui.warn(f"{kind.title} {item.name} carries this cluster's mark but state did not know it: "
                                 "deleting it")
                     try:
-                        self._delete_one(ctx, keys[0], kind, where, item.name)
+                        self._delete_one(ctx, kind, where, item.name)
                     except KubemarkUpError as exc:
                         errors.append(exc.message)
         except KubemarkUpError as exc:
             errors.append(exc.message)
         return errors
 
-    def _delete_one(self, ctx: Context, key: str, kind: str, scope: Scope, name: str) -> None:
-        param = {_PARAM[kind]: name}
-        what = f"delete {_TITLES[key]} {name}"
+    def _delete_one(self, ctx: Context, kind: ResourceKind, scope: Scope, name: str) -> None:
+        what = f"delete {kind.title} {name}"
         try:
-            found = self.compute.get(kind, scope, what, **param)
+            found = kind.get(self.compute, scope, what, name)
         except NotFound:
             return
-        if not self._ours(ctx, key, found):
-            raise GCEError(f"{_TITLES[key]} {name} exists but does not carry {LABEL}={ctx.info.name}: left alone")
+        if not kind.ours(found, ctx.info.name):
+            raise GCEError(f"{kind.title} {name} exists but does not carry {LABEL}={ctx.info.name}: left alone")
         try:
-            self.compute.delete(kind, scope, what, **param)
+            kind.delete(self.compute, scope, what, name)
         except NotFound:
             return
-
-    def _marked(self, ctx: Context, kind: str) -> list[tuple[Scope, Any]]:
-        if kind == "Firewalls":
-            name = names(ctx.info.name)["firewall"]
-            found = self.compute.labelled(kind, "list firewall rules", f'name = "{name}"')
-            return [(w, i) for w, i in found if self._ours(ctx, "firewall", i)]
-        return list(self.compute.labelled(kind, f"list {kind.lower()} labelled {LABEL}={ctx.info.name}",
-                                          f'labels.{LABEL} = "{ctx.info.name}"'))
 
     def sweep(self, ctx: Context) -> list[str]:
         """state.json is lost: the hollow-node pods by their uid, then every resource
@@ -673,8 +348,8 @@ class GCEProvider(Provider):
                 errors += engine_for("pods", ctx.settings.node_engine).build(ctx).stop(ctx)
             except KubemarkUpError as exc:
                 errors.append(exc.message)
-        for keys in (("instance",), ("disk", "events_disk"), ("address",), ("firewall",)):
-            errors += self._delete_all(ctx, keys)
+        for kinds in ((INSTANCE,), (DISK, EVENTS_DISK), (ADDRESS,), (FIREWALL,)):
+            errors += self._delete_all(ctx, kinds)
         return errors
 
     # gc ---------------------------------------------------------------------------------
@@ -683,85 +358,19 @@ class GCEProvider(Provider):
         """Resources in the project marked by kubemark-up for a cluster not in known:
         (cluster, key, name, scope)."""
         found: list[tuple[str, str, str, Scope]] = []
-        for kind, key in (("Instances", "instance"), ("Disks", "disk"), ("Addresses", "address")):
-            for scope, item in self.compute.labelled(kind, f"list {kind.lower()} labelled {LABEL}", f"labels.{LABEL}:*"):
-                cluster = dict(item.labels)[LABEL]
+        for kind in (INSTANCE, DISK, ADDRESS, FIREWALL):  # DISK: the events disks too (one client)
+            for cluster, scope, item in kind.all_marked(self.compute):
                 if cluster not in known:
-                    found.append((cluster, key, item.name, scope))
-        mark = re.compile(re.escape(DESCRIPTION.format(name="")) + r"(\S+) ")
-        for scope, item in self.compute.labelled("Firewalls", "list firewall rules", f'name eq "{PREFIX}.*-https"'):
-            matched = mark.match(str(item.description))
-            if matched and item.name == names(matched[1])["firewall"] and matched[1] not in known:
-                found.append((matched[1], "firewall", item.name, scope))
+                    found.append((cluster, kind.key, item.name, scope))
         return found
 
     def delete_orphan(self, cluster: str, key: str, name: str, scope: Scope) -> None:
-        kind = self._shape(key)[0]
+        kind = kind_of(key)
         try:
-            self.compute.delete(kind, scope, f"delete {_TITLES[key]} {name}", **{_PARAM[kind]: name})
+            kind.delete(self.compute, scope, f"delete {kind.title} {name}", name)
         except NotFound:
             return
 
 
 class _NotOurs(GCEError):
     """A resource of our name without our mark: never adopted, never deleted."""
-
-
-def _rules(firewall: Any) -> tuple:
-    return (sorted(firewall.source_ranges), sorted(firewall.target_tags),
-            sorted((a.I_p_protocol, tuple(a.ports)) for a in firewall.allowed))
-
-
-_KINDS = {"firewall": "gce-firewall", "address": "gce-address", "disk": "gce-disk", "events_disk": "gce-disk",
-          "instance": "gce-instance"}
-_TITLES = {"firewall": "firewall rule", "address": "address", "disk": "disk", "events_disk": "disk",
-           "instance": "VM"}
-_PARAM = {"Firewalls": "firewall", "Addresses": "address", "Disks": "disk", "Instances": "instance"}
-
-
-def _network(settings: GCESettings) -> str:
-    return f"projects/{settings.project}/global/networks/{settings.network}"
-
-
-class _NoneYet(KubemarkUpError):
-    """The VM has published no host key (yet)."""
-
-
-def _key_of(line: str) -> tuple[str, str]:
-    """(type, base64) of an OpenSSH public key line, with or without "user:" before it
-    and a comment after it."""
-    parts = line.split(":", 1)[1].split() if ":" in line.split()[0] else line.split()
-    return parts[0], parts[1]
-
-
-def _serial_host_keys(contents: str) -> list[str]:
-    """The host keys a VM printed on its console at boot, between the BEGIN and END
-    SSH HOST KEY KEYS lines (cloud-init's and the guest environment's format)."""
-    found: list[str] = []
-    inside = False
-    for line in contents.splitlines():
-        text = line.strip()
-        if text.endswith("-----BEGIN SSH HOST KEY KEYS-----"):
-            inside, found = True, []
-        elif text.endswith("-----END SSH HOST KEY KEYS-----"):
-            inside = False
-        elif inside and len(text.split()) >= 2:
-            found.append(" ".join(text.split()[:2]))
-    return found
-
-
-def _ensure_key(path: Path, *, comment: str) -> str:
-    """The cluster's SSH key pair: the private key 0600 (made once, kept for stop), the
-    public key as an OpenSSH line."""
-    from cryptography.hazmat.primitives import serialization
-    from cryptography.hazmat.primitives.asymmetric import ed25519
-
-    if path.exists():
-        key = serialization.load_ssh_private_key(path.read_bytes(), password=None)
-    else:
-        key = ed25519.Ed25519PrivateKey.generate()
-        data = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.OpenSSH,
-                                 serialization.NoEncryption())
-        pki.write_secret(path, data)
-    public = key.public_key().public_bytes(serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH)
-    return f"{public.decode()} {comment}"
