@@ -1,30 +1,33 @@
 """What every step works with: the cluster's folder, who it is, its state, its
-settings, its provider, and the UI."""
+settings, its provider, and the UI.
+
+The provider's type is a parameter: this module sits below the providers (node
+engines and providers themselves take a Context), and the layers above them, which
+call the provider, name it: `providers.base.ClusterContext` is Context[Provider]."""
 
 from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any, Generic, TypeVar
 
 from kubemark_up.config import Settings
 from kubemark_up.hosts import ProcessHandle
 from kubemark_up.state import ClusterDir, ClusterInfo, ClusterState, ProcessRecord, Resource
 from kubemark_up.ui import UI
 
-if TYPE_CHECKING:
-    from kubemark_up.providers.base import Provider
+P = TypeVar("P")
 
 
 @dataclass
-class Context:
+class Context(Generic[P]):
     dir: ClusterDir
     info: ClusterInfo
     state: ClusterState
     settings: Settings
     ui: UI
-    provider: Provider
+    provider: P
     # stop: fetch the logs of a remote host before removing its files.
     fetch_logs: bool = True
 

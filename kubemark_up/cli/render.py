@@ -14,7 +14,7 @@ from kubemark_up.cli.app import out
 if TYPE_CHECKING:
     from kubemark_up.cluster.inspect import Location, Status
     from kubemark_up.config import Settings
-    from kubemark_up.context import Context
+    from kubemark_up.providers.base import ClusterContext
 
 
 def print_json(document: dict[str, Any]) -> None:
@@ -22,7 +22,7 @@ def print_json(document: dict[str, Any]) -> None:
     print(json.dumps(document, indent=1))
 
 
-def print_started(ctx: Context, settings: Settings) -> None:
+def print_started(ctx: ClusterContext, settings: Settings) -> None:
     total = sum(ctx.state.timings.values())
     name, count = ctx.info.name, len(ctx.state.nodes)
     if not count:

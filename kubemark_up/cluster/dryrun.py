@@ -7,8 +7,8 @@ from pathlib import Path
 
 from kubemark_up.cluster.steps import shared_steps
 from kubemark_up.config import Settings
-from kubemark_up.context import Context
 from kubemark_up.providers import load
+from kubemark_up.providers.base import ClusterContext
 from kubemark_up.state import ClusterDir, ClusterInfo, ClusterState
 from kubemark_up.ui import UI
 
@@ -18,7 +18,7 @@ def plan(settings: Settings, home: Path, ui: UI) -> list[str]:
 indented under it."""
     provider = load(settings)
     info = ClusterInfo(name=settings.name, provider=provider.name, settings=settings.model_dump(mode="json"))
-    ctx = Context(dir=ClusterDir(home, settings.name), info=info, state=ClusterState(), settings=settings, ui=ui,
+    ctx = ClusterContext(dir=ClusterDir(home, settings.name), info=info, state=ClusterState(), settings=settings, ui=ui,
                   provider=provider)
     try:
         lines = ["start would, in order:"]

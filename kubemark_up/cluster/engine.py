@@ -21,9 +21,9 @@ from pydantic import ValidationError
 
 from kubemark_up.cluster.steps import shared_steps
 from kubemark_up.config import Settings
-from kubemark_up.context import Context
 from kubemark_up.errors import KubemarkUpError
 from kubemark_up.providers import Provider, load
+from kubemark_up.providers.base import ClusterContext
 from kubemark_up.state import ClusterDir, ClusterInfo, ClusterState
 from kubemark_up.steps import Step
 from kubemark_up.ui import UI
@@ -31,7 +31,7 @@ from kubemark_up.ui import UI
 # start ------------------------------------------------------------------------
 
 
-def start(settings: Settings, home: Path, ui: UI) -> Context:
+def start(settings: Settings, home: Path, ui: UI) -> ClusterContext:
     """Bring up the cluster and wait until its hollow nodes are Ready. On any failure
     or interruption, stop what was started, then re-raise."""
     provider = load(settings)
@@ -43,10 +43,10 @@ def start(settings: Settings, home: Path, ui: UI) -> Context:
         provider.close()
 
 
-def _start(settings: Settings, cdir: ClusterDir, provider: Provider, ui: UI) -> Context:
+def _start(settings: Settings, cdir: ClusterDir, provider: Provider, ui: UI) -> ClusterContext:
     _refuse_existing(cdir)
     info = ClusterInfo(name=settings.name, provider=provider.name, settings=settings.model_dump(mode="json"))
-    ctx = Context(dir=cdir, info=info, state=ClusterState(), settings=settings, ui=ui, provider=provider)
+    ctx = ClusterContext(dir=cdir, info=info, state=ClusterState(), settings=settings, ui=ui, provider=provider)
     nodes = f"{settings.nodes} hollow nodes" if settings.nodes else "no hollow nodes: a master-only cluster"
     ui.info(
         f"Starting kubemark cluster {settings.name} (provider {provider.name}, {nodes}, "
@@ -106,7 +106,7 @@ def _refuse_existing(cdir: ClusterDir) -> None:
     )
 
 
-def _run_step(ctx: Context, step: Step) -> None:
+def _run_step(ctx: ClusterContext, step: Step) -> None:
     ctx.state.steps[step.key] = "started"
     ctx.save()
     began = time.monotonic()
@@ -152,7 +152,7 @@ def _stop(cdir: ClusterDir, ui: UI, *, purge: bool, provider_name: str | None, f
         return _sweep(cdir, info, ui, purge=purge, problem=problem)
     settings = recorded_settings(info)
     provider = load(settings)
-    ctx = Context(dir=cdir, info=info, state=state, settings=settings, ui=ui, provider=provider,
+    ctx = ClusterContext(dir=cdir, info=info, state=state, settings=settings, ui=ui, provider=provider,
                   fetch_logs=fetch_logs)
     ctx.state.phase = "stopping"
     ctx.save()
@@ -188,7 +188,7 @@ def _sweep(cdir: ClusterDir, info: ClusterInfo | None, ui: UI, *, purge: bool, p
     ui.warn(f"cannot use the state of cluster '{cdir.name}' ({problem}); stopping its processes by their marker {where}")
     settings = recorded_settings(info)
     provider = load(settings)
-    ctx = Context(dir=cdir, info=info, state=ClusterState(), settings=settings, ui=ui, provider=provider)
+    ctx = ClusterContext(dir=cdir, info=info, state=ClusterState(), settings=settings, ui=ui, provider=provider)
     try:
         errors = provider.sweep(ctx)
     finally:
@@ -200,7 +200,7 @@ def _sweep(cdir: ClusterDir, info: ClusterInfo | None, ui: UI, *, purge: bool, p
     return ["stopped the processes found by their marker"]
 
 
-def _teardown(ctx: Context, steps: list[Step], *, purge: bool) -> list[str]:
+def _teardown(ctx: ClusterContext, steps: list[Step], *, purge: bool) -> list[str]:
     """Run the undo of every recorded step, newest first; an undo that succeeds takes
     its step out of state, so a repeated stop only retries what failed."""
     errors: list[str] = []
@@ -239,11 +239,11 @@ def _teardown(ctx: Context, steps: list[Step], *, purge: bool) -> list[str]:
 
 
 
-def context(name: str, home: Path) -> Context:
+def context(name: str, home: Path) -> ClusterContext:
     """A started cluster's context, for commands that work against it (run, env,
     status); the caller closes ctx.provider."""
     cdir = ClusterDir(home, name)
     info = cdir.load_info()
     state = cdir.load()
     settings = recorded_settings(info)
-    return Context(dir=cdir, info=info, state=state, settings=settings, ui=UI(), provider=load(settings))
+    return ClusterContext(dir=cdir, info=info, state=state, settings=settings, ui=UI(), provider=load(settings))

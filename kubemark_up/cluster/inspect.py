@@ -13,8 +13,8 @@ from typing import Any
 from kubemark_up import master, readiness
 from kubemark_up.cluster.engine import context
 from kubemark_up.cluster.supervision import components
-from kubemark_up.context import Context
 from kubemark_up.errors import NotFoundError
+from kubemark_up.providers.base import ClusterContext
 from kubemark_up.state import ClusterDir
 from kubemark_up.ui import UI
 
@@ -84,7 +84,7 @@ def status(name: str, home: Path) -> Status:
         ctx.provider.close()
 
 
-def _status(ctx: Context) -> Status:
+def _status(ctx: ClusterContext) -> Status:
     state = ctx.state
     site = ctx.provider.master(ctx)
     rendered = components(ctx, site) if state.ports.keys() >= set(master.port_names(site.paths)) else {}

@@ -8,9 +8,9 @@ import time
 from collections.abc import Callable
 
 from kubemark_up import master
-from kubemark_up.context import Context
 from kubemark_up.errors import ComponentError, KubemarkUpError
 from kubemark_up.providers import MasterSite
+from kubemark_up.providers.base import ClusterContext
 from kubemark_up.state import ProcessRecord
 
 LOG_TAIL_LINES = 15
@@ -19,7 +19,7 @@ LOG_TAIL_LINES = 15
 CRASH_LOOP_RESTARTS = 3
 
 
-def components(ctx: Context, site: MasterSite | None = None) -> dict[str, master.Component]:
+def components(ctx: ClusterContext, site: MasterSite | None = None) -> dict[str, master.Component]:
     site = site or ctx.provider.master(ctx)
     rendered = master.render(
         ctx.settings, paths=site.paths, ports=ctx.state.ports,
@@ -38,7 +38,7 @@ def _first_ip(addresses: list[str]) -> str:
     raise KubemarkUpError(f"the master has no IP address among {addresses}")
 
 
-def start_component(ctx: Context, name: str) -> None:
+def start_component(ctx: ClusterContext, name: str) -> None:
     """Record, then start, one master component through the start script, supervised."""
     site = ctx.provider.master(ctx)
     record = ProcessRecord(
@@ -52,7 +52,7 @@ def start_component(ctx: Context, name: str) -> None:
     ctx.save()
 
 
-def _trouble(ctx: Context, site: MasterSite, name: str, *, restarts_allowed: int) -> str | None:
+def _trouble(ctx: ClusterContext, site: MasterSite, name: str, *, restarts_allowed: int) -> str | None:
     """Why a master component is not running as it should, or None if it is."""
     record = ctx.state.processes.get(name)
     handle = ctx.handle(record) if record else None
@@ -66,7 +66,7 @@ def _trouble(ctx: Context, site: MasterSite, name: str, *, restarts_allowed: int
     return f"is crash-looping (restarted {supervision.restarts} times, last exit code {supervision.last_exit_code})"
 
 
-def _ready_url(ctx: Context, site: MasterSite, component: master.Component) -> tuple[str, bool]:
+def _ready_url(ctx: ClusterContext, site: MasterSite, component: master.Component) -> tuple[str, bool]:
     """Where to probe a component's readiness, and whether from here. The apiserver is
     asked through the address the nodes and users will use; the others on their host."""
     if component.name == "kube-apiserver":
@@ -74,7 +74,7 @@ def _ready_url(ctx: Context, site: MasterSite, component: master.Component) -> t
     return component.startup_probe.url, False
 
 
-def wait_healthy(ctx: Context, name: str, timeout: float, *, restarts_allowed: int = 0) -> None:
+def wait_healthy(ctx: ClusterContext, name: str, timeout: float, *, restarts_allowed: int = 0) -> None:
     """Wait for a component's startup probe. At its start-up any exit fails at once
     (a bad flag shows in a second, not after a crash loop); later, restarts_allowed."""
     site = ctx.provider.master(ctx)
@@ -98,12 +98,12 @@ def wait_healthy(ctx: Context, name: str, timeout: float, *, restarts_allowed: i
     )
 
 
-def start_and_wait(ctx: Context, name: str) -> None:
+def start_and_wait(ctx: ClusterContext, name: str) -> None:
     start_component(ctx, name)
     wait_healthy(ctx, name, ctx.settings.master_ready_timeout)
 
 
-def check_master(ctx: Context, site: MasterSite, warned: set[str]) -> None:
+def check_master(ctx: ClusterContext, site: MasterSite, warned: set[str]) -> None:
     """Fail on a master component that is gone or crash-looping; one that restarted
     and came back is its supervisor's repair, said once and forgiven."""
     for name in master.order(site.paths):
@@ -118,10 +118,10 @@ def check_master(ctx: Context, site: MasterSite, warned: set[str]) -> None:
             ctx.ui.warn(f"{name} exited with code {supervision.last_exit_code} and its supervisor restarted it")
 
 
-def stop_components(*names: str, sweep: bool = False) -> Callable[[Context], list[str]]:
+def stop_components(*names: str, sweep: bool = False) -> Callable[[ClusterContext], list[str]]:
     """The undo of a step that started these master components."""
 
-    def undo(ctx: Context) -> list[str]:
+    def undo(ctx: ClusterContext) -> list[str]:
         site = ctx.provider.master(ctx)
         handles = {}
         for name in names:

@@ -95,3 +95,8 @@ class Provider(ABC):
     def close(self) -> None:
         """Let go of connections at the end of a command."""
         return None
+
+
+# What the layers above the providers (cluster/, run/) work with: a Context whose
+# provider they may call.
+ClusterContext = Context[Provider]

@@ -16,8 +16,8 @@ from pathlib import Path
 
 from pydantic import BaseModel, ValidationError
 
-from kubemark_up.context import Context
 from kubemark_up.errors import RunError
+from kubemark_up.providers.base import ClusterContext
 from kubemark_up.run.model import RUN_LABEL, Kube
 from kubemark_up.ui import UI
 
@@ -33,7 +33,7 @@ class RunRecord(BaseModel):
     cluster_objects: list[str] = []  # paths of cluster-scoped objects (CRDs), deleted after the namespaces
 
 
-def records_dir(ctx: Context) -> Path:
+def records_dir(ctx: ClusterContext) -> Path:
     return ctx.dir.root / "runs"
 
 
@@ -46,7 +46,7 @@ def save(path: Path, record: RunRecord) -> None:
     os.replace(tmp, path)
 
 
-def leftovers(ctx: Context, kube: Kube, ui: UI) -> None:
+def leftovers(ctx: ClusterContext, kube: Kube, ui: UI) -> None:
     """Clean what an earlier run on this cluster left (killed before it could)."""
     folder = records_dir(ctx)
     for path in sorted(folder.glob("*.json")) if folder.is_dir() else []:

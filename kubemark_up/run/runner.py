@@ -23,8 +23,8 @@ from typing import Any
 from pydantic import ValidationError
 
 from kubemark_up import __version__, cluster, master, readiness
-from kubemark_up.context import Context
 from kubemark_up.errors import ConfigError, KubemarkUpError, RunError
+from kubemark_up.providers.base import ClusterContext
 from kubemark_up.run import measurements, records, workloads
 from kubemark_up.run.measurements import MeasureContext, Measurement
 from kubemark_up.run.model import RUN_LABEL, Kube, Result, Sampler
@@ -95,7 +95,7 @@ def run(request: RunRequest, ui: UI) -> RunOutcome:
         ctx.provider.close()
 
 
-def _run(ctx: Context, request: RunRequest, workload: workloads.Workload, chosen: list[str], ui: UI) -> RunOutcome:
+def _run(ctx: ClusterContext, request: RunRequest, workload: workloads.Workload, chosen: list[str], ui: UI) -> RunOutcome:
     kube = Kube(ctx.dir.kubeconfig)
     records.leftovers(ctx, kube, ui)
     ready, problem = readiness.count_ready(ctx.dir.kubeconfig, ctx.state.nodes)
@@ -232,7 +232,7 @@ def _write_partial(out: Path, ended: str, meta_of: Callable[[], dict[str, Any]],
     ui.warn(f"run {ended}: partial results ({len(written)} file(s)) in {out.absolute()}")
 
 
-def _sampler(ctx: Context) -> Sampler | None:
+def _sampler(ctx: ClusterContext) -> Sampler | None:
     """CPU and memory of the master's components, read on the host that runs them."""
     site = ctx.provider.master(ctx)
     host = site.host
@@ -255,7 +255,7 @@ def _sampler(ctx: Context) -> Sampler | None:
     return Sampler(sample=host.usage, components=components, where=host.name)
 
 
-def _component_metrics(ctx: Context) -> Callable[[str], str]:
+def _component_metrics(ctx: ClusterContext) -> Callable[[str], str]:
     """A master component's /metrics, read on the host that runs it (they listen on its
     loopback; the manifests let anyone there read /metrics, as clusterloader2 does)."""
     host = ctx.provider.master(ctx).host
@@ -276,7 +276,7 @@ def _component_metrics(ctx: Context) -> Callable[[str], str]:
     return read
 
 
-def _meta(ctx: Context, kube: Kube, request: RunRequest, workload: workloads.Workload, plan: workloads.Plan,
+def _meta(ctx: ClusterContext, kube: Kube, request: RunRequest, workload: workloads.Workload, plan: workloads.Plan,
           run_ctx: RunContext, mctx: MeasureContext, ready: int) -> dict[str, Any]:
     """What a result stands on: the cluster's shape, versions and settings, the run's options and rates."""
     try:

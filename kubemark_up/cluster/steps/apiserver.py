@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 from kubemark_up.cluster.supervision import start_and_wait, stop_components
-from kubemark_up.context import Context
+from kubemark_up.providers.base import ClusterContext
 from kubemark_up.steps import Step
 
 
-def run(ctx: Context) -> None:
+def run(ctx: ClusterContext) -> None:
     start_and_wait(ctx, "kube-apiserver")
 
 

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 from kubemark_up import binaries
-from kubemark_up.context import Context
+from kubemark_up.providers.base import ClusterContext
 from kubemark_up.steps import Step
 
 
-def run(ctx: Context) -> None:
+def run(ctx: ClusterContext) -> None:
     if binaries.cached(ctx.settings, ctx.dir.home):
         with ctx.ui.step("find Kubernetes binaries"):
             found = binaries.resolve(ctx.settings, ctx.dir.home, ctx.ui)

@@ -4,11 +4,11 @@ health is checked by the "nodes" step, after the nodes."""
 from __future__ import annotations
 
 from kubemark_up.cluster.supervision import start_component, stop_components
-from kubemark_up.context import Context
+from kubemark_up.providers.base import ClusterContext
 from kubemark_up.steps import Step
 
 
-def run(ctx: Context) -> None:
+def run(ctx: ClusterContext) -> None:
     # Started only once the apiserver is ready: the controller-manager exits at once if
     # RBAC bootstrap has not finished. Their health is checked alongside the nodes'.
     for name in ("kube-controller-manager", "kube-scheduler"):

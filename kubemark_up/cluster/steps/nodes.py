@@ -8,9 +8,9 @@ import time
 from kubemark_up import readiness
 from kubemark_up.cluster.supervision import CRASH_LOOP_RESTARTS, LOG_TAIL_LINES, check_master, wait_healthy
 from kubemark_up.config import Settings
-from kubemark_up.context import Context
 from kubemark_up.errors import ComponentError, KubemarkUpError
 from kubemark_up.nodes import NodeEngine
+from kubemark_up.providers.base import ClusterContext
 from kubemark_up.steps import Step
 
 
@@ -18,7 +18,7 @@ def node_names(settings: Settings) -> list[str]:
     return [f"hollow-node-{i}" for i in range(settings.nodes)]
 
 
-def run(ctx: Context) -> None:
+def run(ctx: ClusterContext) -> None:
     """Start the hollow nodes in waves, each Ready before the next starts, with one
     progress bar; fail fast when the master or too many nodes die meanwhile."""
     site = ctx.provider.master(ctx)
@@ -60,18 +60,18 @@ def run(ctx: Context) -> None:
         wait_healthy(ctx, name, remaining, restarts_allowed=CRASH_LOOP_RESTARTS - 1)
 
 
-def _diagnose(engine: NodeEngine, ctx: Context) -> str:
+def _diagnose(engine: NodeEngine, ctx: ClusterContext) -> str:
     try:
         return engine.diagnose(ctx)
     except KubemarkUpError as exc:
         return f"(could not tell why: {exc.message})"
 
 
-def undo(ctx: Context) -> list[str]:
+def undo(ctx: ClusterContext) -> list[str]:
     return ctx.provider.node_engine(ctx).stop(ctx)
 
 
-def plan(ctx: Context) -> list[str]:
+def plan(ctx: ClusterContext) -> list[str]:
     return ctx.provider.node_engine(ctx).plan(ctx) if ctx.settings.nodes > 0 else []
 
 

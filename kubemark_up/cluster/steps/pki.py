@@ -7,11 +7,11 @@ from pathlib import Path
 
 from kubemark_up import kubeconfig, pki
 from kubemark_up.cluster.steps.nodes import node_names
-from kubemark_up.context import Context
+from kubemark_up.providers.base import ClusterContext
 from kubemark_up.steps import Step
 
 
-def run(ctx: Context) -> None:
+def run(ctx: ClusterContext) -> None:
     site = ctx.provider.master(ctx)
     authority = pki.PKI(ctx.dir.pki, ctx.settings.key_algorithm)
     pki.ensure_master_pki(

@@ -7,13 +7,13 @@ import ipaddress
 from dataclasses import asdict
 
 from kubemark_up import master
-from kubemark_up.context import Context
 from kubemark_up.errors import ConfigError
+from kubemark_up.providers.base import ClusterContext
 from kubemark_up.state import MasterRecord
 from kubemark_up.steps import Step
 
 
-def run(ctx: Context) -> None:
+def run(ctx: ClusterContext) -> None:
     site = ctx.provider.master(ctx)
     wanted = [name for name in master.port_names(site.paths) if name not in ctx.state.ports]
     fixed = ctx.provider.fixed_ports(ctx)

@@ -10,7 +10,7 @@ import yaml
 
 from kubemark_up import master, staging, supervise
 from kubemark_up.cluster.supervision import components
-from kubemark_up.context import Context
+from kubemark_up.providers.base import ClusterContext
 from kubemark_up.steps import Step
 
 
@@ -20,7 +20,7 @@ def _master_identity(relative: Path) -> bool:
     return parts[0] != "nodes" and parts[:2] != ("kubeconfigs", "nodes") and parts != ("kubeconfigs", "kube-proxy.kubeconfig")
 
 
-def run(ctx: Context) -> None:
+def run(ctx: ClusterContext) -> None:
     site = ctx.provider.master(ctx)
     host, paths = site.host, site.paths
     rendered = components(ctx, site)

@@ -23,7 +23,7 @@ from kubemark_up.run.model import RUN_LABEL, Kube, Result, Sampler, all_running
 from kubemark_up.run.workloads.informer import WriteLog
 
 if TYPE_CHECKING:
-    from kubemark_up.context import Context
+    from kubemark_up.providers.base import ClusterContext
 
 PAUSE_IMAGE = "registry.k8s.io/pause:3.10"
 
@@ -104,7 +104,7 @@ class RunContext:
     def __init__(self, *, kube: Kube, run_id: str, nodes: int, deadline: float,
                  make_namespace: Callable[[int], str],
                  make_cluster_object: Callable[[str, dict], dict] | None = None,
-                 sampler: Sampler | None = None, cluster: Context | None = None) -> None:
+                 sampler: Sampler | None = None, cluster: ClusterContext | None = None) -> None:
         self.kube = kube
         self.run_id = run_id
         self.nodes = nodes
