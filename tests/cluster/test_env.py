@@ -5,10 +5,7 @@ a root cluster."""
 from __future__ import annotations
 
 import subprocess
-from pathlib import Path
 
-from kubemark_up.providers.registry import resolve_settings
-from kubemark_up.state import ClusterDir, ClusterInfo, ClusterState, MasterRecord
 from tests.support.cli import CLUSTER_NODES
 
 
@@ -23,24 +20,3 @@ def test_env_exports_reach_the_cluster_from_a_shell(local_cluster):
     first, count = shell.stdout.split("\n")[:2]
     assert first == f"{CLUSTER_NODES} kubemark" and int(count) == CLUSTER_NODES
     assert "KUBE_SSH_USER" not in result.stdout and "ROOT_KUBECONFIG" not in result.stdout
-
-
-
-
-
-
-def _cluster(tmp_path: Path, provider: str, environ: dict[str, str], ports: dict[str, int],
-             addresses: list[str]) -> tuple:
-    settings = resolve_settings(flags={"provider": provider, "nodes": 2}, environ=environ)
-    cdir = ClusterDir(tmp_path, "c")
-    info = ClusterInfo(name="c", provider=provider, settings=settings.model_dump(mode="json"))
-    state = ClusterState(endpoint=f"https://{addresses[0]}:443", nodes=["hollow-node-0", "hollow-node-1"], ports=ports,
-                         master=MasterRecord(host="h", addresses=addresses, bind_address="0.0.0.0", paths={}))
-    return cdir, info, state, settings
-
-
-STANDARD = {"apiserver": 443, "etcd_metrics": 2382, "controller_manager": 10257, "scheduler": 10259}
-
-
-
-

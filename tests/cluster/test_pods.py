@@ -286,8 +286,6 @@ def test_pods_with_the_master_over_ssh(root_cluster, hollow_image, sshd, tmp_pat
     assert root_cluster.kubectl("get", "namespace", "kubemark").returncode != 0
 
 
-
-
 def _subject(pem: bytes, kind: str) -> str:
     """The subject of a PEM CSR (kind req) or certificate (x509), as openssl prints it."""
     shown = subprocess.run(["openssl", kind, "-noout", "-subject", "-nameopt", "RFC2253"], input=pem,

@@ -18,6 +18,7 @@ from kubemark_up.errors import ConfigError
 from kubemark_up.hosts import LocalHost
 from kubemark_up.master import MasterPaths
 from kubemark_up.nodes import NodeSite
+from kubemark_up.nodes.fleet import pods as fleet_pods
 from kubemark_up.nodes.registry import engine_for
 from kubemark_up.nodes.rootcluster import objects
 from kubemark_up.nodes.rootcluster.settings import PodsSettings
@@ -163,3 +164,13 @@ def test_plans_list_what_start_would_make_and_make_nothing(tmp_path):
     host = LocalHost().name
     assert engine_for("host", "kubemark").build(ctx, site).plan(ctx) == [f"7 hollow nodes as kubemark processes on {host}"]
     assert engine_for("host", "fleet").build(ctx, site).plan(ctx) == [f"7 hollow nodes in fleet processes on {host}"]
+
+
+def test_fleet_pods_shares_and_requests():
+    """Pod o carries hollow-node-(o*K) .. hollow-node-(o*K+K-1), the last pod fewer;
+    requests from a fleet node's measured cost."""
+    assert fleet_pods.fleet_pods(5, 3) == 2 and fleet_pods.fleet_pods(6, 3) == 2 and fleet_pods.fleet_pods(1, 500) == 1
+    assert fleet_pods.fleet_nodes_of("hollow-fleet-0", 3, 5) == ["hollow-node-0", "hollow-node-1", "hollow-node-2"]
+    assert fleet_pods.fleet_nodes_of("hollow-fleet-1", 3, 5) == ["hollow-node-3", "hollow-node-4"]
+    assert [fleet_pods.fleet_pod_of(i, 3) for i in (0, 2, 3, 4)] == ["hollow-fleet-0"] * 2 + ["hollow-fleet-1"] * 2
+    assert fleet_pods.fleet_requests(500) == {"fleet_millicpu": 55, "fleet_mem_ki": 32 * 1024 + 500 * 717}
