@@ -1,18 +1,16 @@
 package main
 
-// A hollow node's pods: what the kubelet's pod workers, status manager, token manager
-// and per-object ConfigMap and Secret watches send for each pod bound to it.
+// A hollow node's pods: what the kubelet's pod workers and status manager send for
+// each pod bound to it (its token, references and IP are podtoken.go's, podrefs.go's
+// and podips.go's).
 
 import (
 	"context"
-	"encoding/binary"
 	"fmt"
-	"math/rand/v2"
 	"net"
 	"sync"
 	"time"
 
-	authenticationv1 "k8s.io/api/authentication/v1"
 	v1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -22,17 +20,6 @@ import (
 	statusutil "k8s.io/kubernetes/pkg/util/pod"
 	"k8s.io/utils/ptr"
 )
-
-const (
-	tokenSeconds = 3607 // the projected token's requested TTL (WarnOnlyBoundTokenExpirationSeconds)
-)
-
-type objectRef struct{ resource, namespace, name string }
-
-type objectWatch struct {
-	count  int
-	cancel context.CancelFunc
-}
 
 type podState struct {
 	mu       sync.Mutex
@@ -309,167 +296,4 @@ func containerID(pod *v1.Pod, name string) string {
 func containerRef(pod *v1.Pod, name string) *v1.ObjectReference {
 	return &v1.ObjectReference{Kind: "Pod", Namespace: pod.Namespace, Name: pod.Name, UID: pod.UID, APIVersion: "v1",
 		ResourceVersion: pod.ResourceVersion, FieldPath: fmt.Sprintf("spec.containers{%s}", name)}
-}
-
-func wantsToken(pod *v1.Pod) bool {
-	for _, vol := range pod.Spec.Volumes {
-		if vol.Projected == nil {
-			continue
-		}
-		for _, src := range vol.Projected.Sources {
-			if src.ServiceAccountToken != nil {
-				return true
-			}
-		}
-	}
-	return false
-}
-
-// requestToken posts the TokenRequest of the projected token and schedules its refresh
-// (at 80 % of its life, less up to 10 s), as the kubelet's token manager does.
-func (t *podTable) requestToken(ctx context.Context, pod *v1.Pod, state *podState) {
-	n := t.node
-	account := pod.Spec.ServiceAccountName
-	if account == "" {
-		account = "default"
-	}
-	_, err := n.kube.CoreV1().ServiceAccounts(pod.Namespace).CreateToken(ctx, account, &authenticationv1.TokenRequest{
-		Spec: authenticationv1.TokenRequestSpec{
-			ExpirationSeconds: ptr.To[int64](tokenSeconds),
-			BoundObjectRef:    &authenticationv1.BoundObjectReference{APIVersion: "v1", Kind: "Pod", Name: pod.Name, UID: pod.UID},
-		},
-	}, metav1.CreateOptions{})
-	if err != nil {
-		klog.V(2).InfoS("token request failed", "pod", key(pod), "err", err)
-	}
-	refresh := time.Duration(0.8*tokenSeconds*float64(time.Second)) - time.Duration(rand.Float64()*10*float64(time.Second))
-	state.token = time.AfterFunc(refresh, func() {
-		state.mu.Lock()
-		defer state.mu.Unlock()
-		if !state.deleting && ctx.Err() == nil {
-			t.requestToken(ctx, pod, state)
-		}
-	})
-}
-
-// allocateIP hands out the next free address of the node's podCIDR (the network
-// address and the first host, the bridge's, excluded).
-func (t *podTable) allocateIP() net.IP {
-	cidr := t.node.podCIDR()
-	if cidr == nil || cidr.IP.To4() == nil {
-		return nil
-	}
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	if t.ips == nil {
-		t.ips = map[string]bool{}
-	}
-	ip := freeIP(cidr, t.ips)
-	if ip != nil {
-		t.ips[ip.String()] = true
-	}
-	return ip
-}
-
-// freeIP is the lowest address of an IPv4 cidr not in used, from its third (the
-// network address and the bridge's excluded) to the one before broadcast; nil when
-// none is left.
-func freeIP(cidr *net.IPNet, used map[string]bool) net.IP {
-	base := binary.BigEndian.Uint32(cidr.IP.To4())
-	ones, bits := cidr.Mask.Size()
-	size := uint32(1) << (bits - ones)
-	for i := uint32(2); i+1 < size; i++ {
-		ip := make(net.IP, 4)
-		binary.BigEndian.PutUint32(ip, base+i)
-		if !used[ip.String()] {
-			return ip
-		}
-	}
-	return nil
-}
-
-// watchLocked starts (or counts) the kubelet's per-object watch of one ConfigMap or
-// Secret: a reflector with metadata.name=<name> in its namespace.
-func (t *podTable) watchLocked(ctx context.Context, ref objectRef) {
-	if w := t.watches[ref]; w != nil {
-		w.count++
-		return
-	}
-	wctx, cancel := context.WithCancel(ctx)
-	t.watches[ref] = &objectWatch{count: 1, cancel: cancel}
-	counter := t.node.watchCounter("kubelet " + ref.resource)
-	go (&stream{client: t.node.kube.CoreV1().RESTClient(), resource: ref.resource, namespace: ref.namespace,
-		fieldSelector: nameSelector(ref.name), events: counter}).follow(wctx)
-}
-
-func (t *podTable) unwatchLocked(ref objectRef) {
-	w := t.watches[ref]
-	if w == nil {
-		return
-	}
-	if w.count--; w.count <= 0 {
-		w.cancel()
-		delete(t.watches, ref)
-	}
-}
-
-// references: the ConfigMaps and Secrets a pod's volumes, env and pull secrets name
-// (kube-root-ca.crt through the projected token volume among them).
-func references(pod *v1.Pod) []objectRef {
-	seen := map[objectRef]bool{}
-	var out []objectRef
-	add := func(resource, name string) {
-		if name == "" {
-			return
-		}
-		ref := objectRef{resource, pod.Namespace, name}
-		if !seen[ref] {
-			seen[ref] = true
-			out = append(out, ref)
-		}
-	}
-	for _, vol := range pod.Spec.Volumes {
-		if vol.ConfigMap != nil {
-			add("configmaps", vol.ConfigMap.Name)
-		}
-		if vol.Secret != nil {
-			add("secrets", vol.Secret.SecretName)
-		}
-		if vol.Projected != nil {
-			for _, src := range vol.Projected.Sources {
-				if src.ConfigMap != nil {
-					add("configmaps", src.ConfigMap.Name)
-				}
-				if src.Secret != nil {
-					add("secrets", src.Secret.Name)
-				}
-			}
-		}
-	}
-	containers := append(append([]v1.Container{}, pod.Spec.InitContainers...), pod.Spec.Containers...)
-	for _, c := range containers {
-		for _, env := range c.Env {
-			if env.ValueFrom == nil {
-				continue
-			}
-			if r := env.ValueFrom.ConfigMapKeyRef; r != nil {
-				add("configmaps", r.Name)
-			}
-			if r := env.ValueFrom.SecretKeyRef; r != nil {
-				add("secrets", r.Name)
-			}
-		}
-		for _, from := range c.EnvFrom {
-			if from.ConfigMapRef != nil {
-				add("configmaps", from.ConfigMapRef.Name)
-			}
-			if from.SecretRef != nil {
-				add("secrets", from.SecretRef.Name)
-			}
-		}
-	}
-	for _, s := range pod.Spec.ImagePullSecrets {
-		add("secrets", s.Name)
-	}
-	return out
 }
