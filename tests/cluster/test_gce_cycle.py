@@ -1,5 +1,5 @@
 """The gce provider for real, up to the master: the real CLI and google-cloud-compute
-client against the strict test endpoint (tests/support/gce_endpoint.py), whose VM's external
+client against the strict test endpoint (tests/support/gce_endpoint/), whose VM's external
 IP (127.0.0.1) leads to a real unprivileged sshd (tests/support/sshd.py) that takes the key
 the provider put into the VM's ssh-keys metadata. Each fault is followed by stop,
 which must leave the endpoint empty (what is not ours excepted: never deleted)."""
