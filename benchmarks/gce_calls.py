@@ -1,5 +1,5 @@
 """Benchmark: Compute API calls and wall time of `kubemark-up start` and `stop` with
-the gce provider, against the tests' strict Compute endpoint (tests/support/gce_endpoint.py),
+the gce provider, against the tests' strict Compute endpoint (tests/support/gce_endpoint/),
 whose "VM" is a real sshd on loopback (tests/support/sshd.py), so the master really starts.
 
     python3 benchmarks/gce_calls.py [--repeats 3] [--nodes 0] [--op-seconds 0.05] [--events-disk]

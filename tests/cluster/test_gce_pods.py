@@ -16,8 +16,8 @@ import psutil
 import pytest
 import yaml
 
-from tests.cluster.test_gce_cycle import LABEL, PROJECT, ZONE, _free_port, remote_processes
 from tests.support.cli import CLI, marked_processes
+from tests.support.gce_cloud import LABEL, PROJECT, ZONE, _free_port, remote_processes
 from tests.support.gce_endpoint import ComputeEndpoint
 from tests.support.rootcluster import GATEWAY, POD_SUBNET
 from tests.support.sshd import SSHServer

@@ -1,4 +1,4 @@
-"""The test Compute endpoint (tests/support/gce_endpoint.py) is strict: it refuses what the
+"""The test Compute endpoint (tests/support/gce_endpoint/) is strict: it refuses what the
 compute v1 discovery document does not allow, and accepts what the real
 google-cloud-compute client sends. Fast: no cluster, no binaries."""
 
