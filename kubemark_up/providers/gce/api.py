@@ -20,8 +20,10 @@ from typing import Any
 
 from google.api_core import exceptions as gexc
 from google.api_core import retry as gretry
-from google.cloud import compute_v1
 
+# google.cloud.compute_v1 takes about a second to import, so it is imported where a
+# request or body is built (here, resources.py, sshkeys.py): a command that stops
+# at a settings error does not wait for it.
 from kubemark_up.errors import ConfigError, KubemarkUpError
 
 ENDPOINT_ENV = "KUBEMARK_UP_GCE_ENDPOINT"  # tests only: a local Compute endpoint, no credentials
@@ -94,6 +96,7 @@ class Compute:
         self.calls = 0  # API requests made (retries not counted)
 
     def client(self, kind: str) -> Any:
+        from google.cloud import compute_v1
         if kind not in self._clients:
             if self._credentials is None:
                 self._credentials = _credentials(self.endpoint)
@@ -119,6 +122,7 @@ class Compute:
 
     def wait(self, operation: Any, scope: Scope, what: str) -> None:
         """Wait for an operation to be DONE; its error as one line."""
+        from google.cloud import compute_v1
         deadline = time.monotonic() + self.operation_timeout
         name = operation.name
         while operation.status != compute_v1.Operation.Status.DONE:
@@ -156,6 +160,7 @@ class Compute:
     def labelled(self, kind: str, what: str, filter: str) -> Iterator[tuple[Scope, Any]]:
         """Every resource of kind in the project that filter matches: an aggregated list
         (all zones or regions at once), or the global list for firewalls."""
+        from google.cloud import compute_v1
         if kind == "Firewalls":
             request = compute_v1.ListFirewallsRequest(project=self.project, filter=filter)
             for item in self.call(kind, "list", what, request=request):

@@ -14,8 +14,6 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from google.cloud import compute_v1
-
 from kubemark_up.providers.gce.api import Compute, Scope
 from kubemark_up.providers.gce.settings import (
     DESCRIPTION,
@@ -126,6 +124,7 @@ class ResourceKind:
 
 
 def _firewall(w: Wanted) -> Any:
+    from google.cloud import compute_v1
     s, n = w.settings, names(w.cluster)
     return compute_v1.Firewall(
         name=n["firewall"], network=network(s), direction="INGRESS", source_ranges=list(s.source_ranges),
@@ -134,12 +133,14 @@ def _firewall(w: Wanted) -> Any:
 
 
 def _address(w: Wanted) -> Any:
+    from google.cloud import compute_v1
     return compute_v1.Address(name=names(w.cluster)["address"], address_type="EXTERNAL", labels=w.labels,
                               description=DESCRIPTION.format(name=w.cluster) + ": the master's address")
 
 
 def _disk(key: str) -> Callable[[Wanted], Any]:
     def build(w: Wanted) -> Any:
+        from google.cloud import compute_v1
         s = w.settings
         return compute_v1.Disk(name=names(w.cluster)[key], size_gb=s.disk_size_gb or master_disk_gb(w.nodes),
                                type_=f"zones/{s.zone}/diskTypes/{s.disk_type}", labels=w.labels)
@@ -148,6 +149,7 @@ def _disk(key: str) -> Callable[[Wanted], Any]:
 
 
 def _instance(w: Wanted) -> Any:
+    from google.cloud import compute_v1
     s, n, zone = w.settings, names(w.cluster), w.settings.zone
     disk_link = f"projects/{s.project}/zones/{zone}/disks/"
     attached = [compute_v1.AttachedDisk(

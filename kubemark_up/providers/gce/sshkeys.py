@@ -9,8 +9,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from google.cloud import compute_v1
-
 from kubemark_up import pki
 from kubemark_up.context import Context
 from kubemark_up.errors import KubemarkUpError
@@ -48,6 +46,7 @@ def ensure_in_metadata(ctx: Context, compute: Compute, zone: Scope, name: str, *
     put there, in place of the earlier keys of this cluster (those ending in mark),
     others' kept, with the metadata's fingerprint, so a change made meanwhile is not
     overwritten."""
+    from google.cloud import compute_v1
     found = compute.get("Instances", zone, f"read VM {name}", instance=name)
     items = {item.key: item.value for item in found.metadata.items}
     lines = [line for line in (items.get("ssh-keys") or "").splitlines() if line.strip()]
@@ -70,6 +69,7 @@ def published_host_keys(compute: Compute, zone: Scope, name: str) -> tuple[str, 
     its guest attributes (hostkeys/, as `gcloud compute ssh` reads them), else what
     it printed on its serial console at boot (the BEGIN/END SSH HOST KEY KEYS
     block). ("", []) when it published none."""
+    from google.cloud import compute_v1
     try:
         found = compute.call("Instances", "get_guest_attributes", f"read the guest attributes of VM {name}",
                              request=compute_v1.GetGuestAttributesInstanceRequest(
