@@ -15,11 +15,11 @@ from kubemark_up.ui import UI
 
 def plan(settings: Settings, home: Path, ui: UI) -> list[str]:
     """The lines --dry-run prints: the provider's steps in order, each with its plan
-indented under it."""
+    indented under it."""
     provider = load(settings)
     info = ClusterInfo(name=settings.name, provider=provider.name, settings=settings.model_dump(mode="json"))
     ctx = ClusterContext(dir=ClusterDir(home, settings.name), info=info, state=ClusterState(), settings=settings, ui=ui,
-                  provider=provider)
+                         provider=provider)
     try:
         lines = ["start would, in order:"]
         for step in provider.steps(shared_steps()):

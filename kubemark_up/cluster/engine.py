@@ -153,7 +153,7 @@ def _stop(cdir: ClusterDir, ui: UI, *, purge: bool, provider_name: str | None, f
     settings = recorded_settings(info)
     provider = load(settings)
     ctx = ClusterContext(dir=cdir, info=info, state=state, settings=settings, ui=ui, provider=provider,
-                  fetch_logs=fetch_logs)
+                         fetch_logs=fetch_logs)
     ctx.state.phase = "stopping"
     ctx.save()
     try:
