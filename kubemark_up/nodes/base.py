@@ -98,3 +98,18 @@ class NodeEngine(ABC):
     def diagnose(self, ctx: Context) -> str:
         """Why nodes are not coming up, for a wait that ran out; '' when there is nothing to add."""
         return ""
+
+
+class HostNodeEngine(NodeEngine):
+    """An engine whose hollow nodes are processes on the master's host."""
+
+    def __init__(self, host: Host, paths: MasterPaths, *, upload: bool = True) -> None:
+        self.host = host
+        self.paths = paths  # where the binaries, identities and logs are on host
+        self.upload = upload  # False: paths.bin_dir is the user's, holding the binaries already
+
+    @classmethod
+    def build(cls, ctx: Context, site: NodeSite | None = None) -> Self:
+        if site is None:
+            raise TypeError(f"{cls.__name__} runs hollow nodes on the master's host: build it with its site")
+        return cls(site.host, site.paths, upload=site.upload)

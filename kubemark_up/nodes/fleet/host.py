@@ -14,7 +14,7 @@ import json
 import posixpath
 import re
 from pathlib import Path
-from typing import Any, Self
+from typing import Any
 
 from kubernetes import client as k8s
 from kubernetes import config as k8s_config
@@ -23,9 +23,7 @@ from kubernetes.client.exceptions import ApiException
 from kubemark_up import binaries, pki, staging
 from kubemark_up.context import Context
 from kubemark_up.errors import ComponentError
-from kubemark_up.hosts import Host
-from kubemark_up.master import MasterPaths
-from kubemark_up.nodes.base import NodeEngine, NodeFailure, NodeLocation, NodeSite
+from kubemark_up.nodes.base import HostNodeEngine, NodeFailure, NodeLocation
 from kubemark_up.state import ProcessRecord
 
 ROLE = "fleet"
@@ -38,17 +36,8 @@ def node_address(index: int) -> str:
     return f"127.{1 + n // 65536}.{n // 256 % 256}.{n % 256}"
 
 
-class FleetHostNodes(NodeEngine):
+class FleetHostNodes(HostNodeEngine):
     name = "fleet"
-
-    def __init__(self, host: Host, paths: MasterPaths, *, upload: bool = True) -> None:
-        self.host, self.paths, self.upload = host, paths, upload
-
-    @classmethod
-    def build(cls, ctx: Context, site: NodeSite | None = None) -> Self:
-        if site is None:
-            raise TypeError("fleet processes run on the master's host: build them with its site")
-        return cls(site.host, site.paths, upload=site.upload)
 
     def plan(self, ctx: Context) -> list[str]:
         return [f"{ctx.settings.nodes} hollow nodes in fleet processes on {self.host.name}"]

@@ -14,14 +14,12 @@ from __future__ import annotations
 import posixpath
 import re
 from pathlib import Path
-from typing import Literal, Self
+from typing import Literal
 
 from kubemark_up import staging
 from kubemark_up.context import Context
 from kubemark_up.errors import ConfigError
-from kubemark_up.hosts import Host
-from kubemark_up.master import MasterPaths
-from kubemark_up.nodes.base import NodeEngine, NodeFailure, NodeLocation, NodeSite
+from kubemark_up.nodes.base import HostNodeEngine, NodeFailure, NodeLocation
 from kubemark_up.nodes.kubemark.args import kubelet_command, proxy_command
 from kubemark_up.state import ProcessRecord
 
@@ -65,19 +63,8 @@ def _node_identity(relative: Path) -> bool:
     return parts[0] in ("nodes", "kube-proxy.crt", "kube-proxy.key", "ca.crt")
 
 
-class KubemarkHostNodes(NodeEngine):
+class KubemarkHostNodes(HostNodeEngine):
     name = "processes"
-
-    def __init__(self, host: Host, paths: MasterPaths, *, upload: bool = True) -> None:
-        self.host = host
-        self.paths = paths  # where the binaries, identities and logs are on host
-        self.upload = upload  # False: paths.bin_dir is the user's, holding kubemark already
-
-    @classmethod
-    def build(cls, ctx: Context, site: NodeSite | None = None) -> Self:
-        if site is None:
-            raise TypeError("kubemark processes run on the master's host: build them with its site")
-        return cls(site.host, site.paths, upload=site.upload)
 
     def plan(self, ctx: Context) -> list[str]:
         return [f"{ctx.settings.nodes} hollow nodes as kubemark processes on {self.host.name}"]
