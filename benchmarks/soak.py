@@ -183,7 +183,9 @@ def verdict(fit: Slope | None, bound: float) -> tuple[bool | None, str]:
     if fit is None or fit.low is None or fit.high is None:
         return None, "too few samples to judge"
     if fit.low <= 0 <= fit.high:
-        return True, "no growth beyond noise (the 95 % interval holds 0)"
+        # Said even when the interval is wide; then how much growth it cannot rule out, too.
+        wide = f"; a growth of up to {fit.high:+.3f} MiB/min is not ruled out" if fit.high >= bound else ""
+        return True, f"no growth beyond noise (the 95 % interval holds 0){wide}"
     if fit.high < bound:
         return True, f"no growth beyond noise (the 95 % interval is below {bound:g} MiB/min)"
     if fit.low >= bound:
@@ -639,7 +641,7 @@ def main() -> None:
             parser.error(str(exc))
         soaked = max((s["minutes"] for s in samples if s["phase"] == "soak"), default=0)
         warmup = args.warmup if args.warmup is not None else min(15.0, soaked / 5)
-        print(table(analyse(samples, warmup, args.bound), "nodes"))
+        print(table(analyse(samples, warmup, args.bound), "fleet" if "-fleet-" in args.analyse.name else "hollow nodes"))
         return
     if not 0 < args.hours <= 48:
         parser.error("--hours: more than 0, at most 48")

@@ -30,6 +30,10 @@ def test_a_steady_series_has_an_interval_holding_zero() -> None:
     assert fit is not None and fit.low is not None and fit.high is not None
     assert fit.low <= 0 <= fit.high
     assert soak.verdict(fit, 0.05) == (True, "no growth beyond noise (the 95 % interval holds 0)")
+    # An interval reaching past the bound still holds 0, and says how much growth it leaves open.
+    held, words = soak.verdict(fit, 0.01)
+    assert held is True
+    assert words == f"no growth beyond noise (the 95 % interval holds 0); a growth of up to {fit.high:+.3f} MiB/min is not ruled out"
 
 
 def test_a_leak_is_found_and_its_slope_measured() -> None:
