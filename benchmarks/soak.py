@@ -229,7 +229,8 @@ def apiserver_figures(metrics: str) -> tuple[int | None, dict[str, float]]:
     wanted = ("go_goroutines", "apiserver_request_total")
     kept = [line for line in metrics.splitlines()
             if line.startswith(wanted) or (line.startswith("#") and any(f" {w} " in line for w in wanted))]
-    goroutines, codes = None, {}
+    goroutines: int | None = None
+    codes: dict[str, float] = {}
     for family in text_string_to_metric_families("\n".join(kept) + "\n"):
         for sample in family.samples:
             if sample.name == "go_goroutines":

@@ -52,7 +52,7 @@ def test_a_slope_below_the_bound_is_noise_though_not_zero() -> None:
     minutes = [float(m) for m in range(100)]
     values = [300 + 0.01 * m + (0.001 if m % 2 else -0.001) for m in minutes]
     fit = soak.fit_slope(minutes, values)
-    assert fit is not None and fit.high is not None
+    assert fit is not None and fit.low is not None and fit.high is not None
     assert 0 < fit.low < fit.high < 0.05
     held, words = soak.verdict(fit, 0.05)
     assert held is True and "below 0.05" in words
@@ -154,7 +154,7 @@ def test_fleet_figures_read_what_the_status_files_carry() -> None:
     assert soak.fleet_figures([]) == {"goroutines": None, "events_dropped": None, "codes": None}
 
 
-def _sample(minutes: float, **values: float | None) -> dict:
+def _sample(minutes: float, **values: float | str | None) -> dict:
     row: dict = dict.fromkeys(soak.FIELDS)
     row.update(phase="soak", minutes=minutes, nodes_ready=100, nodes_total=100, master_restarts=0, pods_running=200,
                pods_wanted=200, apiserver_429=0, apiserver_5xx=0, events_dropped=0)
