@@ -73,7 +73,7 @@ SETTLE_SECONDS = 180
 FIELDS = ["phase", "time", "minutes", "nodes_ready", "nodes_total", "master_restarts",
           "nodes_rss_mib", "nodes_pss_mib", "nodes_goroutines",
           "apiserver_rss_mib", "apiserver_pss_mib", "apiserver_goroutines", "etcd_rss_mib", "etcd_pss_mib",
-          "events_dropped", "apiserver_429", "apiserver_5xx", "fleet_429", "fleet_5xx",
+          "events_dropped", "apiserver_429", "apiserver_5xx", "fleet_429", "fleet_5xx", "fleet_no_response",
           "pods_running", "pods_wanted", "churn_errors", "sample_seconds", "note"]
 _TEXT = {"phase", "time", "note"}
 
@@ -246,19 +246,24 @@ def errors_of(codes: dict[str, float]) -> tuple[float, float]:
     return codes.get("429", 0), sum(v for c, v in codes.items() if len(c) == 3 and c.startswith("5"))
 
 
-_CODE = re.compile(r"(?:^|\D)([1-5]\d\d)$")
+_CODE = re.compile(r"(?:^|\D)([1-5]\d\d|error)$")
 
 
 def fleet_figures(statuses: list[dict]) -> dict[str, Any]:
     """Goroutines, Events dropped and responses by code over the fleet's status files,
-    from whichever fields they carry (None: not there). Events dropped: a field of its
-    own if the file has one, else the requests counter the fleet adds a drop to."""
+    from whichever fields they carry (None: not there). Events dropped: `events.dropped`
+    (the fleet's Events counts), else a field of that name, else the requests counter
+    an older fleet added a drop to. Codes: `responses` ("component verb resource code",
+    code "error" for no response at all), else any field named for codes."""
     if not statuses:
         return {"goroutines": None, "events_dropped": None, "codes": None}
     goroutines = [s.get("goroutines") for s in statuses]
     dropped: list[float] = []
     for status in statuses:
-        own = next((status[k] for k in ("events_dropped", "dropped_events") if isinstance(status.get(k), int | float)), None)
+        events = status.get("events")
+        own = events.get("dropped") if isinstance(events, dict) else None
+        if own is None:
+            own = next((status[k] for k in ("events_dropped", "dropped_events") if isinstance(status.get(k), int | float)), None)
         if own is None and isinstance(status.get("requests"), dict):
             own = sum(v for k, v in status["requests"].items() if "dropped" in k)
         if own is not None:
@@ -266,7 +271,7 @@ def fleet_figures(statuses: list[dict]) -> dict[str, Any]:
     codes: dict[str, float] | None = None
     for status in statuses:
         for key, value in status.items():
-            if "code" not in key or not isinstance(value, dict):
+            if (key != "responses" and "code" not in key) or not isinstance(value, dict):
                 continue
             codes = codes or {}
             for label, count in value.items():
@@ -310,6 +315,7 @@ def analyse(samples: list[dict], warmup: float, bound: float) -> dict[str, Any]:
         "events_dropped_total": last.get("events_dropped"),
         "apiserver_429": increase(column("apiserver_429")), "apiserver_5xx": increase(column("apiserver_5xx")),
         "fleet_429": increase(column("fleet_429")), "fleet_5xx": increase(column("fleet_5xx")),
+        "fleet_no_response": increase(column("fleet_no_response")),
         "nodes_ready_min": min(ready) if ready else None,
         "nodes_end": (last.get("nodes_ready"), last.get("nodes_total")),
         "pods_samples_at_wanted": sum(1 for r, w in pods if r == w), "pods_samples": len(pods),
@@ -361,7 +367,8 @@ def table(analysis: dict, nodes_label: str) -> str:
                  f"| {'restarted during the soak' if grew else ''} |")
     lines.append(f"| Events dropped | {_n(a['events_dropped'])} during the soak ({_n(a['events_dropped_total'])} since start) | |")
     lines.append(f"| kube-apiserver 429 / 5xx | {_n(a['apiserver_429'])} / {_n(a['apiserver_5xx'])} during the soak | |")
-    lines.append(f"| fleet responses 429 / 5xx | {_n(a['fleet_429'])} / {_n(a['fleet_5xx'])} | |")
+    lines.append(f"| fleet responses 429 / 5xx / none | {_n(a['fleet_429'])} / {_n(a['fleet_5xx'])} / "
+                 f"{_n(a['fleet_no_response'])} during the soak | |")
     low = a["nodes_ready_min"]
     lines.append(f"| nodes Ready | {_n(a['nodes_end'][0])}/{_n(a['nodes_end'][1])} at the end; lowest "
                  f"{f'{low[0]:,.0f}/{low[1]:,.0f}' if low else 'n/a'} | |")
@@ -496,6 +503,8 @@ def take_sample(home: Path, kube: Any, churner: Churner, began: float, phase: st
     row["nodes_goroutines"], row["events_dropped"] = fleet["goroutines"], fleet["events_dropped"]
     if fleet["codes"] is not None:
         row["fleet_429"], row["fleet_5xx"] = errors_of(fleet["codes"])
+        row["fleet_no_response"] = fleet["codes"].get("error", 0)
+        row["fleet_codes"] = {c: v for c, v in sorted(fleet["codes"].items()) if c >= "400"}
     from kubemark_up.errors import RunError
 
     try:

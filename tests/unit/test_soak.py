@@ -143,14 +143,19 @@ def test_apiserver_figures_read_goroutines_and_codes() -> None:
 
 
 def test_fleet_figures_read_what_the_status_files_carry() -> None:
-    today = [{"nodes": 50, "requests": {"kubelet PUT leases": 100, "kubelet dropped events": 2}},
+    older = [{"nodes": 50, "requests": {"kubelet PUT leases": 100, "kubelet dropped events": 2}},
              {"nodes": 50, "requests": {"kubelet PUT leases": 90}}]
-    assert soak.fleet_figures(today) == {"goroutines": None, "events_dropped": 2, "codes": None}
-    richer = [{"goroutines": 900, "events_dropped": 5, "requests_by_code": {"kubelet PUT leases 200": 7, "kubelet GET pods 429": 1}},
-              {"goroutines": 100, "events_dropped": 0, "codes": {"503": 2, "200": 9}}]
-    figures = soak.fleet_figures(richer)
-    assert figures["goroutines"] == 1000 and figures["events_dropped"] == 5
-    assert figures["codes"] == {"200": 16, "429": 1, "503": 2}
+    assert soak.fleet_figures(older) == {"goroutines": None, "events_dropped": 2, "codes": None}
+    # The fleet's own fields: Events counted by fate, responses by "component verb resource code".
+    current = [{"events": {"recorded": 9, "sent": 7, "dropped": 1},
+                "responses": {"kubelet PUT leases 200": 7, "kubelet GET pods 429": 1, "kube-proxy WATCH services error": 3}},
+               {"events": {"recorded": 2, "sent": 2, "dropped": 4}, "responses": {"kubelet PATCH nodes/status 503": 2}}]
+    figures = soak.fleet_figures(current)
+    assert figures == {"goroutines": None, "events_dropped": 5, "codes": {"200": 7, "429": 1, "error": 3, "503": 2}}
+    assert soak.errors_of(figures["codes"]) == (1, 2)
+    other = [{"goroutines": 900, "events_dropped": 5, "requests_by_code": {"200": 7}},
+             {"goroutines": 100, "events_dropped": 0, "codes": {"503": 2}}]
+    assert soak.fleet_figures(other) == {"goroutines": 1000, "events_dropped": 5, "codes": {"200": 7, "503": 2}}
     assert soak.fleet_figures([]) == {"goroutines": None, "events_dropped": None, "codes": None}
 
 
