@@ -7,8 +7,8 @@ and this checkout's kubemark_up are the ones imported.
 
 Besides: the Kubernetes binaries (bin_dir), the real CLI in a fresh KUBEMARK_UP_HOME
 (binaries from the normal cache or KUBEMARK_UP_BIN_DIR; no other KUBEMARK_UP_ setting
-leaks in from the caller's environment), and one `kubemark-up run` on a cluster
-started for it."""
+leaks in from the caller's environment), one `kubemark-up run` on a cluster started
+for it, and the pids of a local cluster's processes from its state."""
 
 from __future__ import annotations
 
