@@ -438,7 +438,13 @@ class Churner(threading.Thread):
         elif self.churn.kind == "steady":
             names: list[str] = []
             listed = 0.0
-            while not self.halt.wait(1 / self.churn.rate):
+            due = time.monotonic()
+            # Paced by the clock, not by a wait after each call: the calls' own time
+            # would otherwise lower the rate (1,747 instead of 1,800 in 15 min at 2/s).
+            while True:
+                due = max(due + 1 / self.churn.rate, time.monotonic() - 1)
+                if self.halt.wait(max(0.0, due - time.monotonic())):
+                    break
                 if not names or time.monotonic() - listed > 30:
                     # From the watch cache (resourceVersion 0), twice a minute at most: the
                     # churn's own reads stay small beside what it measures.

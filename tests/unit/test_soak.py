@@ -192,3 +192,31 @@ def test_a_restart_or_unready_end_fails_the_soak() -> None:
     assert not soak.held(soak.analyse(restarted, warmup=5, bound=0.05))
     unready = [*steady, _sample(30, nodes_ready=99)]
     assert not soak.held(soak.analyse(unready, warmup=5, bound=0.05))
+
+
+class _Pods:
+    """An apiserver of three pods, one of them being deleted, for the churn's calls."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, str]] = []
+
+    def request(self, method: str, path: str, **kwargs: object) -> dict:
+        self.calls.append((method, path))
+        pods = [{"metadata": {"name": "a"}}, {"metadata": {"name": "b"}},
+                {"metadata": {"name": "c", "deletionTimestamp": "2026-12-07T14:00:00Z"}}]
+        return {"items": pods} if method == "GET" else {"kind": "Pod"}
+
+
+def test_the_steady_churn_deletes_listed_pods_not_those_already_going() -> None:
+    kube = _Pods()
+    churner = soak.Churner(kube, soak.Churn("steady", pods=3, rate=50))
+    churner.start()
+    for _ in range(200):  # bounded: 10 s at most
+        if churner.deleted >= 4:
+            break
+        churner.join(timeout=0.05)
+    churner.halt.set()
+    churner.join(timeout=5)
+    deleted = {path.rsplit("/", 1)[1] for method, path in kube.calls if method == "DELETE"}
+    assert churner.deleted >= 4 and deleted == {"a", "b"} and churner.errors == 0
+    assert all(path == "/api/v1/namespaces/soak/pods" for method, path in kube.calls if method == "GET")
