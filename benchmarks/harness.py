@@ -7,11 +7,12 @@ and this checkout's kubemark_up are the ones imported.
 
 Besides: the Kubernetes binaries (bin_dir), the real CLI in a fresh KUBEMARK_UP_HOME
 (binaries from the normal cache or KUBEMARK_UP_BIN_DIR; no other KUBEMARK_UP_ setting
-leaks in from the caller's environment), and one `kubemark-up run` on a cluster
-started for it."""
+leaks in from the caller's environment), one `kubemark-up run` on a cluster started
+for it, and the pids of a local cluster's processes from its state."""
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -26,7 +27,8 @@ from tests.support.gce_endpoint import ComputeEndpoint
 from tests.support.rootcluster import GATEWAY, RootCluster
 from tests.support.sshd import SSHServer
 
-__all__ = ["CLI", "GATEWAY", "ComputeEndpoint", "RootCluster", "SSHServer", "bin_dir", "cli", "run_on_fresh_cluster"]
+__all__ = ["CLI", "GATEWAY", "ComputeEndpoint", "RootCluster", "SSHServer", "bin_dir", "cli", "process_pids",
+           "run_on_fresh_cluster"]
 
 
 def bin_dir() -> Path:
@@ -65,3 +67,23 @@ def run_on_fresh_cluster(nodes: int, run_args: list[str], settings: dict[str, st
             return run.returncode
         finally:
             cli(home, "stop", "--name", "bench", "--purge", timeout=600)
+
+
+def process_pids(state: dict) -> dict[str, tuple[str, int]]:
+    """name -> (role, pid) of every process a local cluster's state.json records, as
+    start_to_ready finds them: a master component's own pid is its supervisor's child
+    (read from the supervisor's file, so it follows restarts), a node process's is the
+    one recorded. A process not started yet, or a supervisor that says nothing, is left out."""
+    from kubemark_up.hosts import supervision_file
+
+    found = {}
+    for name, record in state.get("processes", {}).items():
+        pid = record.get("pid")
+        if record.get("role") == "master":
+            try:
+                pid = json.loads(Path(supervision_file(record["log"])).read_text()).get("pid")
+            except (OSError, ValueError):
+                pid = None
+        if isinstance(pid, int):
+            found[name] = (record.get("role", ""), pid)
+    return found
