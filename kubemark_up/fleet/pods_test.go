@@ -371,3 +371,52 @@ func (p hookedPods) Patch(ctx context.Context, name string, pt types.PatchType, 
 	}
 	return p.PodInterface.Patch(ctx, name, pt, data, opts, subresources...)
 }
+
+func TestDeletedWhileStartingOrRunning(t *testing.T) {
+	cases := []struct {
+		name    string
+		life    PodLife
+		running bool
+		events  string
+	}{
+		{"while its containers are being created: its start stops, no Killing", PodLife{PodStartSeconds: ptr.To(600.0)},
+			false, "[]"},
+		{"Running: Killing per container", instant(), true, "[Pulled Created Started Killing]"},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			pod := testPod("web-0", v1.RestartPolicyAlways, nil)
+			tn := newPodNode(t, c.life, pod)
+			ctx, cancel := context.WithCancel(context.Background())
+			defer cancel()
+			table := &tn.node.pods
+			table.seen(ctx, pod)
+			if c.running {
+				within(t, 10*time.Second, "Running", func() bool { return tn.pod(t, "web-0").Status.Phase == v1.PodRunning })
+			} else {
+				within(t, 10*time.Second, "Pending written", func() bool {
+					return len(tn.pod(t, "web-0").Status.ContainerStatuses) == 1
+				})
+			}
+			deleting := tn.pod(t, "web-0").DeepCopy()
+			deleting.DeletionTimestamp = ptr.To(metav1.Now())
+			table.seen(ctx, deleting)
+			within(t, 10*time.Second, "the pod's DELETE", func() bool {
+				_, err := tn.client.CoreV1().Pods("team").Get(ctx, "web-0", metav1.GetOptions{})
+				return apierrors.IsNotFound(err)
+			})
+			tn.mu.Lock()
+			events := fmt.Sprint(tn.events)
+			tn.mu.Unlock()
+			if events != c.events {
+				t.Fatalf("events %s, want %s", events, c.events)
+			}
+			table.forget("team/web-0", "uid-web-0")
+			table.mu.Lock()
+			defer table.mu.Unlock()
+			if len(table.pods) != 0 || len(table.ips) != 0 {
+				t.Fatalf("left: pods %v, IPs %v", table.pods, table.ips)
+			}
+		})
+	}
+}
