@@ -112,8 +112,7 @@ func newHollowNode(f *Fleet, conf NodeConf) (*HollowNode, error) {
 			return nil, err
 		}
 	}
-	n.pods = podTable{node: n, pods: map[string]*podState{}, watches: map[objectRef]*objectWatch{},
-		listed: map[string]string{}}
+	n.pods = newPodTable(n, f.config.PodLife)
 	return n, nil
 }
 

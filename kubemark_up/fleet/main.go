@@ -48,6 +48,7 @@ type Config struct {
 	// In a pod (bootstrap.go): the nodes from the pod's ordinal, identities by bootstrap.
 	Shard     *Shard     `json:"shard"`
 	Bootstrap *Bootstrap `json:"bootstrap"`
+	PodLife              // the pods' timing (podlife.go)
 }
 
 type Identity struct {

@@ -1,11 +1,15 @@
 package main
 
 import (
+	"context"
 	"reflect"
 	"testing"
+	"time"
 
 	v1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/watch"
+	"k8s.io/utils/ptr"
 )
 
 func TestReferences(t *testing.T) {
@@ -71,4 +75,130 @@ func TestReferences(t *testing.T) {
 			}
 		})
 	}
+}
+
+func TestReferencesThroughVolumes(t *testing.T) {
+	pod := &v1.Pod{ObjectMeta: metav1.ObjectMeta{Namespace: "team", Name: "web-0"}, Spec: v1.PodSpec{
+		Volumes: []v1.Volume{{Name: "c", VolumeSource: v1.VolumeSource{ConfigMap: &v1.ConfigMapVolumeSource{
+			LocalObjectReference: v1.LocalObjectReference{Name: "config"}}}}},
+		Containers: []v1.Container{{Name: "app", EnvFrom: []v1.EnvFromSource{
+			{ConfigMapRef: &v1.ConfigMapEnvSource{LocalObjectReference: v1.LocalObjectReference{Name: "config"}}},
+			{SecretRef: &v1.SecretEnvSource{LocalObjectReference: v1.LocalObjectReference{Name: "env"}}}}}},
+		ImagePullSecrets: []v1.LocalObjectReference{{Name: "registry"}},
+	}}
+	got := map[string]bool{}
+	for _, ref := range references(pod) {
+		got[ref.resource+"/"+ref.name] = ref.volume
+	}
+	want := map[string]bool{"configmaps/config": true, "secrets/env": false, "secrets/registry": false}
+	if !reflect.DeepEqual(got, want) {
+		t.Fatalf("through a volume: %v, want %v", got, want)
+	}
+}
+
+// watchTable is a pod table whose per-object watches are recorded, not started.
+type watchTable struct {
+	*podTable
+	streams map[objectRef][]*stream
+	ctxs    map[objectRef][]context.Context
+}
+
+func newWatchTable(t *testing.T) *watchTable {
+	tn := newPodNode(t, instant())
+	w := &watchTable{podTable: &tn.node.pods, streams: map[objectRef][]*stream{}, ctxs: map[objectRef][]context.Context{}}
+	w.follow = func(ctx context.Context, s *stream) {
+		ref := objectRef{s.resource, s.namespace, s.fieldSelector[len("metadata.name="):]}
+		w.streams[ref] = append(w.streams[ref], s)
+		w.ctxs[ref] = append(w.ctxs[ref], ctx)
+	}
+	return w
+}
+
+func (w *watchTable) add(refs ...podRef) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	for _, ref := range refs {
+		w.watchLocked(context.Background(), ref)
+	}
+}
+
+// live: how many watches of ref were started, and whether the last one still runs.
+func (w *watchTable) live(ref objectRef) (int, bool) {
+	ctxs := w.ctxs[ref]
+	if len(ctxs) == 0 {
+		return 0, false
+	}
+	return len(ctxs), ctxs[len(ctxs)-1].Err() == nil
+}
+
+func TestPerObjectWatches(t *testing.T) {
+	config := objectRef{"configmaps", "team", "config"}
+	env := objectRef{"secrets", "team", "env"}
+	frozen := objectRef{"configmaps", "team", "frozen"}
+
+	t.Run("one watch per object however many pods; stopped with its last reference", func(t *testing.T) {
+		w := newWatchTable(t)
+		w.add(podRef{config, true}, podRef{config, true})
+		if n, running := w.live(config); n != 1 || !running {
+			t.Fatalf("%d watches, running %v", n, running)
+		}
+		w.mu.Lock()
+		w.unwatchLocked(podRef{config, true})
+		w.mu.Unlock()
+		if _, running := w.live(config); !running {
+			t.Fatal("stopped while a pod still references it")
+		}
+		w.mu.Lock()
+		w.unwatchLocked(podRef{config, true})
+		w.mu.Unlock()
+		if _, running := w.live(config); running || w.watches[config] != nil {
+			t.Fatal("still watched with no reference")
+		}
+	})
+
+	t.Run("idle: only what no volume reads, once synced, after the idle time; restarted when read again", func(t *testing.T) {
+		w := newWatchTable(t)
+		w.add(podRef{config, true}, podRef{env, false})
+		later := time.Now().Add(maxIdleTime + time.Minute)
+		w.recycleIdleAt(later)
+		if _, running := w.live(env); !running {
+			t.Fatal("stopped before its initial state was in")
+		}
+		for _, ref := range []objectRef{config, env} {
+			w.streams[ref][0].synced()
+		}
+		w.recycleIdleAt(time.Now())
+		if _, running := w.live(env); !running {
+			t.Fatal("stopped before the idle time")
+		}
+		w.recycleIdleAt(later)
+		if _, running := w.live(env); running {
+			t.Fatal("an idle watch not stopped")
+		}
+		if _, running := w.live(config); !running {
+			t.Fatal("a volume's watch stopped as idle")
+		}
+		w.add(podRef{env, false}) // another pod reads it
+		if n, running := w.live(env); n != 2 || !running {
+			t.Fatalf("%d watches, running %v: not restarted", n, running)
+		}
+	})
+
+	t.Run("immutable: stopped for good", func(t *testing.T) {
+		w := newWatchTable(t)
+		w.add(podRef{frozen, true}, podRef{config, true})
+		w.streams[config][0].on(watch.Added, &v1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Name: "config"}}, true)
+		w.streams[frozen][0].on(watch.Added, &v1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Name: "frozen"},
+			Immutable: ptr.To(true)}, true)
+		if _, running := w.live(frozen); running {
+			t.Fatal("an immutable object still watched")
+		}
+		if _, running := w.live(config); !running {
+			t.Fatal("a mutable object's watch stopped")
+		}
+		w.add(podRef{frozen, true})
+		if n, _ := w.live(frozen); n != 1 {
+			t.Fatal("an immutable object's watch started again")
+		}
+	})
 }

@@ -1,12 +1,17 @@
 package main
 
 // A hollow node's pods: what the kubelet's pod workers and status manager send for
-// each pod bound to it (its token, references and IP are podtoken.go's, podrefs.go's
-// and podips.go's).
+// each pod bound to it, paced as a kubelet starts one (podlife.go); its token,
+// references and IP are podtoken.go's, podrefs.go's and podips.go's.
+//
+// Locks: a pod's work lock (its lifecycle steps, held across requests) before its mu
+// (its fields, never held across a request) before the table's mu. forget, called
+// from the pod watch, never holds two of them at once.
 
 import (
 	"context"
 	"fmt"
+	"math"
 	"net"
 	"sync"
 	"time"
@@ -15,28 +20,64 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/apimachinery/pkg/watch"
 	"k8s.io/klog/v2"
 	statusutil "k8s.io/kubernetes/pkg/util/pod"
 	"k8s.io/utils/ptr"
 )
 
+// statusRetry paces the status manager's retries of a status it could not write: a
+// GET refused by the Node authorizer (the pod's edge not yet in its graph) or a busy
+// master is tried again within a second, then less and less often, every status
+// sync period at most.
+var statusRetry = wait.Backoff{Duration: 500 * time.Millisecond, Factor: 2, Jitter: 0.2, Steps: math.MaxInt32,
+	Cap: statusUpdateEvery}
+
+// podStep is where a pod's lifecycle is, as its status reports it.
+type podStep int
+
+const (
+	stepPending podStep = iota // containers being created
+	stepRunning                // containers started, seen by the PLEG
+	stepEnded                  // containers exited by themselves (a batch pod's lifetime)
+	stepKilled                 // containers stopped for its deletion
+)
+
 type podState struct {
+	uid  string
+	work sync.Mutex // the pod's lifecycle steps, one at a time
+	// life closes when the pod is being deleted or is forgotten: its waits end.
+	life     chan struct{}
+	lifeOnce sync.Once
+
 	mu       sync.Mutex
-	uid      string
-	ip       net.IP
-	started  metav1.Time
-	running  bool
+	started  metav1.Time // seen by the kubelet (the status's startTime)
+	sandbox  metav1.Time // sandbox created and containers started
+	finished metav1.Time // containers exited
+	step     podStep
+	exitCode int32
 	deleting bool
-	refs     []objectRef
+	gone     bool // forgotten: nothing more is allocated or scheduled for it
+	ip       net.IP
+	refs     []podRef
 	token    *time.Timer
 }
+
+func newPodState(uid string) *podState {
+	return &podState{uid: uid, life: make(chan struct{})}
+}
+
+func (state *podState) endLife() { state.lifeOnce.Do(func() { close(state.life) }) }
 
 // podTable is the kubelet's pod side: its pods' watch (spec.nodeName), and per pod
 // the status manager's GET and PATCH, the TokenRequest, the per-object ConfigMap and
 // Secret watches, the Events; on deletion, the final status and the DELETE.
 type podTable struct {
 	node    *HollowNode
+	life    PodLife
+	record  func(ref *v1.ObjectReference, kind, reason, format string, args ...any) // the node's Events
+	follow  func(ctx context.Context, s *stream)                                    // starts a per-object watch
 	mu      sync.Mutex
 	pods    map[string]*podState // namespace/name
 	watches map[objectRef]*objectWatch
@@ -44,11 +85,18 @@ type podTable struct {
 	listed  map[string]string // namespace/name -> UID: the pods of the initial state being read
 }
 
+func newPodTable(n *HollowNode, life PodLife) podTable {
+	return podTable{node: n, life: life, record: n.event, follow: func(ctx context.Context, s *stream) { go s.follow(ctx) },
+		pods:    map[string]*podState{},
+		watches: map[objectRef]*objectWatch{}, listed: map[string]string{}}
+}
+
 // run follows the node's pods (spec.nodeName) as the kubelet's pod config source does:
 // a pod seen is started (or killed when it carries a deletion timestamp), a pod deleted
 // or missing from a relist's initial state is forgotten.
 func (t *podTable) run(ctx context.Context) {
 	n := t.node
+	every(ctx, time.Minute, t.recycleIdle)
 	(&stream{client: n.kube.CoreV1().RESTClient(), resource: "pods", fieldSelector: "spec.nodeName=" + n.name(),
 		on: func(kind watch.EventType, obj runtime.Object, initial bool) {
 			pod, ok := obj.(*v1.Pod)
@@ -101,7 +149,7 @@ func (t *podTable) seen(ctx context.Context, pod *v1.Pod) {
 	state := t.pods[key(pod)]
 	fresh := state == nil || state.uid != string(pod.UID)
 	if fresh {
-		state = &podState{uid: string(pod.UID)}
+		state = newPodState(string(pod.UID))
 		t.pods[key(pod)] = state
 	}
 	t.mu.Unlock()
@@ -112,6 +160,7 @@ func (t *podTable) seen(ctx context.Context, pod *v1.Pod) {
 		state.deleting = true
 		state.mu.Unlock()
 		if !already {
+			state.endLife()
 			go t.kill(ctx, pod, state)
 		}
 	case fresh && pod.Status.Phase != v1.PodSucceeded && pod.Status.Phase != v1.PodFailed:
@@ -119,6 +168,7 @@ func (t *podTable) seen(ctx context.Context, pod *v1.Pod) {
 	}
 }
 
+// forget: the pod is gone from the API; its IP, watches and token go with it.
 func (t *podTable) forget(k, uid string) {
 	t.mu.Lock()
 	state := t.pods[k]
@@ -127,118 +177,226 @@ func (t *podTable) forget(k, uid string) {
 		return
 	}
 	delete(t.pods, k)
+	t.mu.Unlock()
+
+	state.endLife()
 	state.mu.Lock()
-	if state.ip != nil {
-		delete(t.ips, state.ip.String())
-	}
+	state.gone = true
+	ip, refs := state.ip, state.refs
+	state.ip, state.refs = nil, nil
 	if state.token != nil {
 		state.token.Stop()
 	}
-	refs := state.refs
 	state.mu.Unlock()
+
+	t.release(ip, refs)
+}
+
+// release frees a pod's IP and drops its references' watches.
+func (t *podTable) release(ip net.IP, refs []podRef) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if ip != nil {
+		delete(t.ips, ip.String())
+	}
 	for _, ref := range refs {
 		t.unwatchLocked(ref)
 	}
-	t.mu.Unlock()
 }
 
-// start: the status manager's Pending status, the volumes' watches and token, the
-// container Events, then Running with a pod IP.
+// start is the pod worker's first sync and what follows it: the Pending status, the
+// volumes' watches and token, the sandbox and containers (with their Events), the
+// PLEG's relist, Running with a pod IP; for a batch pod with a lifetime, its end.
 func (t *podTable) start(ctx context.Context, pod *v1.Pod, state *podState) {
-	n := t.node
+	state.work.Lock()
+	defer state.work.Unlock()
+	plan := t.life.drawPlan()
 	state.mu.Lock()
-	defer state.mu.Unlock()
+	if state.gone || state.deleting {
+		state.mu.Unlock()
+		return
+	}
 	state.started = metav1.Now()
-	t.setStatus(ctx, pod, state, false, false)
+	state.mu.Unlock()
+	// The status manager's first write goes out as the worker moves on; a refused one is
+	// superseded by the next (Running).
+	t.writeStatus(ctx, pod, state, false)
+
+	// The volume manager: the references' watches, the projected token.
 	refs := references(pod)
+	state.mu.Lock()
+	if state.gone || state.deleting {
+		state.mu.Unlock()
+		return
+	}
+	state.refs = refs
 	t.mu.Lock()
 	for _, ref := range refs {
 		t.watchLocked(ctx, ref)
 	}
 	t.mu.Unlock()
-	state.refs = refs
+	state.mu.Unlock()
 	if wantsToken(pod) {
 		t.requestToken(ctx, pod, state)
 	}
-	state.ip = t.allocateIP()
-	for _, c := range pod.Spec.Containers {
-		ref := containerRef(pod, c.Name)
-		n.event(ref, v1.EventTypeNormal, "Pulled", "Container image %q already present on machine", c.Image)
-		n.event(ref, v1.EventTypeNormal, "Created", "Created container: %s", c.Name)
-		n.event(ref, v1.EventTypeNormal, "Started", "Started container %s", c.Name)
-	}
-	if state.deleting {
+
+	// The sandbox (its IP) and the containers.
+	if !sleep(state.life, plan.containers) {
 		return
 	}
-	state.running = true
-	// Until it lands: the status manager retries a status it could not write on its
-	// next sync (every 10 s), and so does the fleet (a busy master may refuse or time out).
-	state.retry(ctx, func() bool { return state.deleting || t.setStatus(ctx, pod, state, true, false) })
+	state.mu.Lock()
+	if state.gone || state.deleting {
+		state.mu.Unlock()
+		return
+	}
+	state.sandbox = metav1.Now()
+	ip := t.allocateIP()
+	state.ip = ip
+	state.mu.Unlock()
+	for _, c := range pod.Spec.Containers {
+		ref := containerRef(pod, c.Name)
+		t.record(ref, v1.EventTypeNormal, "Pulled", "Container image %q already present on machine", c.Image)
+		t.record(ref, v1.EventTypeNormal, "Created", "Created container: %s", c.Name)
+		t.record(ref, v1.EventTypeNormal, "Started", "Started container %s", c.Name)
+	}
+
+	// The PLEG's next relist sees them running.
+	if !sleep(state.life, plan.pleg) {
+		return
+	}
+	state.mu.Lock()
+	state.step = stepRunning
+	state.mu.Unlock()
+	if !t.writeStatus(ctx, pod, state, true) {
+		return
+	}
+
+	lifetime, exitCode, ends := t.life.ending(pod)
+	if !ends || !sleep(state.life, lifetime) {
+		return
+	}
+	state.mu.Lock()
+	if state.gone || state.deleting {
+		state.mu.Unlock()
+		return
+	}
+	state.step, state.exitCode, state.finished = stepEnded, exitCode, metav1.Now()
+	// A pod that has ended keeps its IP in its status, but its volumes are torn down:
+	// its references' watches and its token refresh stop.
+	refs, state.refs = state.refs, nil
+	if state.token != nil {
+		state.token.Stop()
+		state.token = nil
+	}
+	state.mu.Unlock()
+	t.release(nil, refs)
+	t.writeStatus(ctx, pod, state, true)
 }
 
-// kill: Killing per container, the final status, then DELETE with grace 0 and the UID
-// precondition (the status manager's last act for a pod being deleted).
+// kill: Killing per running container, the final status, then DELETE with grace 0 and
+// the UID precondition (the status manager's last act for a pod being deleted).
 func (t *podTable) kill(ctx context.Context, pod *v1.Pod, state *podState) {
-	n := t.node
+	state.work.Lock() // start has seen its life end and returned, or is finishing a request
+	defer state.work.Unlock()
 	state.mu.Lock()
-	defer state.mu.Unlock()
-	for _, c := range pod.Spec.Containers {
-		n.event(containerRef(pod, c.Name), v1.EventTypeNormal, "Killing", "Stopping container %s", c.Name)
-	}
+	running := state.step == stepRunning
 	if state.started.IsZero() {
 		state.started = metav1.Now()
 	}
-	t.setStatus(ctx, pod, state, state.running, true)
-	state.retry(ctx, func() bool {
-		err := n.kube.CoreV1().Pods(pod.Namespace).Delete(ctx, pod.Name, metav1.DeleteOptions{
-			GracePeriodSeconds: ptr.To[int64](0), Preconditions: metav1.NewUIDPreconditions(string(pod.UID))})
-		if err != nil && !apierrors.IsNotFound(err) && !apierrors.IsConflict(err) {
-			klog.V(2).InfoS("pod delete failed, retrying", "pod", key(pod), "err", err)
-			return false
+	if state.step != stepEnded {
+		state.step, state.exitCode, state.finished = stepKilled, 0, metav1.Now()
+	}
+	state.mu.Unlock()
+	if running {
+		for _, c := range pod.Spec.Containers {
+			t.record(containerRef(pod, c.Name), v1.EventTypeNormal, "Killing", "Stopping container %s", c.Name)
 		}
-		return true
-	})
+	}
+	t.writeStatus(ctx, pod, state, false)
+	backoff := statusRetry
+	for ctx.Err() == nil {
+		err := t.node.kube.CoreV1().Pods(pod.Namespace).Delete(ctx, pod.Name, metav1.DeleteOptions{
+			GracePeriodSeconds: ptr.To[int64](0), Preconditions: metav1.NewUIDPreconditions(string(pod.UID))})
+		if err == nil || apierrors.IsNotFound(err) || apierrors.IsConflict(err) {
+			return
+		}
+		klog.V(2).InfoS("pod delete failed, retrying", "pod", key(pod), "err", err)
+		if !sleep(ctx.Done(), backoff.Step()) {
+			return
+		}
+	}
 }
 
-// retry runs done, with the pod's lock held, until it says so, every status sync
-// period, the lock released while it waits (so the pod's events still get through).
-func (state *podState) retry(ctx context.Context, done func() bool) {
-	for !done() {
-		state.mu.Unlock()
-		select {
-		case <-ctx.Done():
-			state.mu.Lock()
-			return
-		case <-time.After(statusUpdateEvery):
+// writeStatus writes the pod's status as its state has it; with retry, until it lands
+// (backing off as statusRetry says) or the pod's life or ctx ends. True: written (or
+// the pod is gone, so nothing is left to write).
+func (t *podTable) writeStatus(ctx context.Context, pod *v1.Pod, state *podState, retry bool) bool {
+	backoff := statusRetry
+	for {
+		done, err := t.setStatus(ctx, pod, state)
+		if done {
+			return true
 		}
-		state.mu.Lock()
+		if !retry {
+			return false
+		}
+		klog.V(2).InfoS("pod status not written, retrying", "pod", key(pod), "err", err)
+		if ctx.Err() != nil || !sleep(state.life, backoff.Step()) {
+			return false
+		}
 	}
 }
 
 // setStatus: GET the pod, then the status manager's strategic merge patch with the
 // UID precondition.
-func (t *podTable) setStatus(ctx context.Context, pod *v1.Pod, state *podState, running, terminated bool) bool {
+func (t *podTable) setStatus(ctx context.Context, pod *v1.Pod, state *podState) (bool, error) {
 	n := t.node
-	pods := n.kube.CoreV1().Pods(pod.Namespace)
-	current, err := pods.Get(ctx, pod.Name, metav1.GetOptions{})
+	current, err := n.kube.CoreV1().Pods(pod.Namespace).Get(ctx, pod.Name, metav1.GetOptions{})
 	if apierrors.IsNotFound(err) || err == nil && string(current.UID) != state.uid {
-		return true // gone, or another pod of that name: nothing left to write
+		return true, nil // gone, or another pod of that name: nothing left to write
 	}
 	if err != nil {
-		klog.V(2).InfoS("pod get failed", "pod", key(pod), "err", err)
-		return false
+		return false, err
 	}
-	now := metav1.Now()
-	ready := running && !terminated
-	boolStatus := func(b bool) v1.ConditionStatus {
-		if b {
-			return v1.ConditionTrue
+	state.mu.Lock()
+	status := t.status(current, state, metav1.Now())
+	state.mu.Unlock()
+	if _, _, _, err := statusutil.PatchPodStatus(ctx, n.kube, pod.Namespace, pod.Name, current.UID, current.Status, status); err != nil {
+		return apierrors.IsNotFound(err), err
+	}
+	return true, nil
+}
+
+// status is the status the kubelet's generateAPIPodStatus makes for the pod at its
+// step (state's lock held).
+func (t *podTable) status(current *v1.Pod, state *podState, now metav1.Time) v1.PodStatus {
+	n := t.node
+	sandbox := !state.sandbox.IsZero() && state.step == stepRunning
+	ready := state.step == stepRunning
+	condition := func(kind v1.PodConditionType, ok bool, since metav1.Time, reason string) v1.PodCondition {
+		c := v1.PodCondition{Type: kind, Status: v1.ConditionFalse, LastTransitionTime: since, Reason: reason}
+		if ok {
+			c.Status, c.Reason = v1.ConditionTrue, ""
 		}
-		return v1.ConditionFalse
+		if since.IsZero() {
+			c.LastTransitionTime = state.started
+		}
+		return c
 	}
-	notReady := ""
-	if !ready {
-		notReady = "ContainersNotReady"
+	notReady := "ContainersNotReady"
+	switch state.step {
+	case stepEnded, stepKilled:
+		notReady = "PodCompleted"
+	}
+	readySince := state.started
+	switch {
+	case ready:
+		readySince = now
+		if cond := findCondition(current.Status.Conditions, v1.PodReady); cond != nil && cond.Status == v1.ConditionTrue {
+			readySince = cond.LastTransitionTime
+		}
+	case !state.finished.IsZero():
+		readySince = state.finished
 	}
 	status := v1.PodStatus{
 		Phase:     v1.PodPending,
@@ -247,46 +405,60 @@ func (t *podTable) setStatus(ctx context.Context, pod *v1.Pod, state *podState, 
 		StartTime: &state.started,
 		QOSClass:  current.Status.QOSClass,
 		Conditions: []v1.PodCondition{
-			{Type: v1.PodReadyToStartContainers, Status: boolStatus(running || terminated), LastTransitionTime: now},
-			{Type: v1.PodInitialized, Status: v1.ConditionTrue, LastTransitionTime: state.started},
-			{Type: v1.PodReady, Status: boolStatus(ready), Reason: notReady, LastTransitionTime: now},
-			{Type: v1.ContainersReady, Status: boolStatus(ready), Reason: notReady, LastTransitionTime: now},
-			{Type: v1.PodScheduled, Status: v1.ConditionTrue, LastTransitionTime: state.started},
+			condition(v1.PodReadyToStartContainers, sandbox, state.sandbox, ""),
+			condition(v1.PodInitialized, true, state.started, ""),
+			condition(v1.PodReady, ready, readySince, notReady),
+			condition(v1.ContainersReady, ready, readySince, notReady),
+			condition(v1.PodScheduled, true, state.started, ""),
 		},
 	}
-	if running {
+	if !sandbox && !state.finished.IsZero() {
+		status.Conditions[0].LastTransitionTime = state.finished
+	}
+	switch state.step {
+	case stepRunning:
 		status.Phase = v1.PodRunning
+	case stepEnded, stepKilled:
+		// The pause container exits 0 on SIGTERM; a batch pod with its exit code.
+		status.Phase = endPhase(state.exitCode)
 	}
-	if terminated {
-		status.Phase = v1.PodSucceeded
-		if current.Spec.RestartPolicy == v1.RestartPolicyAlways {
-			status.Phase = v1.PodSucceeded // exit 0 on SIGTERM, as the pause container does
-		}
-	}
-	if state.ip != nil && (running || terminated) {
+	if state.ip != nil && state.step != stepPending {
 		status.PodIP, status.PodIPs = state.ip.String(), []v1.PodIP{{IP: state.ip.String()}}
 	}
 	for _, c := range current.Spec.Containers {
 		cs := v1.ContainerStatus{Name: c.Name, Image: c.Image, ImageID: "fake://" + c.Image, Ready: ready,
-			Started: ptr.To(running && !terminated)}
+			Started: ptr.To(ready)}
 		switch {
-		case terminated:
-			cs.State.Terminated = &v1.ContainerStateTerminated{ExitCode: 0, Reason: "Completed", StartedAt: state.started,
-				FinishedAt: now, ContainerID: containerID(pod, c.Name)}
-			cs.ContainerID = containerID(pod, c.Name)
-		case running:
-			cs.State.Running = &v1.ContainerStateRunning{StartedAt: now}
-			cs.ContainerID = containerID(pod, c.Name)
+		case state.step == stepRunning:
+			cs.State.Running = &v1.ContainerStateRunning{StartedAt: state.sandbox}
+			cs.ContainerID = containerID(current, c.Name)
+		case state.step >= stepEnded:
+			reason := "Completed"
+			if state.exitCode != 0 {
+				reason = "Error"
+			}
+			started := state.sandbox
+			if started.IsZero() { // deleted before its containers started
+				started = state.finished
+			}
+			cs.State.Terminated = &v1.ContainerStateTerminated{ExitCode: state.exitCode, Reason: reason,
+				StartedAt: started, FinishedAt: state.finished, ContainerID: containerID(current, c.Name)}
+			cs.ContainerID = containerID(current, c.Name)
 		default:
 			cs.State.Waiting = &v1.ContainerStateWaiting{Reason: "ContainerCreating"}
 		}
 		status.ContainerStatuses = append(status.ContainerStatuses, cs)
 	}
-	if _, _, _, err := statusutil.PatchPodStatus(ctx, n.kube, pod.Namespace, pod.Name, current.UID, current.Status, status); err != nil {
-		klog.V(2).InfoS("pod status patch failed", "pod", key(pod), "err", err)
-		return apierrors.IsNotFound(err)
+	return status
+}
+
+func findCondition(conditions []v1.PodCondition, kind v1.PodConditionType) *v1.PodCondition {
+	for i := range conditions {
+		if conditions[i].Type == kind {
+			return &conditions[i]
+		}
 	}
-	return true
+	return nil
 }
 
 func containerID(pod *v1.Pod, name string) string {

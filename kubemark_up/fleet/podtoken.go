@@ -34,7 +34,8 @@ func wantsToken(pod *v1.Pod) bool {
 }
 
 // requestToken posts the TokenRequest of the projected token and schedules its refresh
-// (at 80 % of its life, less up to 10 s), as the kubelet's token manager does.
+// (at 80 % of its life, less up to 10 s), as the kubelet's token manager does; no
+// lock is held across the request.
 func (t *podTable) requestToken(ctx context.Context, pod *v1.Pod, state *podState) {
 	n := t.node
 	account := pod.Spec.ServiceAccountName
@@ -51,10 +52,16 @@ func (t *podTable) requestToken(ctx context.Context, pod *v1.Pod, state *podStat
 		klog.V(2).InfoS("token request failed", "pod", key(pod), "err", err)
 	}
 	refresh := time.Duration(0.8*tokenSeconds*float64(time.Second)) - time.Duration(rand.Float64()*10*float64(time.Second))
+	state.mu.Lock()
+	defer state.mu.Unlock()
+	if state.gone || state.deleting || state.step >= stepEnded || ctx.Err() != nil {
+		return
+	}
 	state.token = time.AfterFunc(refresh, func() {
 		state.mu.Lock()
-		defer state.mu.Unlock()
-		if !state.deleting && ctx.Err() == nil {
+		live := !state.gone && !state.deleting && state.step < stepEnded
+		state.mu.Unlock()
+		if live && ctx.Err() == nil {
 			t.requestToken(ctx, pod, state)
 		}
 	})

@@ -5,3 +5,13 @@ own connections, sending what a real node sends.
     host.py  fleet processes on the master's host (hollow_nodes: host)
     pods.py  fleet pods on a root cluster (hollow_nodes: pods)
 """
+
+from __future__ import annotations
+
+from kubemark_up.config import Settings
+
+
+def pod_life(settings: Settings) -> dict[str, float]:
+    """The fleet config's pod lifecycle timing (kubemark_up/fleet/podlife.go's PodLife)."""
+    return {"pod_start_seconds": settings.fleet_pod_start_seconds,
+            "pod_lifetime_seconds": settings.fleet_pod_lifetime_seconds}
