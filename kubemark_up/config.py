@@ -185,7 +185,7 @@ class Settings(BaseModel):
     fleet_start_window: float = Field(10, ge=0)
     # The fleet's pod lifecycle (kubemark_up/fleet/podlife.go): seconds from a pod bound
     # to Running on average, and the lifetime of a batch pod that names none.
-    fleet_pod_start_seconds: float = Field(1.0, ge=0)
+    fleet_pod_start_seconds: float = Field(0.55, ge=0)
     fleet_pod_lifetime_seconds: float = Field(0.0, ge=0)
     # The node engines' own section (hollow nodes as pods), checked by the model the
     # provider spec names (nodes/rootcluster/settings.py).

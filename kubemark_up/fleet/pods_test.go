@@ -290,7 +290,7 @@ func TestPlan(t *testing.T) {
 		containers time.Duration
 		pleg       time.Duration
 	}{
-		{"default 1 s: containers at 0.5 s, a PLEG wait of up to 1 s", PodLife{}, 0.5, 500 * time.Millisecond, 500 * time.Millisecond},
+		{"default 0.55 s: containers at 0.05 s, a PLEG wait of up to 1 s", PodLife{}, 0.5, 50 * time.Millisecond, 500 * time.Millisecond},
 		{"no PLEG wait drawn", seconds(1), 0, 500 * time.Millisecond, 0},
 		{"3 s: the PLEG wait is at most its period", seconds(3), 0.5, 2500 * time.Millisecond, 500 * time.Millisecond},
 		{"0.2 s: the PLEG wait scaled down", seconds(0.2), 0.5, 0, 200 * time.Millisecond},
