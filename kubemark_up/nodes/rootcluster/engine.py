@@ -195,8 +195,8 @@ class PodNodes(NodeEngine):
         except BinaryError as exc:
             found = image_mod.Lookup(None, why=f"no crane: {exc.message}")
         if found.missing:
-            raise ConfigError(f"pods.image {reference}: its registry has no such image (push it with "
-                              f"`kubemark-up image push {reference}`, or name one it holds)")
+            push = "" if "@" in reference else f"push it with `kubemark-up image push {reference}`, or "
+            raise ConfigError(f"pods.image {reference}: its registry has no such image ({push}name one it holds)")
         digest = found.digest
         if digest is None:
             ctx.ui.warn(f"cannot look up {reference} in its registry from here ({found.why}): the pods use it as it "
