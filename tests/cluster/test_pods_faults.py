@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.support.cli import CLI, assert_one_line_error
+from tests.support.cli import CLI, assert_one_line_error, marked_processes
 from tests.support.rootcluster import GATEWAY, RootCluster
 
 TEAM = "team-a"  # the namespace the namespace-admin may use
@@ -120,6 +120,7 @@ def test_a_user_with_rights_in_one_namespace_runs_the_pods_engine(rights, root_c
         assert root_cluster.kubectl("-n", TEAM, "get", "serviceaccount", RUNNER).returncode == 0
         assert root_cluster.kubectl("get", "namespace", "kubemark").returncode != 0
         assert not (cli.home / "teama" / "state.json").exists()
+        assert marked_processes(cli.home / "teama") == []  # the kubemark master is gone too
     finally:
         root_cluster.kubectl("delete", "namespace", TEAM, "--wait=true", timeout=180)
 
