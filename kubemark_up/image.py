@@ -15,6 +15,7 @@ import gzip
 import hashlib
 import io
 import json
+import re
 import subprocess
 import tarfile
 from dataclasses import dataclass
@@ -110,16 +111,46 @@ def push(image: Image, reference: str, *, crane: Path, insecure: bool = False) -
     return pushed
 
 
-def remote_digest(reference: str, *, crane: Path, insecure: bool = False) -> str | None:
-    """The digest of reference in its registry, or None when it cannot be had from here
-    (not there, or the registry out of reach: the root cluster may still reach it)."""
+@dataclass(frozen=True)
+class Lookup:
+    """What a registry said of a reference, read from this machine."""
+
+    digest: str | None  # sha256:... when the registry gave it
+    missing: bool = False  # the registry answered: no such tag or digest
+    why: str = ""  # why there is no digest, in a few words
+
+
+# What a registry answers for a tag or digest it does not hold (the distribution
+# spec's error codes, or a bare 404 to crane's HEAD).
+_MISSING = re.compile(r"MANIFEST_UNKNOWN|NAME_UNKNOWN|\b404 Not Found\b")
+
+
+def lookup(reference: str, *, crane: Path, insecure: bool = False) -> Lookup:
+    """The digest of reference in its registry. A registry that answers that it holds
+    no such image makes a Lookup with missing set; one this machine cannot reach, or
+    that refuses it (the root cluster may still pull: its own network, its own
+    credentials), a Lookup without a digest, saying why."""
     argv = [str(crane), "digest", *(["--insecure"] if insecure else []), reference]
     try:
         result = subprocess.run(argv, capture_output=True, text=True, timeout=30)
     except subprocess.TimeoutExpired:
-        return None
+        return Lookup(None, why="the registry did not answer in 30s")
     digest = result.stdout.strip()
-    return digest if result.returncode == 0 and digest.startswith("sha256:") else None
+    if result.returncode == 0 and digest.startswith("sha256:"):
+        return Lookup(digest)
+    return classify_failure(result.stderr)
+
+
+def classify_failure(stderr: str) -> Lookup:
+    """What crane's failed `digest` says: the image is not there, or why it could not tell."""
+    lines = [line for line in stderr.strip().splitlines() if line.strip()]
+    last = lines[-1].removeprefix("Error: ") if lines else "crane said nothing"
+    if _MISSING.search(last):
+        return Lookup(None, missing=True, why="not found")
+    # "Get "https://...": dial tcp ...: connect: connection refused; Get "http://...": ..."
+    # (crane tries https, then http): the first attempt's last cause is enough.
+    cause = last.split("; ")[0].rsplit(": ", 1)[-1].strip()
+    return Lookup(None, why=cause or last)
 
 
 def repository(reference: str) -> str:

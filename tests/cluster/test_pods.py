@@ -189,19 +189,6 @@ def test_stop_deletes_only_what_start_made(root_cluster, hollow_image, tmp_path,
         root_cluster.kubectl("delete", "namespace", namespace, "--wait=true", timeout=180)
 
 
-def test_an_image_the_registry_lacks_is_reported_by_the_wait(root_cluster, tmp_path, bin_dir):
-    cli = CLI(home=tmp_path / "home", bin_dir=bin_dir)
-    missing = f"{root_cluster.registry}/kubemark:no-such-tag"
-    config = pods_config(tmp_path / "c.yaml", root_cluster, missing)
-    result = cli.run("start", "--name", "nopull", "--nodes", "1", "--config", str(config), timeout=600,
-                     KUBEMARK_UP_NODES_READY_TIMEOUT="40")
-    assert_one_line_error(result, 1, "hollow nodes were Ready in time")
-    assert "ErrImagePull" in result.stderr or "ImagePullBackOff" in result.stderr
-    assert "cannot read the digest" in result.stderr
-    assert not (cli.home / "nopull" / "state.json").exists()
-    assert root_cluster.kubectl("get", "namespace", "kubemark").returncode != 0
-
-
 def test_start_killed_while_it_prepares_the_pods_is_cleaned_by_stop(root_cluster, hollow_image, tmp_path, bin_dir):
     cli = CLI(home=tmp_path / "home", bin_dir=bin_dir)
     config = pods_config(tmp_path / "c.yaml", root_cluster, hollow_image)
@@ -241,7 +228,7 @@ def test_bad_root_cluster_input_is_one_line(case, root_cluster, hollow_image, tm
         kubeconfig, needle = tmp_path / "garbage", "cannot be read"
         kubeconfig.write_text("{not: [yaml")
     elif case == "nowhere":
-        kubeconfig, needle = tmp_path / "nowhere", "did not answer"
+        kubeconfig, needle = tmp_path / "nowhere", "did not answer (connection refused)"
         config = yaml.safe_load(root_cluster.kubeconfig.read_text())
         config["clusters"][0]["cluster"]["server"] = "https://127.0.0.1:9"
         kubeconfig.write_text(yaml.safe_dump(config))

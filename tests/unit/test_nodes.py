@@ -67,7 +67,8 @@ PODS = [
         {"name": "kubelet", "restartCount": 4, "state": {"waiting": {"reason": "CrashLoopBackOff"}}}]}},
     {"metadata": {"name": "P-1"}, "status": {"phase": "Pending", "conditions": [
         {"type": "PodScheduled", "status": "False", "reason": "Unschedulable", "message": "no room"}],
-        "containerStatuses": [{"name": "hollow", "state": {"waiting": {"reason": "ImagePullBackOff", "message": "nope"}}}]}},
+        "containerStatuses": [{"name": "hollow", "image": "registry.test/kubemark:v1",
+                               "state": {"waiting": {"reason": "ImagePullBackOff", "message": "nope"}}}]}},
 ]
 
 

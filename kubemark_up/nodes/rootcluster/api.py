@@ -5,6 +5,7 @@ one line; and deleting one object that carries the cluster's uid."""
 from __future__ import annotations
 
 import json
+import ssl
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -57,6 +58,28 @@ def reason(exc: ApiException) -> str:
         return str(exc.reason)
 
 
+def unreachable(exc: BaseException) -> str:
+    """Why a cluster did not answer, in a few words ("connection refused", "timed out",
+    a TLS failure), from the innermost cause of the client's error: urllib3 wraps it
+    in a MaxRetryError whose own name says nothing."""
+    chain: list[BaseException] = []
+    link: BaseException | None = exc
+    while link is not None and link not in chain and len(chain) < 10:
+        chain.append(link)
+        reason = getattr(link, "reason", None)  # urllib3 keeps the cause in .reason
+        link = reason if isinstance(reason, BaseException) else (link.__cause__ or link.__context__)
+    for cause in reversed(chain):
+        if isinstance(cause, ssl.SSLCertVerificationError):
+            return f"TLS: {cause.verify_message}"
+        if isinstance(cause, ssl.SSLError):
+            return f"TLS: {(cause.reason or str(cause)).lower().replace('_', ' ')}"
+        if isinstance(cause, OSError) and cause.strerror:
+            return cause.strerror[:1].lower() + cause.strerror[1:]
+        if isinstance(cause, (TimeoutError, urllib3.exceptions.TimeoutError)):
+            return "timed out"
+    return type(exc).__name__
+
+
 def first_statefulset(root: Clients, namespace: str, names: tuple[str, ...], kubeconfig: Path) -> Any:
     """The first StatefulSet of these names in namespace on the root cluster, or None."""
     existing = None
@@ -64,10 +87,14 @@ def first_statefulset(root: Clients, namespace: str, names: tuple[str, ...], kub
         try:
             existing = existing or root.apps.read_namespaced_stateful_set(name, namespace, _request_timeout=30)
         except ApiException as exc:
+            if exc.status == 403:
+                raise HostError(f"the root cluster refused to read StatefulSet {namespace}/{name}: 403 {reason(exc)} "
+                                "(pods.namespace must be a namespace this user may use)") from None
             if exc.status != 404:
-                raise HostError(f"the root cluster refused to read {namespace}/{name}: {exc.status}") from None
-        except (urllib3.exceptions.HTTPError, OSError):
-            raise HostError(f"the root cluster ({kubeconfig}) did not answer") from None
+                raise HostError(f"the root cluster refused to read StatefulSet {namespace}/{name}: "
+                                f"{exc.status} {reason(exc)}") from None
+        except (urllib3.exceptions.HTTPError, OSError) as exc:
+            raise HostError(f"the root cluster ({kubeconfig}) did not answer ({unreachable(exc)})") from None
     return existing
 
 
@@ -94,7 +121,7 @@ def delete(ctx: Context, clients: Clients, details: dict) -> list[str]:
     except (urllib3.exceptions.HTTPError, OSError) as exc:
         if details["cluster"] == "master":
             return []  # a master that is already stopped took these with it
-        return [f"the root cluster did not answer about {label} ({type(exc).__name__})"]
+        return [f"the root cluster did not answer about {label} ({unreachable(exc)})"]
     labels = current.metadata.labels if current.metadata else None
     if (labels or {}).get(UID_LABEL) != ctx.info.uid:
         return [f"{label} does not carry this cluster's label {UID_LABEL}={ctx.info.uid}: left alone"]

@@ -30,7 +30,7 @@ from kubemark_up import image as image_mod
 from kubemark_up.context import Context
 from kubemark_up.errors import BinaryError, ComponentError, ConfigError, HostError, KubemarkUpError
 from kubemark_up.nodes.base import NodeEngine, NodeFailure, NodeLocation, NodeSite
-from kubemark_up.nodes.rootcluster import api, objects
+from kubemark_up.nodes.rootcluster import api, objects, pulls
 from kubemark_up.nodes.rootcluster.settings import PodsSettings
 
 # A container that restarted this often while start waits is crash-looping.
@@ -127,7 +127,7 @@ class PodNodes(NodeEngine):
             raise HostError(f"the root cluster refused to {what}: {exc.status} {api.reason(exc)}") from None
         except (urllib3.exceptions.HTTPError, OSError) as exc:
             raise HostError(f"the root cluster ({self._kubeconfig()}) did not answer when asked to {what} "
-                            f"({type(exc).__name__})") from None
+                            f"({api.unreachable(exc)})") from None
 
     # Start ------------------------------------------------------------------------
 
@@ -161,7 +161,8 @@ class PodNodes(NodeEngine):
         self.refuse(ctx)
         root = self.root()
         namespace = self.settings.namespace
-        self._call("list namespaces", root.core.list_namespace, limit=1)
+        # Namespaced reads only: a user with rights in this one namespace must do (see
+        # _namespace_exists); these also say whether the root cluster answers.
         existing = api.first_statefulset(root, namespace, objects.STATEFULSETS, self._kubeconfig())
         if existing is not None:
             labels = existing.metadata.labels if existing.metadata else None
@@ -171,29 +172,40 @@ class PodNodes(NodeEngine):
                 "set pods.namespace to another one"
             )
         self.render(ctx, image=self.settings.image)  # a broken template is bad input: say so now
+        self._image(ctx)  # an image the registry says it lacks is bad input too
 
     def prepare(self, ctx: Context, names: list[str]) -> None:
-        reference = self.settings.image or ""
-        digest = self._digest(ctx, reference)
-        # The pods run the very image the digest names, whatever the tag points at later.
-        pinned = f"{image_mod.repository(reference)}@{digest}" if digest else reference
-        ctx.state.image = {"reference": reference, "digest": digest, "pods": pinned}
+        pinned = self._image(ctx)["pods"] or ""
         ctx.save()
         self._bootstrap_on_master(ctx)
         self._objects_on_root(ctx, pinned, len(names))
 
-    def _digest(self, ctx: Context, reference: str) -> str | None:
-        if "@sha256:" in reference:
-            return reference.split("@", 1)[1]
+    def _image(self, ctx: Context) -> dict[str, str | None]:
+        """pods.image as its registry knows it, recorded in the state (by preflight, once):
+        the reference, its digest, and what the pods run; the very image the digest
+        names, whatever the tag points at later. Refuses an image the registry says
+        it does not hold; one whose registry this machine cannot read is left to the
+        root cluster, with a warning."""
+        reference = self.settings.image or ""
+        if ctx.state.image.get("reference") == reference:
+            return ctx.state.image
         try:
             crane = binaries.tool("crane", ctx.settings, ctx.dir.home, ctx.ui)
-        except BinaryError:
-            crane = None
-        digest = image_mod.remote_digest(reference, crane=crane) if crane else None
+            found = image_mod.lookup(reference, crane=crane)
+        except BinaryError as exc:
+            found = image_mod.Lookup(None, why=f"no crane: {exc.message}")
+        if found.missing:
+            push = "" if "@" in reference else f"push it with `kubemark-up image push {reference}`, or "
+            raise ConfigError(f"pods.image {reference}: its registry has no such image ({push}name one it holds)")
+        digest = found.digest
         if digest is None:
-            ctx.ui.warn(f"cannot read the digest of {reference} from here; the pods use the tag, and the root "
-                        "cluster says whether it can pull it")
-        return digest
+            ctx.ui.warn(f"cannot look up {reference} in its registry from here ({found.why}): the pods use it as it "
+                        "is, and the root cluster says whether it can pull it")
+            if "@sha256:" in reference:
+                digest = reference.split("@", 1)[1]
+        pinned = f"{image_mod.repository(reference)}@{digest}" if digest else reference
+        ctx.state.image = {"reference": reference, "digest": digest, "pods": pinned}
+        return ctx.state.image
 
     def _bootstrap_on_master(self, ctx: Context) -> None:
         """A bootstrap token and the bindings of the kubelet's TLS bootstrap, and of the
@@ -208,11 +220,7 @@ class PodNodes(NodeEngine):
 
     def _objects_on_root(self, ctx: Context, image: str, nodes: int) -> None:
         root, namespace = self.root(), self.settings.namespace
-        try:
-            root.core.read_namespace(namespace, _request_timeout=30)
-        except ApiException as exc:
-            if exc.status != 404:
-                raise HostError(f"the root cluster refused to read namespace {namespace}: {exc.status}") from None
+        if not self._namespace_exists():
             self._ensure(ctx, "root", objects.namespace(ctx, namespace), root.core.create_namespace)
         token = (ctx.dir.pki / "bootstrap-token").read_text().strip()
         data = {**objects.kubeconfigs(ctx, token), **self.identity_files(ctx, token)}
@@ -238,6 +246,28 @@ class PodNodes(NodeEngine):
                     create(body=body, _request_timeout=30, **where_args)
                 except ApiException as exc:
                     raise ComponentError(f"the kubemark master refused to {what}: {exc.status} {api.reason(exc)}") from None
+
+    def _namespace_exists(self) -> bool:
+        """Whether pods.namespace is on the root cluster. A user with rights in that one
+        namespace may be refused the Namespace itself (a cluster-scope object): then
+        it is there if its contents can be read, since namespaced rights come from a
+        RoleBinding, which lives in the namespace and goes with it."""
+        root, namespace = self.root(), self.settings.namespace
+        try:
+            root.core.read_namespace(namespace, _request_timeout=30)
+            return True
+        except ApiException as exc:
+            if exc.status == 404:
+                return False
+            if exc.status != 403:
+                raise HostError(f"the root cluster refused to read namespace {namespace}: "
+                                f"{exc.status} {api.reason(exc)}") from None
+        except (urllib3.exceptions.HTTPError, OSError) as exc:
+            raise HostError(f"the root cluster ({self._kubeconfig()}) did not answer when asked for namespace "
+                            f"{namespace} ({api.unreachable(exc)})") from None
+        self._call(f"read StatefulSets in namespace {namespace} (nor the namespace itself)",
+                   root.apps.list_namespaced_stateful_set, namespace, limit=1)
+        return True
 
     def start(self, ctx: Context, names: list[str]) -> None:
         """One wave: the StatefulSet scaled up to as many pods as carry every node
@@ -271,13 +301,15 @@ class PodNodes(NodeEngine):
     def _sweep(self, ctx: Context) -> list[str]:
         """Without a state to go by: what in the namespace carries this cluster's uid."""
         namespace, errors = self.settings.namespace, []
-        found = [("StatefulSet", name) for name in objects.STATEFULSETS]
-        for kind, name in (*found, ("Secret", objects.SECRET), ("ConfigMap", objects.CONFIGMAP),
+        statefulsets = [("StatefulSet", name) for name in objects.STATEFULSETS]
+        for kind, name in (*statefulsets, ("Secret", objects.SECRET), ("ConfigMap", objects.CONFIGMAP),
                            ("Namespace", namespace)):
             details = {"cluster": "root", "object_kind": kind, "name": name,
                        "namespace": None if kind == "Namespace" else namespace}
-            # In a sweep, what is not ours is simply not ours: no problem to report.
-            errors += [e for e in self._delete(ctx, details) if "does not carry" not in e]
+            # In a sweep, what is not ours is simply not ours: no problem to report; nor
+            # is a namespace this user may not read (one it could not have made).
+            errors += [e for e in self._delete(ctx, details) if "does not carry" not in e
+                       and not (kind == "Namespace" and e.startswith(f"could not read Namespace {namespace} (403"))]
         return errors
 
     def _delete(self, ctx: Context, details: dict) -> list[str]:
@@ -313,6 +345,15 @@ class PodNodes(NodeEngine):
         failed: dict[str, NodeFailure] = {}
         for pod in self._pods(ctx):
             name = pod["metadata"]["name"]
+            failure = next((NodeFailure(
+                f"the root cluster cannot pull {pulled.image}: {pulled.cause}",
+                f"pod {self.settings.namespace}/{name} container {pulled.containers[0]}",
+                pulled.message,
+            ) for pulled in pulls.pull_failures(pod) if pulled.permanent), None)
+            if failure is not None:  # pulling again cannot help: fail now, not when the wait runs out
+                for node in self.nodes_of(ctx, name):
+                    failed[node] = failure
+                continue
             for status in (pod.get("status") or {}).get("containerStatuses") or []:
                 waiting = (status.get("state") or {}).get("waiting") or {}
                 if status.get("restartCount", 0) >= CRASH_LOOP_RESTARTS and waiting.get("reason") == "CrashLoopBackOff":
@@ -343,11 +384,10 @@ class PodNodes(NodeEngine):
             for condition in status.get("conditions") or []:
                 if condition.get("type") == "PodScheduled" and condition.get("status") != "True":
                     problems.append(f"not scheduled: {condition.get('reason')}: {condition.get('message', '')}")
+            problems += [pulled.line() for pulled in pulls.pull_failures(pod)]  # once per image, not per container
             for container in status.get("containerStatuses") or []:
                 waiting = (container.get("state") or {}).get("waiting") or {}
-                if waiting.get("reason") in ("ErrImagePull", "ImagePullBackOff", "InvalidImageName"):
-                    problems.append(f"{container['name']}: {waiting['reason']}: {waiting.get('message', '')}")
-                elif waiting.get("reason") == "CrashLoopBackOff":
+                if waiting.get("reason") == "CrashLoopBackOff":
                     tail = self._log_tail(name, container["name"], previous=True).splitlines()[-3:]
                     problems.append(f"{container['name']}: crash-looping; last lines: " + " | ".join(tail))
             if problems:
