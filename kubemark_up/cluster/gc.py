@@ -62,7 +62,7 @@ def gc(settings: Settings, home: Path, ui: UI, *, delete: bool, all_owners: bool
         mine = provider.owner(home)
         lines, skipped = [], []
         for cluster_name, owner, key, resource, scope in provider.orphans(known):
-            line = f"{key} {resource} ({scope.path}) of cluster {cluster_name}"
+            line = f"{key.replace('_', ' ')} {resource} ({scope.path}) of cluster {cluster_name}"
             if owner != mine and not all_owners:
                 skipped.append(f"skipped {line}: " + (f"owner {owner}, not this one ({mine})" if owner else "no owner mark"))
                 continue
