@@ -84,7 +84,7 @@ class GCEProvider(Provider):
         return self._compute
 
     def owner(self, home: Path) -> str:
-        """The owner mark of what is made from home (settings.owner)."""
+        """The owner mark of what is made from home (settings.py: owner)."""
         return owner(home)
 
     def deleted_resources(self) -> list[str]:
