@@ -77,7 +77,7 @@ class ReadyWatch:
     def __enter__(self) -> ReadyWatch:
         self._progress = contextlib.ExitStack()
         self._update = self._progress.enter_context(
-            self.ui.counter("hollow nodes Ready", total=len(self.wanted), unit="nodes")
+            self.ui.counter("hollow nodes Ready", total=len(self.wanted))
         )
         return self
 

@@ -56,34 +56,27 @@ class UI:
             self.console.print(detail, style="dim", markup=False)
 
     @contextmanager
-    def counter(self, title: str, total: int, unit: str) -> Iterator[Callable[..., None]]:
-        """A progress bar for `total` things becoming done: done/total, rate, elapsed.
+    def counter(self, title: str, total: int) -> Iterator[Callable[..., None]]:
+        """A progress bar for `total` things becoming done: done/total and elapsed (no
+        rate: nodes become Ready in bursts, so a rate would say little and vary much).
         update(done) moves it; update(done, title=T) moves a second bar titled T, shown
         from its first update (pods Running beside nodes Ready)."""
         progress = Progress(
             TextColumn("{task.description}"),
             BarColumn(),
             MofNCompleteColumn(),
-            TextColumn("{task.fields[rate]}"),
             TimeElapsedColumn(),
             console=self.console,
             transient=False,
         )
-        started = time.monotonic()
         tasks: dict[str, TaskID] = {}
-
-        main = title
 
         def update(done: int, title: str = title) -> None:
             if title not in tasks:
-                tasks[title] = progress.add_task(escape(title), total=total, rate="")
-            elapsed = time.monotonic() - started
-            # Under a second, a rate says nothing (a bar that fills at once is not 900/s).
-            rate = f"{done / elapsed:.1f} {unit}/s" if elapsed >= 1 and title == main else ""
-            progress.update(tasks[title], completed=done, rate=rate)
+                tasks[title] = progress.add_task(escape(title), total=total)
+            progress.update(tasks[title], completed=done)
 
         update(0)
 
         with progress:
             yield update
-

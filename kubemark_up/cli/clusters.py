@@ -148,8 +148,11 @@ def gc_command(
     project: Annotated[str | None, typer.Option(help="gce: the project [default: gce.project of the settings].")] = None,
     config: Annotated[Path | None, typer.Option("--config", "-c", help="A settings file (YAML).")] = None,
     yes: Annotated[bool, typer.Option("--yes", help="Delete what is listed.")] = False,
+    all_owners: Annotated[bool, typer.Option(
+        "--all-owners", help="Also other owners' (made from another home, user or machine) and unmarked ones.")] = False,
 ) -> None:
-    """List the cloud resources kubemark-up marked for clusters that have no state here; --yes deletes them."""
+    """List the cloud resources kubemark-up marked for clusters that have no state here
+    and were made from this home by this user; --yes deletes them."""
     import os
 
     from kubemark_up import cluster
@@ -158,11 +161,13 @@ def gc_command(
     if project:
         environ[config_mod.provider_env_prefix(provider) + "PROJECT"] = project
     settings = resolve(flags={"provider": provider}, config_file=config, environ=environ)
-    found = cluster.gc(settings, config_mod.home_dir(), ui, delete=yes)
-    for line in found:
+    found, skipped = cluster.gc(settings, config_mod.home_dir(), ui, delete=yes, all_owners=all_owners)
+    for line in found + skipped:
         out.print(line)
     if not found:
-        out.print("no resources of kubemark-up clusters without state here")
+        out.print("no resources of kubemark-up clusters without state here" + (" of this owner" if skipped else ""))
     elif not yes:
         out.print(f"{len(found)} resource(s); delete them with --yes")
+    if skipped:
+        out.print(f"{len(skipped)} resource(s) of other owners skipped; --all-owners includes them")
 

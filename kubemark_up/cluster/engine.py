@@ -5,7 +5,9 @@ steps/, with the provider's own put among them. Each is recorded in state.json b
 it acts and marked done after; a failed or interrupted start undoes what it recorded.
 stop is driven by state alone: it walks the recorded steps backwards and runs each
 one's undo, collecting every problem rather than stopping at the first. A second
-start over a cluster that exists is refused: stop it first.
+start over a cluster that exists is refused: stop it first. Without a usable state,
+stop sweeps by the cluster's marks (its processes, a cloud provider's labels) and,
+once that found nothing left, removes the cluster's files here so the name is free.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Protocol, runtime_checkable
 
 from pydantic import ValidationError
 
@@ -163,7 +166,19 @@ def _stop(cdir: ClusterDir, ui: UI, *, purge: bool, provider_name: str | None, f
         provider.close()
     if errors:
         raise KubemarkUpError(f"stop left {len(errors)} problem(s); state kept, run stop again", detail="\n".join(errors))
-    return [f"stopped {count} process(es)"]
+    done = [f"stopped {count} process(es)"]
+    if isinstance(provider, CloudResources):
+        done.append(f"deleted {len(provider.deleted_resources())} cloud resource(s)")
+    return done
+
+
+@runtime_checkable
+class CloudResources(Protocol):
+    """A provider that deletes cloud resources in stop, and says how many."""
+
+    def deleted_resources(self) -> list[str]:
+        """What this command deleted in the cloud."""
+        ...
 
 
 def recorded_settings(info: ClusterInfo) -> Settings:
@@ -176,6 +191,7 @@ def recorded_settings(info: ClusterInfo) -> Settings:
 def _sweep(cdir: ClusterDir, info: ClusterInfo | None, ui: UI, *, purge: bool, problem: str) -> list[str]:
     """stop without a usable state.json: what runs is still found by its marker, with
     the provider of cluster.json, or on this machine alone when that is lost too."""
+    provider_known = info is not None
     if info is None:
         # Any run of this name: only this machine's processes can be found so. Its node
         # engine is unknown too: stock kubemark's sweep stops every hollow-node process
@@ -185,19 +201,47 @@ def _sweep(cdir: ClusterDir, info: ClusterInfo | None, ui: UI, *, purge: bool, p
         where = "on this machine (cluster.json is lost too)"
     else:
         where = f"with provider {info.provider}"
-    ui.warn(f"cannot use the state of cluster '{cdir.name}' ({problem}); stopping its processes by their marker {where}")
     settings = recorded_settings(info)
     provider = load(settings)
+    cloud = isinstance(provider, CloudResources)
+    by = "what carries its marks (processes, cloud labels)" if cloud else "its processes by their marker"
+    ui.warn(f"cannot use the state of cluster '{cdir.name}' ({problem}); stopping {by} {where}")
     ctx = ClusterContext(dir=cdir, info=info, state=ClusterState(), settings=settings, ui=ui, provider=provider)
     try:
         errors = provider.sweep(ctx)
     finally:
         provider.close()
     if errors:
-        raise KubemarkUpError(f"processes of cluster '{cdir.name}' would not stop", detail="\n".join(errors))
+        what = "cloud resources or processes" if cloud else "processes"
+        raise KubemarkUpError(f"{what} of cluster '{cdir.name}' would not go; its files kept, run stop again",
+                              detail="\n".join(errors))
+    if isinstance(provider, CloudResources):
+        deleted = provider.deleted_resources()
+        done = [f"deleted {len(deleted)} cloud resource(s) found by its labels" if deleted
+                else "found no cloud resource with its labels"]
+    else:
+        done = ["stopped the processes found by their marker"]
     if purge:
         cdir.remove_runtime(purge=True)
-    return ["stopped the processes found by their marker"]
+        return [*done, "removed its files and logs"]
+    if provider_known:
+        # cluster.json was read, so the sweep covered its provider: nothing of it runs
+        # now, and its files here (certificates, keys, kubeconfig) only hold the name.
+        # An unreadable state.json is kept for a look, beside the logs.
+        with ui.step("remove runtime files (logs kept)"):
+            kept = _keep_unreadable_state(cdir)
+            cdir.remove_runtime(purge=False)
+        done.append("removed its runtime files (logs kept" + (f", the unreadable state in {kept})" if kept else ")"))
+    return done
+
+
+def _keep_unreadable_state(cdir: ClusterDir) -> Path | None:
+    if not cdir.state_file.exists():
+        return None
+    cdir.logs.mkdir(mode=0o700, parents=True, exist_ok=True)
+    kept = cdir.logs / "state.json.unreadable"
+    cdir.state_file.replace(kept)
+    return kept
 
 
 def _teardown(ctx: ClusterContext, steps: list[Step], *, purge: bool) -> list[str]:

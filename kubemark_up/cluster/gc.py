@@ -1,5 +1,7 @@
 """gc: the cloud resources a provider marked for clusters that have no state here,
-for providers that make such resources (the Orphans protocol)."""
+for providers that make such resources (the Orphans protocol). Only this owner's
+(the user, machine and home that made them: their owner mark) are deleted, unless
+all owners are asked for; the others are listed as skipped."""
 
 from __future__ import annotations
 
@@ -27,8 +29,13 @@ S = TypeVar("S", bound=Located)
 class Orphans(Protocol[S]):
     """A provider that can find the resources it marked for a cluster, and delete them."""
 
-    def orphans(self, known: set[str], /) -> list[tuple[str, str, str, S]]:
-        """(cluster, key, resource, where) of every resource marked for a cluster not in known."""
+    def owner(self, home: Path, /) -> str:
+        """The owner mark of what this provider makes from home."""
+        ...
+
+    def orphans(self, known: set[str], /) -> list[tuple[str, str, str, str, S]]:
+        """(cluster, owner, key, resource, where) of every resource marked for a cluster
+        not in known, whoever its owner ("" when it carries none)."""
         ...
 
     def delete_orphan(self, cluster_name: str, key: str, resource: str, scope: S, /) -> None:
@@ -36,9 +43,10 @@ class Orphans(Protocol[S]):
         ...
 
 
-def gc(settings: Settings, home: Path, ui: UI, *, delete: bool) -> list[str]:
-    """Resources the provider marked for clusters that have no state in home: listed,
-    and with delete, deleted."""
+def gc(settings: Settings, home: Path, ui: UI, *, delete: bool, all_owners: bool = False) -> tuple[list[str], list[str]]:
+    """Resources the provider marked for clusters that have no state in home: this
+    owner's listed (and with delete, deleted), and the lines of the others' (other
+    owners', or with no owner mark), skipped unless all_owners."""
     provider = load(settings)
     if not isinstance(provider, Orphans):
         provider.close()
@@ -51,16 +59,20 @@ def gc(settings: Settings, home: Path, ui: UI, *, delete: bool) -> list[str]:
         except KubemarkUpError:
             known.add(path.parent.name)
     try:
-        found = provider.orphans(known)
-        lines = []
-        for cluster_name, key, resource, scope in found:
-            line = f"{key} {resource} ({scope.path}) of cluster {cluster_name}"
+        mine = provider.owner(home)
+        lines, skipped = [], []
+        for cluster_name, owner, key, resource, scope in provider.orphans(known):
+            line = f"{key.replace('_', ' ')} {resource} ({scope.path}) of cluster {cluster_name}"
+            if owner != mine and not all_owners:
+                skipped.append(f"skipped {line}: " + (f"owner {owner}, not this one ({mine})" if owner else "no owner mark"))
+                continue
+            if owner != mine:
+                line += f" (owner {owner or 'unmarked'})"
             if delete:
                 with ui.step(f"delete {line}", long=True):
                     provider.delete_orphan(cluster_name, key, resource, scope)
                 line = "deleted " + line
             lines.append(line)
-        return lines
+        return lines, skipped
     finally:
         provider.close()
-

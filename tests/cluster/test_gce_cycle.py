@@ -13,8 +13,9 @@ import time
 
 import psutil
 
+from kubemark_up.providers.gce import owner
 from tests.support.cli import assert_one_line_error
-from tests.support.gce_cloud import LABEL, PROJECT, ZONE, _calls, assert_nothing_left
+from tests.support.gce_cloud import LABEL, OWNER, PROJECT, ZONE, _calls, assert_nothing_left
 
 # The cycle -------------------------------------------------------------------------------
 
@@ -27,25 +28,31 @@ def test_start_and_stop_a_master_on_the_vm(cloud):
     # The VM's boot disk is made with it, named after it.
     assert sorted(items) == [("address", "kubemark-up-gce1-ip"), ("disk", "kubemark-up-gce1-master"),
                              ("disk", "kubemark-up-gce1-pd"), ("firewall", "kubemark-up-gce1-https"),
-                             ("instance", "kubemark-up-gce1-master")]
+                             ("firewall", "kubemark-up-gce1-ssh"), ("instance", "kubemark-up-gce1-master")]
+    mine = owner(cloud.cli.home)
     for key, item in items.items():
         if key[0] != "firewall":
-            assert item["labels"] == {LABEL: "gce1"}, key
-    made = {kind: item for (kind, name), item in items.items() if name != "kubemark-up-gce1-master" or kind != "disk"}
-    firewall = made["firewall"]
-    assert firewall["name"] == "kubemark-up-gce1-https" and firewall["sourceRanges"] == ["127.0.0.1/32"]
-    assert firewall["description"].startswith("kubemark-up cluster gce1 ")
+            assert item["labels"] == {LABEL: "gce1", OWNER: mine}, key
+    made = {kind: item for (kind, name), item in items.items() if kind not in ("disk", "firewall")}
+    firewall, ssh = items["firewall", "kubemark-up-gce1-https"], items["firewall", "kubemark-up-gce1-ssh"]
     state = cloud.state("gce1")
     port = state["ports"]["apiserver"]
     assert firewall["allowed"] == [{"IPProtocol": "tcp", "ports": [str(port)]}]
+    # SSH to the VM from the same ranges: kubemark-up's own way in.
+    assert ssh["allowed"] == [{"IPProtocol": "tcp", "ports": [str(cloud.sshd.port)]}]
+    for rule in (firewall, ssh):
+        assert rule["sourceRanges"] == ["127.0.0.1/32"] and rule["targetTags"] == ["kubemark-up-gce1-master"]
+        assert rule["description"].startswith(f"kubemark-up cluster gce1 (owner {mine}, uid ")
     assert state["endpoint"] == f"https://127.0.0.1:{port}"
     # Every cloud resource recorded, as created.
     recorded = {(r["kind"], r["id"], r["status"]) for r in state["resources"] if r["kind"].startswith("gce-")}
-    assert recorded == {("gce-firewall", "kubemark-up-gce1-https", "created"), ("gce-address", "kubemark-up-gce1-ip", "created"),
+    assert recorded == {("gce-firewall", "kubemark-up-gce1-https", "created"),
+                        ("gce-firewall", "kubemark-up-gce1-ssh", "created"), ("gce-address", "kubemark-up-gce1-ip", "created"),
                         ("gce-disk", "kubemark-up-gce1-pd", "created"), ("gce-instance", "kubemark-up-gce1-master", "created")}
     # The address was reserved before the certificates were written, and is in them.
     calls = _calls(cloud, began)
     assert calls.index("compute.addresses.insert") < calls.index("compute.instances.insert")
+    assert calls.count("compute.firewalls.insert") == 2
     cert = subprocess.run(["openssl", "x509", "-noout", "-ext", "subjectAltName", "-in",
                            str(cloud.cli.home / "gce1" / "pki" / "apiserver.crt")], capture_output=True, text=True)
     assert "IP Address:127.0.0.1" in cert.stdout
@@ -75,9 +82,10 @@ def test_start_and_stop_a_master_on_the_vm(cloud):
     stopped = time.time()
     result = cloud.stop("gce1")
     assert result.returncode == 0, result.stderr
+    assert "deleted 5 cloud resource(s)" in result.stdout  # the VM, its disk, the address, two rules
     deletes = [c for c in _calls(cloud, stopped) if c.endswith(".delete")]
     assert deletes == ["compute.instances.delete", "compute.disks.delete", "compute.addresses.delete",
-                       "compute.firewalls.delete"]
+                       "compute.firewalls.delete", "compute.firewalls.delete"]
     assert_nothing_left(cloud, "gce1")
 
 
@@ -93,6 +101,24 @@ def test_the_host_key_is_checked_against_the_serial_console_without_guest_attrib
     assert calls.index("compute.instances.getGuestAttributes") < calls.index("compute.instances.getSerialPortOutput")
     assert cloud.stop("serial").returncode == 0
     assert_nothing_left(cloud, "serial")
+
+
+def test_a_403_on_guest_attributes_falls_back_to_the_serial_console(cloud):
+    """Credentials without compute.instances.getGuestAttributes: the host key is checked
+    against the serial console's, and start goes on."""
+    cloud.endpoint.fault("compute.instances.getGuestAttributes", status=403, reason="forbidden", times=1000,
+                         message="Required 'compute.instances.getGuestAttributes' permission for "
+                                 f"'projects/{PROJECT}/zones/{ZONE}/instances/kubemark-up-denied-master'")
+    result = cloud.start("denied")
+    assert result.returncode == 0, result.stderr
+    assert "lack the permission compute.instances.getGuestAttributes" in result.stderr
+    assert "the VM's host keys are read from its serial console instead" in result.stderr
+    assert "matches the one the VM published in its serial port" in result.stderr
+    statuses = [(e.method_id, e.status) for e in cloud.endpoint.calls(0)]
+    assert ("compute.instances.getGuestAttributes", 403) in statuses
+    assert ("compute.instances.getSerialPortOutput", 200) in statuses
+    assert cloud.stop("denied").returncode == 0
+    assert_nothing_left(cloud, "denied")
 
 
 def test_a_host_key_the_vm_did_not_publish_is_refused_before_any_secret_goes_there(cloud, tmp_path):
@@ -127,7 +153,7 @@ def test_an_adopted_vm_without_the_clusters_key_gets_it(cloud):
     stale = (f"{cloud.sshd.user}:ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIBEPkpuU3kBvXdOgcG6pHmOpqUMsLGn9qzjyO1b1ZrWg "
              "kubemark-up-oldvm")
     cloud.endpoint.put("instances", PROJECT, zone, {
-        "name": "kubemark-up-oldvm-master", "labels": {LABEL: "oldvm"}, "disks": [], "networkInterfaces": [],
+        "name": "kubemark-up-oldvm-master", "labels": {LABEL: "oldvm", OWNER: owner(cloud.cli.home)}, "disks": [], "networkInterfaces": [],
         "metadata": {"items": [{"key": "ssh-keys", "value": f"{someone}\n{stale}"}, {"key": "enable-guest-attributes",
                                                                                      "value": "TRUE"}]}})
     result = cloud.start("oldvm")

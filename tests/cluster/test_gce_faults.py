@@ -10,8 +10,19 @@ import time
 
 import psutil
 
+from kubemark_up.providers.gce import owner
 from tests.support.cli import CLI, assert_one_line_error, marked_processes
-from tests.support.gce_cloud import LABEL, PROJECT, REGION, ZONE, Cloud, _host_key, assert_nothing_left, remote_processes
+from tests.support.gce_cloud import (
+    LABEL,
+    OWNER,
+    PROJECT,
+    REGION,
+    ZONE,
+    Cloud,
+    _host_key,
+    assert_nothing_left,
+    remote_processes,
+)
 from tests.support.gce_endpoint import ComputeEndpoint
 from tests.support.sshd import SSHServer
 
@@ -48,8 +59,8 @@ def test_a_missing_permission_is_named(cloud):
 
 
 def test_an_address_of_ours_is_adopted(cloud):
-    cloud.endpoint.put("addresses", PROJECT, f"regions/{REGION}", {"name": "kubemark-up-adopt-ip", "labels": {LABEL: "adopt"},
-                                                                   "address": "127.0.0.1"})
+    cloud.endpoint.put("addresses", PROJECT, f"regions/{REGION}", {"name": "kubemark-up-adopt-ip", "address": "127.0.0.1",
+                                                                   "labels": {LABEL: "adopt", OWNER: owner(cloud.cli.home)}})
     result = cloud.start("adopt", events_disk=True)
     assert result.returncode == 0, result.stderr
     assert "address kubemark-up-adopt-ip already exists with this cluster's mark: adopted" in result.stderr
@@ -72,6 +83,18 @@ def test_an_address_not_ours_is_refused_and_left_alone(cloud):
     assert [(r["name"], r["labels"]) for r in left] == [("kubemark-up-taken-ip", {"team": "other"})]
     cloud.endpoint.remove("addresses", PROJECT, f"regions/{REGION}", "kubemark-up-taken-ip")
     assert_nothing_left(cloud, "taken")
+
+
+def test_an_address_of_this_name_made_by_another_owner_is_refused_and_left_alone(cloud):
+    theirs = {"name": "kubemark-up-shared-ip", "labels": {LABEL: "shared", OWNER: "0123456789ab"}, "address": "127.0.0.1"}
+    cloud.endpoint.put("addresses", PROJECT, f"regions/{REGION}", theirs)
+    result = cloud.start("shared")
+    assert_one_line_error(result, 1, "kubemark-up-shared-ip already exists", "is another owner's",
+                          f"{OWNER}=0123456789ab; this one is {owner(cloud.cli.home)}", "left alone")
+    assert cloud.stop("shared").returncode == 0
+    assert [r["name"] for r in cloud.endpoint.items()] == ["kubemark-up-shared-ip"]
+    cloud.endpoint.remove("addresses", PROJECT, f"regions/{REGION}", "kubemark-up-shared-ip")
+    assert_nothing_left(cloud, "shared")
 
 
 def test_what_is_already_gone_at_stop_counts_as_deleted(cloud):
@@ -108,40 +131,68 @@ def test_sigkill_between_the_disk_and_the_vm(cloud):
     assert_nothing_left(cloud, "killed")
 
 
-def test_state_lost_after_start_is_found_by_label(cloud):
+def test_state_lost_after_start_is_found_by_label_and_the_name_is_free_after(cloud):
     assert cloud.start("lost").returncode == 0
-    (cloud.cli.home / "lost" / "state.json").unlink()
+    cluster_dir = cloud.cli.home / "lost"
+    (cluster_dir / "state.json").unlink()
     result = cloud.stop("lost")
     assert result.returncode == 0, result.stderr
     assert "carries this cluster's mark but state did not know it" in result.stderr
+    # Said as done: the cloud resources deleted (not "processes stopped"), the files here removed.
+    assert result.stdout.strip() == ("kubemark cluster 'lost' stopped (deleted 5 cloud resource(s) found by its "
+                                     "labels; removed its runtime files (logs kept))")
     assert cloud.endpoint.items() == []
+    for made in ("cluster.json", "pki", "kubeconfig.kubemark"):
+        assert not (cluster_dir / made).exists(), made
     # Deleting the VM ends what ran on it; here the "VM" is this machine's sshd user.
-    for process in marked_processes(cloud.cli.home / "lost"):
+    for process in marked_processes(cluster_dir):
         process.kill()
     for process in remote_processes(cloud.sshd.user, cloud.root):
         process.kill()
     psutil.wait_procs(remote_processes(cloud.sshd.user, cloud.root), timeout=10)
     shutil.rmtree(cloud.root / "lost", ignore_errors=True)
     assert_nothing_left(cloud, "lost")
+    # The name is free: a second start of it works (and a second stop after it finds all).
+    again = cloud.start("lost")
+    assert again.returncode == 0, again.stderr
+    assert cloud.stop("lost").returncode == 0
+    assert_nothing_left(cloud, "lost")
 
 
-def test_gc_lists_and_deletes_what_has_no_state_here(cloud):
+def test_gc_lists_and_deletes_what_has_no_state_here_and_is_this_owners(cloud):
     assert cloud.start("orphan").returncode == 0
     cluster_dir = cloud.cli.home / "orphan"
     marker = cluster_dir
     survivors = marked_processes(marker)
     shutil.rmtree(cluster_dir)
+    # Another operator's cluster in the same project, with no state here either.
+    theirs = {LABEL: "theirs", OWNER: "0123456789ab"}
+    cloud.endpoint.put("disks", PROJECT, f"zones/{ZONE}", {"name": "kubemark-up-theirs-pd", "labels": theirs})
+    cloud.endpoint.put("addresses", PROJECT, f"regions/{REGION}", {"name": "kubemark-up-theirs-ip", "labels": theirs,
+                                                                  "address": "10.1.2.3"})
+    cloud.endpoint.put("firewalls", PROJECT, "global", {
+        "name": "kubemark-up-theirs-ssh", "network": f"projects/{PROJECT}/global/networks/default",
+        "description": "kubemark-up cluster theirs (owner 0123456789ab, uid 0123456789abcdef): SSH to its master",
+        "sourceRanges": ["10.0.0.0/8"], "allowed": [{"IPProtocol": "tcp", "ports": ["22"]}]})
     listed = cloud.cli.run("gc", "--provider", "gce", "--project", PROJECT, **cloud.env())
     assert listed.returncode == 0, listed.stderr
     lines = listed.stdout.splitlines()
-    # The firewall rule, the address, the master disk, the VM and its boot disk.
-    assert sum("of cluster orphan" in line for line in lines) == 5, listed.stdout
-    assert len(cloud.endpoint.items()) == 5  # listed, not deleted
+    # The two firewall rules, the address, the master disk, the VM and its boot disk.
+    assert sum(line.endswith("of cluster orphan") for line in lines) == 6, listed.stdout
+    assert sum(line.startswith("skipped ") and "of cluster theirs: owner 0123456789ab" in line for line in lines) == 3
+    assert len(cloud.endpoint.items()) == 9  # listed, not deleted
     deleted = cloud.cli.run("gc", "--provider", "gce", "--project", PROJECT, "--yes", **cloud.env())
     assert deleted.returncode == 0, deleted.stderr
-    assert cloud.endpoint.items() == []
+    assert "3 resource(s) of other owners skipped; --all-owners includes them" in deleted.stdout
+    # Only this owner's went: the other operator's are as they were.
+    assert cloud.endpoint.names() == {"disk/kubemark-up-theirs-pd", "address/kubemark-up-theirs-ip",
+                                      "firewall/kubemark-up-theirs-ssh"}
     again = cloud.cli.run("gc", "--provider", "gce", "--project", PROJECT, **cloud.env())
-    assert "no resources of kubemark-up clusters without state here" in again.stdout
+    assert "no resources of kubemark-up clusters without state here of this owner" in again.stdout
+    for collection, scope, name in (("disks", f"zones/{ZONE}", "kubemark-up-theirs-pd"),
+                                    ("addresses", f"regions/{REGION}", "kubemark-up-theirs-ip"),
+                                    ("firewalls", "global", "kubemark-up-theirs-ssh")):
+        cloud.endpoint.remove(collection, PROJECT, scope, name)
     for process in survivors + remote_processes(cloud.sshd.user, cloud.root):
         process.kill()
     psutil.wait_procs(remote_processes(cloud.sshd.user, cloud.root), timeout=10)
@@ -153,7 +204,7 @@ def test_gc_leaves_clusters_with_state_alone(cloud):
     listed = cloud.cli.run("gc", "--provider", "gce", "--project", PROJECT, "--yes", **cloud.env())
     assert listed.returncode == 0, listed.stderr
     assert "no resources of kubemark-up clusters without state here" in listed.stdout
-    assert len(cloud.endpoint.items()) == 5
+    assert len(cloud.endpoint.items()) == 6
     assert cloud.stop("kept").returncode == 0
     assert_nothing_left(cloud, "kept")
 
@@ -218,13 +269,14 @@ def test_the_host_key_pinned_at_start_is_required_after(tmp_path, bin_dir):
 
 def test_a_firewall_rule_of_ours_left_by_an_earlier_run_is_adopted_and_updated(cloud):
     cloud.endpoint.put("firewalls", PROJECT, "global", {
-        "name": "kubemark-up-oldfw-https", "description": "kubemark-up cluster oldfw (uid 0123456789abcdef): its apiserver",
+        "name": "kubemark-up-oldfw-https",
+        "description": f"kubemark-up cluster oldfw (owner {owner(cloud.cli.home)}, uid 0123456789abcdef): its apiserver",
         "network": f"projects/{PROJECT}/global/networks/default", "sourceRanges": ["0.0.0.0/0"],
         "targetTags": ["kubemark-up-oldfw-master"], "allowed": [{"IPProtocol": "tcp", "ports": ["443"]}]})
     result = cloud.start("oldfw")
     assert result.returncode == 0, result.stderr
     assert "firewall rule kubemark-up-oldfw-https already exists with this cluster's mark: adopted" in result.stderr
-    (rule,) = cloud.endpoint.items("firewalls")
+    rule = next(r for r in cloud.endpoint.items("firewalls") if r["name"] == "kubemark-up-oldfw-https")
     port = cloud.state("oldfw")["ports"]["apiserver"]
     assert rule["sourceRanges"] == ["127.0.0.1/32"] and rule["allowed"] == [{"IPProtocol": "tcp", "ports": [str(port)]}]
     assert cloud.stop("oldfw").returncode == 0

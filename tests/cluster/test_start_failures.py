@@ -139,7 +139,9 @@ def test_stop_with_a_damaged_state_file_still_stops_everything(cli):
     assert "stopping its processes by their marker with provider local" in result.stderr
     assert marked_processes(cluster_dir) == []
     assert kubemark_tmp_files() - tmp_before == set()
-    assert (cluster_dir / "state.json").exists()  # kept for a look
+    # The name is free; the unreadable state kept for a look, beside the logs.
+    assert not (cluster_dir / "state.json").exists() and not (cluster_dir / "cluster.json").exists()
+    assert (cluster_dir / "logs" / "state.json.unreadable").read_text() == '{"schema_version": 99}'
     assert cli.run("stop", "--name", "damaged", "--purge").returncode == 0
     assert not cluster_dir.exists()
 

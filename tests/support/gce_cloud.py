@@ -19,7 +19,7 @@ from tests.support.gce_endpoint import ComputeEndpoint
 from tests.support.sshd import SSHServer
 
 PROJECT, ZONE, REGION = "test-project", "us-central1-b", "us-central1"
-LABEL = "kubemark-up-cluster"
+LABEL, OWNER = "kubemark-up-cluster", "kubemark-up-owner"
 
 
 def _free_port() -> int:

@@ -18,6 +18,7 @@ from rich.console import Console
 from kubemark_up import cli, cluster
 from kubemark_up.errors import KubemarkUpError
 from kubemark_up.providers import registry
+from kubemark_up.state import ClusterDir
 from kubemark_up.steps import Step, insert
 from kubemark_up.ui import UI
 from tests.support.cli import assert_one_line_error
@@ -168,8 +169,48 @@ def test_stop_without_a_readable_state_stops_what_carries_the_marker(fake_world,
     assert len(fake_world.live()) == 4
     (home / "c1" / "state.json").write_text("{")  # damaged: the steps and PIDs are lost
     fake_world.journal.clear()
-    assert cluster.stop("c1", home, quiet(), purge=True) == ["stopped the processes found by their marker"]
+    assert cluster.stop("c1", home, quiet(), purge=True) == ["stopped the processes found by their marker",
+                                                             "removed its files and logs"]
     # No step's undo could run; the provider's sweep found every master process by its marker.
     assert undos(fake_world) == [] and "nodes stop" in fake_world.journal
     assert fake_world.live() == []
     assert not (home / "c1").exists()
+
+
+def test_stop_without_state_frees_the_name_and_keeps_the_logs(fake_world, tmp_path):
+    home = tmp_path / "home"
+    cluster.start(settings(nodes=1), home, quiet())
+    (home / "c1" / "logs" / "earlier.log").write_text("kept\n")
+    (home / "c1" / "state.json").unlink()  # lost: the steps and PIDs with it
+    done = cluster.stop("c1", home, quiet())
+    assert done == ["stopped the processes found by their marker", "removed its runtime files (logs kept)"]
+    assert fake_world.live() == []
+    # The name is free: nothing of the cluster but its logs is left (a second start of
+    # the name after such a stop: tests/cluster/test_gce_faults.py).
+    assert sorted(p.name for p in (home / "c1").iterdir()) == ["logs"]
+    assert (home / "c1" / "logs" / "earlier.log").read_text() == "kept\n"
+    assert not ClusterDir(home, "c1").exists()
+    assert cluster.stop("c1", home, quiet()) == []
+
+
+def test_an_unreadable_state_is_kept_beside_the_logs_when_stop_frees_the_name(fake_world, tmp_path):
+    home = tmp_path / "home"
+    cluster.start(settings(nodes=1), home, quiet())
+    (home / "c1" / "state.json").write_text("{")
+    done = cluster.stop("c1", home, quiet())
+    kept = home / "c1" / "logs" / "state.json.unreadable"
+    assert done[-1] == f"removed its runtime files (logs kept, the unreadable state in {kept})"
+    assert kept.read_text() == "{" and not (home / "c1" / "state.json").exists()
+    assert cluster.stop("c1", home, quiet()) == []  # nothing left to stop: the name is free
+
+
+def test_the_ready_bar_shows_no_rate():
+    out = io.StringIO()
+    ui = UI(Console(file=out, width=120, force_terminal=False))
+    with ui.counter("hollow nodes Ready", total=3) as update:
+        update(1)
+        update(3)
+        update(2, title="pods Running")
+    text = out.getvalue()
+    assert "3/3" in text and "2/3" in text
+    assert "/s" not in text and "nodes/s" not in text

@@ -5,6 +5,8 @@ test endpoint), credentials missing said so."""
 from __future__ import annotations
 
 import json
+import socket
+import threading
 
 import pytest
 
@@ -55,13 +57,13 @@ def test_dry_run_prints_every_resource_and_makes_nothing(bare_cli: CLI, endpoint
                           "--config", str(config), **_env(endpoint, KUBEMARK_MASTER_SIZE="e2-standard-8"))
     assert result.returncode == 0, result.stderr
     out = result.stdout
-    for name in ("kubemark-up-dry-https", "kubemark-up-dry-ip", "kubemark-up-dry-pd", "kubemark-up-dry-events-pd",
+    for name in ("kubemark-up-dry-https", "kubemark-up-dry-ssh", "kubemark-up-dry-ip", "kubemark-up-dry-pd", "kubemark-up-dry-events-pd",
                  "kubemark-up-dry-master"):
         assert name in out
     bodies = [json.loads(line) for line in out.splitlines() if line.lstrip().startswith("{")]
     instance = next(b for b in bodies if b["name"] == "kubemark-up-dry-master")
     assert instance["machineType"].endswith("/machineTypes/e2-standard-8")  # the legacy variable wins
-    assert instance["labels"] == {"kubemark-up-cluster": "dry"}
+    assert instance["labels"] == {"kubemark-up-cluster": "dry", "kubemark-up-owner": gce.owner(bare_cli.home)}
     assert [d.get("deviceName") for d in instance["disks"]] == [None, "master-pd", "master-event-pd"]
     keys = {item["key"] for item in instance["metadata"]["items"]}
     assert keys == {"ssh-keys", "startup-script", "enable-guest-attributes"}
@@ -163,3 +165,112 @@ def test_dry_run_of_a_provider_without_cloud_resources_lists_its_steps(bare_cli:
     assert result.returncode == 0, result.stderr
     assert "start would, in order:" in result.stdout and "- start etcd" in result.stdout
     assert not (bare_cli.home / "dry").exists()
+
+
+# The API out of reach --------------------------------------------------------------------
+
+
+def _closed_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]  # closed again on leaving: a connect is refused
+
+
+def test_an_unreachable_api_is_retried_then_one_line(bare_cli: CLI):
+    port = _closed_port()
+    result = bare_cli.run("gc", "--provider", "gce", "--project", PROJECT, timeout=60,
+                          KUBEMARK_UP_GCE_ENDPOINT=f"http://127.0.0.1:{port}", KUBEMARK_UP_GCE_API_RETRY_TIMEOUT="2")
+    assert_one_line_error(result, 1, f"cannot reach the Compute API at http://127.0.0.1:{port}: connection refused",
+                          "retried for 2s")
+    assert "internal error" not in result.stderr and "ConnectionError" not in result.stderr
+
+
+def test_a_refused_connection_is_retried_until_the_api_answers(monkeypatch):
+    from kubemark_up.providers.gce.api import Compute
+
+    port = _closed_port()
+    monkeypatch.setenv("KUBEMARK_UP_GCE_ENDPOINT", f"http://127.0.0.1:{port}")
+    with pytest.raises(ConnectionRefusedError):
+        socket.create_connection(("127.0.0.1", port), timeout=5).close()  # refused when the call begins
+    later = ComputeEndpoint(op_seconds=0.01, port=port)
+    timer = threading.Timer(1.5, later.start)
+    timer.start()
+    try:
+        compute = Compute(PROJECT, retry_timeout=60)
+        found = list(compute.labelled("Firewalls", "list firewall rules", 'name = "x"'))
+        assert found == []
+        assert [e.method_id for e in later.log] == ["compute.firewalls.list"]  # answered once it was up
+    finally:
+        timer.join()
+        later.stop()
+
+
+@pytest.mark.parametrize(("kind", "method", "permission"), [
+    ("Instances", "get_guest_attributes", "compute.instances.getGuestAttributes"),
+    ("Instances", "set_metadata", "compute.instances.setMetadata"),
+    ("Instances", "get_serial_port_output", "compute.instances.getSerialPortOutput"),
+    ("Instances", "aggregated_list", "compute.instances.list"),
+    ("Disks", "insert", "compute.disks.create"),
+    ("Firewalls", "patch", "compute.firewalls.update"),
+    ("Addresses", "delete", "compute.addresses.delete"),
+    ("ZoneOperations", "wait", "compute.zoneOperations.get"),
+])
+def test_permissions_are_named_as_iam_names_them(kind, method, permission):
+    from kubemark_up.providers.gce.api import permission as named
+
+    assert named(kind, method) == permission
+
+
+def test_a_403_on_guest_attributes_falls_back_to_the_serial_console(monkeypatch, endpoint):
+    from kubemark_up.providers.gce.api import Compute, Scope
+    from kubemark_up.providers.gce.sshkeys import published_host_keys
+
+    monkeypatch.setenv("KUBEMARK_UP_GCE_ENDPOINT", endpoint.url)
+    key = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOmq4cnbsclkFW0GCOp7ZpM+WILVqTQCxqQBk9mk7tjk"
+    endpoint.host_keys = [key]
+    endpoint.put("instances", PROJECT, "zones/us-central1-b", {
+        "name": "vm", "disks": [], "networkInterfaces": [],
+        "metadata": {"items": [{"key": "enable-guest-attributes", "value": "TRUE"}]}})
+    # As the API refuses it: the message need not name the permission.
+    endpoint.fault("compute.instances.getGuestAttributes", status=403, reason="forbidden",
+                   message="The caller does not have permission")
+    heard: list[str] = []
+    where, keys = published_host_keys(Compute(PROJECT), Scope("zone", "us-central1-b"), "vm", heard.append)
+    assert (where, keys) == ("serial port", [key])
+    assert len(heard) == 1 and "lack the permission compute.instances.getGuestAttributes" in heard[0]
+    calls = [e.method_id for e in endpoint.log]
+    assert calls == ["compute.instances.getGuestAttributes", "compute.instances.getSerialPortOutput"]
+
+
+def test_dry_run_names_the_ssh_rule_and_the_owner(bare_cli: CLI, endpoint):
+    from kubemark_up.providers.gce.settings import owner
+
+    result = bare_cli.run("start", "--provider", "gce", "--name", "dry", "--nodes", "0", "--dry-run",
+                          **_env(endpoint, KUBEMARK_UP_GCE_SSH_PORT="2222"))
+    assert result.returncode == 0, result.stderr
+    bodies = {b["name"]: b for b in (json.loads(line) for line in result.stdout.splitlines()
+                                     if line.lstrip().startswith("{"))}
+    mine = owner(bare_cli.home)
+    ssh = bodies["kubemark-up-dry-ssh"]
+    assert ssh["sourceRanges"] == ["10.0.0.0/8"] and ssh["allowed"] == [{"IPProtocol": "tcp", "ports": ["2222"]}]
+    assert ssh["targetTags"] == ["kubemark-up-dry-master"]
+    for rule in (ssh, bodies["kubemark-up-dry-https"]):
+        assert rule["description"].startswith(f"kubemark-up cluster dry (owner {mine}, uid ")
+    for name in ("kubemark-up-dry-ip", "kubemark-up-dry-pd", "kubemark-up-dry-master"):
+        assert bodies[name]["labels"] == {"kubemark-up-cluster": "dry", "kubemark-up-owner": mine}
+    assert f"kubemark-up-owner={mine}" in result.stdout
+    assert endpoint.log == []
+
+
+def test_dry_run_names_the_node_engine_it_would_use(tmp_path):
+    from kubemark_up import cluster
+    from kubemark_up.providers import registry
+    from kubemark_up.ui import UI
+
+    def nodes_line(**flags: object) -> str:
+        settings = registry.resolve_settings(flags={"name": "dry", "nodes": 4, **flags}, environ={})
+        lines = cluster.plan(settings, tmp_path, UI())
+        return lines[lines.index("- nodes") + 1]
+
+    assert nodes_line() == "  4 hollow nodes in fleet processes on localhost"  # the default engine
+    assert nodes_line(node_engine="kubemark") == "  4 hollow nodes as kubemark processes on localhost"

@@ -8,6 +8,14 @@ api.py: the Compute calls; provider.py: the provider (its steps, stop, sweep, gc
 """
 
 from kubemark_up.providers.gce.provider import GCEProvider
-from kubemark_up.providers.gce.settings import KEY_FILE, GCESettings, master_cores, master_disk_gb, names, root_disk_gb
+from kubemark_up.providers.gce.settings import (
+    KEY_FILE,
+    GCESettings,
+    master_cores,
+    master_disk_gb,
+    names,
+    owner,
+    root_disk_gb,
+)
 
-__all__ = ["KEY_FILE", "GCEProvider", "GCESettings", "master_cores", "master_disk_gb", "names", "root_disk_gb"]
+__all__ = ["KEY_FILE", "GCEProvider", "GCESettings", "master_cores", "master_disk_gb", "names", "owner", "root_disk_gb"]

@@ -2,24 +2,29 @@
 
 One place that talks to the API: the clients (Application Default Credentials, or
 none against KUBEMARK_UP_GCE_ENDPOINT, the test endpoint), the client's own retry
-with back-off for transient errors, waiting on operations (Operations.wait: the
-server holds the call until the operation is done, so a wait costs few calls), and
-the translation of the API's errors into one line each: a missing permission named,
-quota, "already exists" and "not found" as their own exceptions for the caller.
+with back-off for transient errors (the API's 429 and 5xx, and the transport's: a
+refused or dropped connection), waiting on operations (Operations.wait: the server
+holds the call until the operation is done, so a wait costs few calls), and the
+translation of the API's errors into one line each: a missing permission named (its
+IAM name), quota, an unreachable API, "already exists", "not found" and "forbidden"
+as their own exceptions for the caller.
 """
 
 from __future__ import annotations
 
 import os
 import re
+import socket
 import time
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
+import requests
 from google.api_core import exceptions as gexc
 from google.api_core import retry as gretry
+from google.auth import exceptions as auth_exc
 
 # google.cloud.compute_v1 takes about a second to import, so it is imported where a
 # request or body is built (here, resources.py, sshkeys.py): a command that stops
@@ -27,19 +32,26 @@ from google.api_core import retry as gretry
 from kubemark_up.errors import ConfigError, KubemarkUpError
 
 ENDPOINT_ENV = "KUBEMARK_UP_GCE_ENDPOINT"  # tests only: a local Compute endpoint, no credentials
+DEFAULT_ENDPOINT = "https://compute.googleapis.com"
 SCOPES = ["https://www.googleapis.com/auth/compute"]
 
+# What the transport raises when the API cannot be reached or the connection drops:
+# the REST transport's requests errors (not subclasses of the built-in
+# ConnectionError), and google-auth's when a token refresh cannot reach its server.
+_UNREACHABLE: tuple[type[Exception], ...] = (
+    requests.exceptions.ConnectionError, requests.exceptions.ChunkedEncodingError, auth_exc.TransportError,
+)
 # What the API may fail for a moment; an insert retried carries the same requestId,
 # so the server does it once.
 _TRANSIENT = gretry.if_exception_type(
     gexc.TooManyRequests, gexc.InternalServerError, gexc.BadGateway, gexc.ServiceUnavailable, gexc.GatewayTimeout,
-    ConnectionError,
+    *_UNREACHABLE,
 )
-RETRY = gretry.Retry(predicate=_TRANSIENT, initial=0.5, maximum=10.0, multiplier=2.0, timeout=120.0)
 
-# Method -> the IAM permission it needs, for the error when the API does not name it.
-_VERBS = {"insert": "create", "delete": "delete", "get": "get", "list": "list", "aggregated_list": "list",
-          "wait": "get", "patch": "update"}
+# The IAM permission a method needs, for the error when the API does not name it: the
+# REST method's verb, with the ones IAM names otherwise (Python's method names are
+# snake_case: get_guest_attributes is compute.instances.getGuestAttributes).
+_VERBS = {"insert": "create", "patch": "update", "aggregated_list": "list", "wait": "get"}
 
 
 class GCEError(KubemarkUpError):
@@ -52,6 +64,14 @@ class NotFound(GCEError):
 
 class AlreadyExists(GCEError):
     pass
+
+
+class Forbidden(GCEError):
+    """The credentials lack a permission (named in the message)."""
+
+
+class Unreachable(GCEError):
+    """The API could not be reached within the retry budget."""
 
 
 @dataclass(frozen=True)
@@ -72,7 +92,6 @@ def _credentials(endpoint: str | None) -> Any:
 
         return AnonymousCredentials()
     import google.auth
-    from google.auth import exceptions as auth_exc
 
     try:
         credentials, _ = google.auth.default(scopes=SCOPES)
@@ -87,10 +106,13 @@ def _credentials(endpoint: str | None) -> Any:
 class Compute:
     """The clients of one project, made on first use."""
 
-    def __init__(self, project: str, *, operation_timeout: float = 600.0) -> None:
+    def __init__(self, project: str, *, operation_timeout: float = 600.0, retry_timeout: float = 120.0) -> None:
         self.project = project
         self.operation_timeout = operation_timeout
         self.endpoint = os.environ.get(ENDPOINT_ENV) or None
+        # Transient errors are retried with back-off for up to retry_timeout seconds.
+        self.retry = gretry.Retry(predicate=_TRANSIENT, initial=0.5, maximum=10.0, multiplier=2.0,
+                                  timeout=retry_timeout)
         self._clients: dict[str, Any] = {}
         self._credentials: Any = None
         self.calls = 0  # API requests made (retries not counted)
@@ -114,11 +136,22 @@ class Compute:
         """client(kind).method(**request), retried while transient, errors translated."""
         self.calls += 1
         try:
-            return getattr(self.client(kind), method)(**request, retry=RETRY, timeout=60.0)
+            return getattr(self.client(kind), method)(**request, retry=self.retry, timeout=60.0)
         except gexc.GoogleAPICallError as exc:
             raise _translate(exc, what, kind, method) from None
         except gexc.RetryError as exc:
-            raise GCEError(f"{what}: the Compute API kept failing for {RETRY.timeout:.0f}s ({exc.cause})") from None
+            raise self._gave_up(what, exc.cause, kind, method) from None
+        except _UNREACHABLE as exc:  # not retried (a page after the first): said as one line all the same
+            raise self._gave_up(what, exc, kind, method) from None
+
+    def _gave_up(self, what: str, cause: BaseException | None, kind: str, method: str) -> GCEError:
+        if isinstance(cause, _UNREACHABLE):
+            return Unreachable(f"cannot reach the Compute API at {self.endpoint or DEFAULT_ENDPOINT}: "
+                               f"{transport_reason(cause)} ({what}; retried for {self.retry.timeout:.0f}s)")
+        if isinstance(cause, gexc.GoogleAPICallError):
+            last = _translate(cause, what, kind, method)
+            return GCEError(f"{last.message}; the Compute API kept failing for {self.retry.timeout:.0f}s")
+        return GCEError(f"{what}: the Compute API kept failing for {self.retry.timeout:.0f}s ({cause})")
 
     def wait(self, operation: Any, scope: Scope, what: str) -> None:
         """Wait for an operation to be DONE; its error as one line."""
@@ -177,6 +210,10 @@ class Compute:
                     yield Scope(kind_name.rstrip("s"), name), item
         except gexc.GoogleAPICallError as exc:  # a later page
             raise _translate(exc, what, kind, "aggregated_list") from None
+        except gexc.RetryError as exc:
+            raise self._gave_up(what, exc.cause, kind, "aggregated_list") from None
+        except _UNREACHABLE as exc:
+            raise self._gave_up(what, exc, kind, "aggregated_list") from None
 
 
 def _where(scope: Scope) -> dict[str, str]:
@@ -203,17 +240,42 @@ def _translate(exc: gexc.GoogleAPICallError, what: str, kind: str, method: str) 
         if "quota" in message.lower():
             return GCEError(f"{what}: quota exceeded ({message})")
         found = _PERMISSION.search(message)
-        permission = found[1] if found else f"compute.{_resource(kind)}.{_VERBS.get(method, method)}"
-        return GCEError(f"{what}: the credentials lack the permission {permission} ({message})")
+        return Forbidden(f"{what}: the credentials lack the permission "
+                         f"{found[1] if found else permission(kind, method)} ({message})")
     if isinstance(exc, gexc.TooManyRequests):
         return GCEError(f"{what}: rate limit or quota exceeded ({message})")
     return GCEError(f"{what}: {exc.code} {message}")
 
 
-def _resource(kind: str) -> str:
-    if kind.endswith("Operations"):
-        return {"Zone": "zoneOperations", "Region": "regionOperations", "Global": "globalOperations"}[kind[:-10]]
-    return kind[0].lower() + kind[1:]
+def permission(kind: str, method: str) -> str:
+    """The IAM permission client kind's method needs: Instances.get_guest_attributes ->
+    compute.instances.getGuestAttributes, Disks.insert -> compute.disks.create."""
+    resource = kind[0].lower() + kind[1:]  # ZoneOperations -> zoneOperations
+    verb = _VERBS.get(method) or re.sub(r"_([a-z])", lambda m: m[1].upper(), method)
+    return f"compute.{resource}.{verb}"
+
+
+def transport_reason(exc: BaseException) -> str:
+    """What went wrong on the way to the API, in a few words: the innermost OS error of
+    the chain (connection refused, name not resolved), else the exception's own words."""
+    seen: list[BaseException] = []
+    current: BaseException | None = exc
+    while current is not None and current not in seen:
+        seen.append(current)
+        current = current.__cause__ or current.__context__
+    for inner in reversed(seen):
+        if isinstance(inner, ConnectionRefusedError):
+            return "connection refused"
+        if isinstance(inner, socket.gaierror):
+            return "the name does not resolve"
+        if isinstance(inner, ConnectionResetError):
+            return "connection reset"
+        if isinstance(inner, TimeoutError):
+            return "timed out"
+        if isinstance(inner, OSError) and inner.strerror:
+            return inner.strerror[0].lower() + inner.strerror[1:]
+    text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    return text
 
 
 def _operation_error(what: str, code: str, message: str) -> GCEError:

@@ -1,10 +1,11 @@
 """The gce provider: the master on a Compute Engine VM that kubemark-up makes, with its
-disk(s), a static external IP and a firewall rule for the apiserver; the hollow nodes
-as pods on a root cluster (hollow_nodes: pods), or on the VM (hollow_nodes: host).
+disk(s), a static external IP and firewall rules for the apiserver and SSH; the hollow
+nodes as pods on a root cluster (hollow_nodes: pods), or on the VM (hollow_nodes: host).
 
 Its steps come before the shared ones: one per kind of resource (resources.py), each
-recorded in state before it is asked for and carrying this cluster's mark; stop
-deletes what state records and what the mark finds, never what lacks it. The address
+recorded in state before it is asked for and carrying this cluster's and this owner's
+mark; stop deletes what state records and what the mark finds, never what lacks it
+(another owner's included). The address
 is reserved before the PKI (it goes into the serving certificate). The VM gets a key
 pair made for this cluster; its host key, pinned on first contact, must be one the VM
 published (sshkeys.py). Once the VM answers SSH, it is a preexisting host: the
@@ -33,6 +34,7 @@ from kubemark_up.providers.gce.resources import (
     FIREWALL,
     INSTANCE,
     KINDS,
+    SSH_FIREWALL,
     ResourceKind,
     Wanted,
     kind_of,
@@ -41,8 +43,10 @@ from kubemark_up.providers.gce.settings import (
     HTTPS_PORT,
     KEY_FILE,
     LABEL,
+    OWNER_LABEL,
     PREFIX,
     GCESettings,
+    owner,
 )
 from kubemark_up.providers.gce.sshkeys import check_host_key, ensure_in_metadata, ensure_key
 from kubemark_up.providers.preexisting import PreexistingProvider, PreexistingSettings
@@ -68,14 +72,24 @@ class GCEProvider(Provider):
         super().__init__(settings)
         self._compute: Compute | None = None
         self._remote: PreexistingProvider | None = None
+        self._deleted: list[str] = []  # what this command deleted in the cloud, for its last line
 
     # Derived --------------------------------------------------------------------
 
     @property
     def compute(self) -> Compute:
         if self._compute is None:
-            self._compute = Compute(self.settings.project, operation_timeout=self.settings.operation_timeout)
+            self._compute = Compute(self.settings.project, operation_timeout=self.settings.operation_timeout,
+                                    retry_timeout=self.settings.api_retry_timeout)
         return self._compute
+
+    def owner(self, home: Path) -> str:
+        """The owner mark of what is made from home (settings.py: owner)."""
+        return owner(home)
+
+    def deleted_resources(self) -> list[str]:
+        """What this command deleted in the cloud ("VM kubemark-up-x-master", ...)."""
+        return list(self._deleted)
 
     def _ip(self, ctx: Context) -> str | None:
         resource = ctx.state.resource(ADDRESS.state_kind, ADDRESS.name(ctx.info.name))
@@ -134,8 +148,8 @@ class GCEProvider(Provider):
 
     def steps(self, shared: list[Step]) -> list[Step]:
         own = [
-            Step("gce-firewall", "", self._step_firewall, undo=self._undo(FIREWALL),
-                 undo_title="delete the firewall rule", plan=self._plan(FIREWALL, first=True)),
+            Step("gce-firewall", "", self._step_firewall, undo=self._undo(FIREWALL, SSH_FIREWALL),
+                 undo_title="delete the firewall rules", plan=self._plan(FIREWALL, SSH_FIREWALL, first=True)),
             Step("gce-address", "", self._step_address, undo=self._undo(ADDRESS),
                  undo_title="release the static IP address", plan=self._plan(ADDRESS)),
             Step("gce-disks", "", self._step_disks, undo=self._undo(DISK, EVENTS_DISK),
@@ -174,8 +188,8 @@ class GCEProvider(Provider):
     # What would be made ---------------------------------------------------------------
 
     def _wanted(self, ctx: Context, *, ip: str | None = None, public_key: str = "") -> Wanted:
-        return Wanted(settings=self.settings, cluster=ctx.info.name, uid=ctx.info.uid, nodes=ctx.settings.nodes,
-                      port=self.apiserver_port(ctx), ip=ip, public_key=public_key)
+        return Wanted(settings=self.settings, cluster=ctx.info.name, owner=owner(ctx.dir.home), uid=ctx.info.uid,
+                      nodes=ctx.settings.nodes, port=self.apiserver_port(ctx), ip=ip, public_key=public_key)
 
     def _plan(self, *kinds: ResourceKind, first: bool = False) -> Callable[[Context], list[str]]:
         """--dry-run: the resources a step makes, each with its body; the first step also
@@ -186,8 +200,8 @@ class GCEProvider(Provider):
                 self._check_settings()
                 made = ", ".join(kind.name(ctx.info.name) for kind in KINDS if kind.wanted(s))
                 lines.append(f"in project {s.project} (zone {s.zone}, region {s.region_name}), in this order: {made}; "
-                             f"each labelled {LABEL}={ctx.info.name} (the firewall rule, which has no labels, by its "
-                             "description)")
+                             f"each labelled {LABEL}={ctx.info.name} and {OWNER_LABEL}={owner(ctx.dir.home)} (the "
+                             "firewall rules, which have no labels, by their description)")
             wanted = self._wanted(ctx, public_key=f"ssh-ed25519 <a key made for this cluster> {PREFIX}{ctx.info.name}")
             return lines + [line for kind in kinds if kind.wanted(s) for line in kind.plan(wanted)]
 
@@ -210,11 +224,15 @@ class GCEProvider(Provider):
                         kind.insert(self.compute, scope, what, body, resource.details["request_id"])
                     except AlreadyExists:
                         found = kind.get(self.compute, scope, what, body.name)
-                        if not kind.ours(found, ctx.info.name):
+                        mine = owner(ctx.dir.home)
+                        if not kind.ours(found, ctx.info.name, mine):
+                            mark = kind.mark(found)
+                            whose = (f"another owner's ({OWNER_LABEL}={mark[1] or 'none'}; this one is {mine})"
+                                     if mark is not None and mark[0] == ctx.info.name
+                                     else f"not this cluster's (no {LABEL}={ctx.info.name})")
                             raise _NotOurs(
-                                f"{kind.title} {body.name} already exists in project {self.settings.project} and is not "
-                                f"this cluster's (no {LABEL}={ctx.info.name}); it is left alone: delete it, or choose "
-                                "another --name") from None
+                                f"{kind.title} {body.name} already exists in project {self.settings.project} and is "
+                                f"{whose}; it is left alone: delete it, or choose another --name") from None
                         ctx.ui.warn(f"{kind.title} {body.name} already exists with this cluster's mark: adopted")
                         resource.details["adopted"] = True
                         if kind.refresh is not None:
@@ -225,7 +243,8 @@ class GCEProvider(Provider):
         return resource
 
     def _step_firewall(self, ctx: Context) -> None:
-        self._make(ctx, "gce-firewall", FIREWALL, FIREWALL.build(self._wanted(ctx)))
+        for kind in (FIREWALL, SSH_FIREWALL):
+            self._make(ctx, "gce-firewall", kind, kind.build(self._wanted(ctx)))
 
     def _step_address(self, ctx: Context) -> None:
         body = ADDRESS.build(self._wanted(ctx))
@@ -300,6 +319,7 @@ class GCEProvider(Provider):
         mark that state lost; not found is done; without our mark, left alone and said."""
         errors: list[str] = []
         kind = kinds[0]
+        mine = owner(ctx.dir.home)
         wanted = {k.name(ctx.info.name) for k in kinds}
         recorded = [r for r in ctx.state.resources if r.kind == kind.state_kind and r.id in wanted]
         seen: set[str] = set()
@@ -311,7 +331,10 @@ class GCEProvider(Provider):
             except KubemarkUpError as exc:
                 errors.append(exc.message)
         try:
-            for where, item in kind.marked(self.compute, ctx.info.name):
+            # One list finds a labelled client's all (both disks); firewall rules go by name.
+            listed = [found for k in (kinds[:1] if kind.labelled else kinds)
+                      for found in k.marked(self.compute, ctx.info.name, mine)]
+            for where, item in listed:
                 if item.name not in seen:
                     seen.add(item.name)
                     ctx.ui.warn(f"{kind.title} {item.name} carries this cluster's mark but state did not know it: "
@@ -330,16 +353,21 @@ class GCEProvider(Provider):
             found = kind.get(self.compute, scope, what, name)
         except NotFound:
             return
-        if not kind.ours(found, ctx.info.name):
-            raise GCEError(f"{kind.title} {name} exists but does not carry {LABEL}={ctx.info.name}: left alone")
+        mine = owner(ctx.dir.home)
+        if not kind.ours(found, ctx.info.name, mine):
+            raise GCEError(f"{kind.title} {name} exists but does not carry {LABEL}={ctx.info.name} and "
+                           f"{OWNER_LABEL}={mine}: left alone")
         try:
             kind.delete(self.compute, scope, what, name)
         except NotFound:
             return
+        self._deleted.append(f"{kind.title} {name}")
 
     def sweep(self, ctx: Context) -> list[str]:
         """state.json is lost: the hollow-node pods by their uid, then every resource
-        that carries this cluster's mark, found by listing, in stop's order."""
+        that carries this cluster's and this owner's mark, found by listing, in stop's
+        order; then listed again, so that what this returns without a problem is gone
+        (and the cluster's files here may go with it)."""
         errors: list[str] = []
         if ctx.settings.hollow_nodes == "pods":
             from kubemark_up.nodes.registry import engine_for
@@ -348,20 +376,30 @@ class GCEProvider(Provider):
                 errors += engine_for("pods", ctx.settings.node_engine).build(ctx).stop(ctx)
             except KubemarkUpError as exc:
                 errors.append(exc.message)
-        for kinds in ((INSTANCE,), (DISK, EVENTS_DISK), (ADDRESS,), (FIREWALL,)):
+        order = ((INSTANCE,), (DISK, EVENTS_DISK), (ADDRESS,), (FIREWALL, SSH_FIREWALL))
+        for kinds in order:
             errors += self._delete_all(ctx, kinds)
-        return errors
+        if errors:
+            return errors
+        mine = owner(ctx.dir.home)
+        try:
+            left = [f"{kind.title} {item.name}" for kinds in order for kind in (kinds[:1] if kinds[0].labelled else kinds)
+                    for _, item in kind.marked(self.compute, ctx.info.name, mine)]
+        except KubemarkUpError as exc:
+            return [f"cannot confirm the cluster's cloud resources are gone: {exc.message}"]
+        return [f"{what} still carries this cluster's mark after its delete" for what in left]
 
     # gc ---------------------------------------------------------------------------------
 
-    def orphans(self, known: set[str]) -> list[tuple[str, str, str, Scope]]:
-        """Resources in the project marked by kubemark-up for a cluster not in known:
-        (cluster, key, name, scope)."""
-        found: list[tuple[str, str, str, Scope]] = []
-        for kind in (INSTANCE, DISK, ADDRESS, FIREWALL):  # DISK: the events disks too (one client)
-            for cluster, scope, item in kind.all_marked(self.compute):
+    def orphans(self, known: set[str]) -> list[tuple[str, str, str, str, Scope]]:
+        """Resources in the project marked by kubemark-up for a cluster not in known,
+        whoever the owner: (cluster, owner, key, name, scope); owner "" for a resource
+        that carries the cluster's label and no owner."""
+        found: list[tuple[str, str, str, str, Scope]] = []
+        for kind in (INSTANCE, DISK, ADDRESS, FIREWALL, SSH_FIREWALL):  # DISK: the events disks too (one client)
+            for cluster, made_by, scope, item in kind.all_marked(self.compute):
                 if cluster not in known:
-                    found.append((cluster, kind.key, item.name, scope))
+                    found.append((cluster, made_by, kind.key, item.name, scope))
         return found
 
     def delete_orphan(self, cluster: str, key: str, name: str, scope: Scope) -> None:
@@ -370,6 +408,7 @@ class GCEProvider(Provider):
             kind.delete(self.compute, scope, f"delete {kind.title} {name}", name)
         except NotFound:
             return
+        self._deleted.append(f"{kind.title} {name}")
 
 
 class _NotOurs(GCEError):

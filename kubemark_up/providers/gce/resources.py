@@ -1,10 +1,11 @@
 """The cloud resources a gce cluster makes, one ResourceKind record each: its name,
-its mark (the label kubemark-up-cluster=<name>; for the firewall rule, which has no
-labels, an exact name and a description naming the cluster), its body, where it
-lives, the calls that insert, read and delete it, and its --dry-run lines.
+its mark (the labels kubemark-up-cluster=<name> and kubemark-up-owner=<owner>; for
+the firewall rules, which have no labels, an exact name and a description naming the
+cluster and the owner), its body, where it lives, the calls that insert, read and
+delete it, and its --dry-run lines.
 
-FIREWALL, ADDRESS, DISK, EVENTS_DISK, INSTANCE: the order start makes them in
-(stop deletes them the other way round).
+FIREWALL, SSH_FIREWALL, ADDRESS, DISK, EVENTS_DISK, INSTANCE: the order start makes
+them in (stop deletes them the other way round).
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from kubemark_up.providers.gce.settings import (
     EVENTS_PD_DEVICE,
     LABEL,
     MASTER_PD_DEVICE,
+    OWNER_LABEL,
     GCESettings,
     machine_type,
     master_disk_gb,
@@ -36,6 +38,7 @@ class Wanted:
 
     settings: GCESettings
     cluster: str
+    owner: str
     uid: str
     nodes: int
     port: int  # kube-apiserver's, which the firewall rule opens
@@ -44,7 +47,21 @@ class Wanted:
 
     @property
     def labels(self) -> dict[str, str]:
-        return {LABEL: self.cluster}
+        return {LABEL: self.cluster, OWNER_LABEL: self.owner}
+
+    def description(self, what: str, *, uid: bool = False) -> str:
+        """A description beginning with the mark (a firewall rule's only one)."""
+        return DESCRIPTION.format(name=self.cluster, owner=self.owner) + (f", uid {self.uid}" if uid else "") + \
+            f"): {what}"
+
+
+_MARK = re.compile(r"kubemark-up cluster (\S+) \(owner (\w+)[,)]")  # DESCRIPTION's, read back
+
+
+def description_mark(text: str) -> tuple[str, str] | None:
+    """(cluster, owner) of a description that begins with the mark, else None."""
+    found = _MARK.match(text)
+    return (found[1], found[2]) if found else None
 
 
 @dataclass(frozen=True)
@@ -72,11 +89,18 @@ class ResourceKind:
         return {"global": Scope("global"), "region": Scope("region", settings.region_name),
                 "zone": Scope("zone", settings.zone)}[self.scope_kind]
 
-    def ours(self, found: Any, cluster: str) -> bool:
-        """found (as read from the API) carries cluster's mark."""
+    def mark(self, found: Any) -> tuple[str, str] | None:
+        """(cluster, owner) that found (as read from the API) is marked for, or None;
+        owner "" when it carries the cluster's label alone (not made by kubemark-up
+        as it is now, or by someone who copied the label)."""
         if not self.labelled:
-            return str(found.description).startswith(DESCRIPTION.format(name=cluster) + " ")
-        return dict(found.labels).get(LABEL) == cluster
+            return description_mark(str(found.description))
+        labels = dict(found.labels)
+        return (labels[LABEL], labels.get(OWNER_LABEL, "")) if LABEL in labels else None
+
+    def ours(self, found: Any, cluster: str, owner: str) -> bool:
+        """found carries cluster's mark, made by owner."""
+        return self.mark(found) == (cluster, owner)
 
     # The calls ---------------------------------------------------------------------
 
@@ -89,28 +113,30 @@ class ResourceKind:
     def delete(self, compute: Compute, scope: Scope, what: str, name: str) -> None:
         compute.delete(self.client, scope, what, **{self.param: name})
 
-    def marked(self, compute: Compute, cluster: str) -> list[tuple[Scope, Any]]:
-        """Every resource of this client in the project with cluster's mark."""
+    def marked(self, compute: Compute, cluster: str, owner: str) -> list[tuple[Scope, Any]]:
+        """Every resource of this kind (for a labelled kind: of this client) in the
+        project with cluster's mark, made by owner."""
         if not self.labelled:
             name = self.name(cluster)
             found = compute.labelled(self.client, "list firewall rules", f'name = "{name}"')
-            return [(where, item) for where, item in found if self.ours(item, cluster)]
-        return list(compute.labelled(self.client, f"list {self.client.lower()} labelled {LABEL}={cluster}",
-                                     f'labels.{LABEL} = "{cluster}"'))
+        else:
+            found = compute.labelled(self.client, f"list {self.client.lower()} labelled {LABEL}={cluster}",
+                                     f'labels.{LABEL} = "{cluster}"')
+        return [(where, item) for where, item in found if self.ours(item, cluster, owner)]
 
-    def all_marked(self, compute: Compute) -> Iterator[tuple[str, Scope, Any]]:
-        """(cluster, where, resource) for every resource of this client in the project
-        that kubemark-up marked, whatever the cluster."""
+    def all_marked(self, compute: Compute) -> Iterator[tuple[str, str, Scope, Any]]:
+        """(cluster, owner, where, resource) for every resource of this kind (labelled:
+        of this client) in the project that kubemark-up marked, whatever the cluster
+        and owner."""
         if self.labelled:
-            for scope, item in compute.labelled(self.client, f"list {self.client.lower()} labelled {LABEL}",
-                                                f"labels.{LABEL}:*"):
-                yield dict(item.labels)[LABEL], scope, item
-            return
-        mark = re.compile(re.escape(DESCRIPTION.format(name="")) + r"(\S+) ")
-        for scope, item in compute.labelled(self.client, "list firewall rules", f'name eq "{self.name(".*")}"'):
-            matched = mark.match(str(item.description))
-            if matched and item.name == self.name(matched[1]):
-                yield matched[1], scope, item
+            found = compute.labelled(self.client, f"list {self.client.lower()} labelled {LABEL}", f"labels.{LABEL}:*")
+        else:
+            found = compute.labelled(self.client, "list firewall rules", f'name eq "{self.name(".*")}"')
+        for scope, item in found:
+            mark = self.mark(item)
+            # A firewall rule is marked by its exact name too.
+            if mark is not None and (self.labelled or item.name == self.name(mark[0])):
+                yield mark[0], mark[1], scope, item
 
     def plan(self, wanted: Wanted) -> list[str]:
         """--dry-run: what it is, where, and its body as it goes on the wire (the API's field names)."""
@@ -123,19 +149,26 @@ class ResourceKind:
 # The bodies -------------------------------------------------------------------------
 
 
-def _firewall(w: Wanted) -> Any:
-    from google.cloud import compute_v1
-    s, n = w.settings, names(w.cluster)
-    return compute_v1.Firewall(
-        name=n["firewall"], network=network(s), direction="INGRESS", source_ranges=list(s.source_ranges),
-        target_tags=[n["tag"]], allowed=[compute_v1.Allowed(I_p_protocol="tcp", ports=[str(w.port)])],
-        description=DESCRIPTION.format(name=w.cluster) + f" (uid {w.uid}): its apiserver")
+def _firewall(key: str) -> Callable[[Wanted], Any]:
+    """The rule that lets source_ranges reach the master VM: its apiserver, or its sshd
+    (kubemark-up's own way in: a network without such a rule would leave start waiting
+    out ssh_wait_timeout)."""
+    def build(w: Wanted) -> Any:
+        from google.cloud import compute_v1
+        s, n = w.settings, names(w.cluster)
+        port, what = (w.port, "its apiserver") if key == "firewall" else (s.ssh_port, "SSH to its master")
+        return compute_v1.Firewall(
+            name=n[key], network=network(s), direction="INGRESS", source_ranges=list(s.source_ranges),
+            target_tags=[n["tag"]], allowed=[compute_v1.Allowed(I_p_protocol="tcp", ports=[str(port)])],
+            description=w.description(what, uid=True))
+
+    return build
 
 
 def _address(w: Wanted) -> Any:
     from google.cloud import compute_v1
     return compute_v1.Address(name=names(w.cluster)["address"], address_type="EXTERNAL", labels=w.labels,
-                              description=DESCRIPTION.format(name=w.cluster) + ": the master's address")
+                              description=w.description("the master's address"))
 
 
 def _disk(key: str) -> Callable[[Wanted], Any]:
@@ -167,7 +200,7 @@ def _instance(w: Wanted) -> Any:
         nic.subnetwork = f"regions/{s.region_name}/subnetworks/{s.subnetwork}"
     return compute_v1.Instance(
         name=n["instance"], machine_type=f"zones/{zone}/machineTypes/{machine_type(s, w.nodes)}", labels=w.labels,
-        description=DESCRIPTION.format(name=w.cluster) + ": the master", tags=compute_v1.Tags(items=[n["tag"]]),
+        description=w.description("the master"), tags=compute_v1.Tags(items=[n["tag"]]),
         disks=attached, network_interfaces=[nic],
         metadata=compute_v1.Metadata(items=[
             compute_v1.Items(key="ssh-keys", value=f"{s.ssh_user}:{w.public_key}"),
@@ -212,9 +245,12 @@ def startup_script(settings: GCESettings) -> str:
     return "\n".join(lines) + "\n"
 
 
-FIREWALL = ResourceKind(key="firewall", title="firewall rule", role="firewall rule", client="Firewalls",
-                        param="firewall", scope_kind="global", build=_firewall, labelled=False,
-                        refresh=_refresh_firewall)
+FIREWALL = ResourceKind(key="firewall", title="firewall rule", role="firewall rule for the apiserver",
+                        client="Firewalls", param="firewall", scope_kind="global", build=_firewall("firewall"),
+                        labelled=False, refresh=_refresh_firewall)
+SSH_FIREWALL = ResourceKind(key="ssh_firewall", title="firewall rule", role="firewall rule for SSH",
+                            client="Firewalls", param="firewall", scope_kind="global",
+                            build=_firewall("ssh_firewall"), labelled=False, refresh=_refresh_firewall)
 ADDRESS = ResourceKind(key="address", title="address", role="static external IP address", client="Addresses",
                        param="address", scope_kind="region", build=_address)
 DISK = ResourceKind(key="disk", title="disk", role="master disk", client="Disks", param="disk", scope_kind="zone",
@@ -224,7 +260,7 @@ EVENTS_DISK = ResourceKind(key="events_disk", title="disk", role="etcd-events di
 INSTANCE = ResourceKind(key="instance", title="VM", role="master VM", client="Instances", param="instance",
                         scope_kind="zone", build=_instance)
 
-KINDS = (FIREWALL, ADDRESS, DISK, EVENTS_DISK, INSTANCE)
+KINDS = (FIREWALL, SSH_FIREWALL, ADDRESS, DISK, EVENTS_DISK, INSTANCE)
 
 
 def kind_of(key: str) -> ResourceKind:

@@ -3,14 +3,25 @@ master's size by node count as the legacy kube-up scripts chose it, and the name
 and marks of the cloud resources a cluster makes.
 
 Resource names (GCE: at most 63 characters; cluster names are at most 40):
-kubemark-up-<name>-{master,pd,events-pd,ip,https}.
+kubemark-up-<name>-{master,pd,events-pd,ip,https,ssh}.
+
+Marks: every resource carries the labels kubemark-up-cluster=<name> and
+kubemark-up-owner=<owner> (firewall rules, which have no labels: both in their
+description), the owner a short hash of the user, the machine and the kubemark-up
+home that made it, so that gc and a stop without state touch only what this owner
+made, also in a project others use.
 """
 
 from __future__ import annotations
 
+import getpass
+import hashlib
 import ipaddress
+import os
 import posixpath
 import re
+import socket
+from pathlib import Path
 from typing import Any
 
 from pydantic import Field, field_validator, model_validator
@@ -18,8 +29,10 @@ from pydantic import Field, field_validator, model_validator
 from kubemark_up.config import IPAddress, ProviderSettings
 
 LABEL = "kubemark-up-cluster"
+OWNER_LABEL = "kubemark-up-owner"
 PREFIX = "kubemark-up-"
-DESCRIPTION = "kubemark-up cluster {name}"  # the firewall's mark: firewalls have no labels
+# The firewall rules' mark (they have no labels): the description begins with it.
+DESCRIPTION = "kubemark-up cluster {name} (owner {owner}"
 KEY_FILE = "gce-ssh-key"  # in pki/: the cluster's SSH key, 0600
 MASTER_PD_DEVICE = "master-pd"
 EVENTS_PD_DEVICE = "master-event-pd"
@@ -52,7 +65,20 @@ def machine_type(settings: GCESettings, nodes: int) -> str:
 def names(cluster: str) -> dict[str, str]:
     base = PREFIX + cluster
     return {"instance": f"{base}-master", "disk": f"{base}-pd", "events_disk": f"{base}-events-pd",
-            "address": f"{base}-ip", "firewall": f"{base}-https", "tag": f"{base}-master"}
+            "address": f"{base}-ip", "firewall": f"{base}-https", "ssh_firewall": f"{base}-ssh",
+            "tag": f"{base}-master"}
+
+
+def owner(home: Path) -> str:
+    """Who made a resource, as a label value: a short hash of the user, this machine's
+    name and the kubemark-up home (its absolute path). The same for every command run
+    from that home by that user; another home, user or machine is another owner."""
+    try:
+        user = getpass.getuser()
+    except (KeyError, OSError):  # no name for this uid (a container): the uid will do
+        user = str(os.getuid())
+    text = f"{user}@{socket.gethostname()}:{home.expanduser().absolute()}"
+    return hashlib.sha256(text.encode()).hexdigest()[:12]
 
 
 _ZONE = re.compile(r"[a-z]+-[a-z]+\d+-[a-z]")
@@ -83,6 +109,7 @@ class GCESettings(ProviderSettings):
     events_root: str = "/mnt/disks/master-event-pd/kubemark-up"
     bind_address: IPAddress = "0.0.0.0"
     operation_timeout: float = Field(600, gt=0)
+    api_retry_timeout: float = Field(120, gt=0)
     host_key_wait_timeout: float = Field(60, ge=0)
 
     @field_validator("project")

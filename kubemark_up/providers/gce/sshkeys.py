@@ -7,13 +7,14 @@ answers at its address gets a certificate or a key.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 from kubemark_up import pki
 from kubemark_up.context import Context
 from kubemark_up.errors import KubemarkUpError
 from kubemark_up.hosts.ssh import fingerprint
-from kubemark_up.providers.gce.api import Compute, NotFound, Scope, retrying
+from kubemark_up.providers.gce.api import Compute, Forbidden, NotFound, Scope, retrying
 from kubemark_up.providers.gce.resources import INSTANCE
 
 
@@ -64,11 +65,13 @@ def ensure_in_metadata(ctx: Context, compute: Compute, zone: Scope, name: str, *
     compute.wait(operation, zone, what)
 
 
-def published_host_keys(compute: Compute, zone: Scope, name: str) -> tuple[str, list[str]]:
+def published_host_keys(compute: Compute, zone: Scope, name: str,
+                        forbidden: Callable[[str], None] = lambda message: None) -> tuple[str, list[str]]:
     """The SSH host keys VM name published itself ("type base64" each), and where:
     its guest attributes (hostkeys/, as `gcloud compute ssh` reads them), else what
     it printed on its serial console at boot (the BEGIN/END SSH HOST KEY KEYS
-    block). ("", []) when it published none."""
+    block): also when the credentials may not read guest attributes (forbidden
+    hears why). ("", []) when it published none."""
     from google.cloud import compute_v1
     try:
         found = compute.call("Instances", "get_guest_attributes", f"read the guest attributes of VM {name}",
@@ -84,6 +87,8 @@ def published_host_keys(compute: Compute, zone: Scope, name: str) -> tuple[str, 
             return "guest attributes", keys
     except NotFound:
         pass
+    except Forbidden as exc:
+        forbidden(exc.message)
     output = compute.call("Instances", "get_serial_port_output", f"read the serial port of VM {name}",
                           project=compute.project, zone=zone.name, instance=name)
     keys = serial_host_keys(output.contents)
@@ -98,8 +103,15 @@ def check_host_key(ctx: Context, compute: Compute, zone: Scope, name: str, *, ho
     if not pinned:
         return
 
+    said: list[str] = []
+
+    def forbidden(message: str) -> None:
+        if not said:  # the read is retried: once is enough
+            ctx.ui.warn(f"{message}: the VM's host keys are read from its serial console instead")
+        said.append(message)
+
     def published() -> tuple[str, list[str]]:
-        where, keys = published_host_keys(compute, zone, name)
+        where, keys = published_host_keys(compute, zone, name, forbidden)
         if not keys:
             raise _NoneYet(f"VM {name} has published no SSH host key yet")
         return where, keys

@@ -29,7 +29,7 @@ def measure(name: str, home: Path, ui: UI, *, minutes: float, settle: float, tol
         start = now + dt.timedelta(seconds=settle)
         end = start + dt.timedelta(minutes=minutes)
         seconds = int((end - now).total_seconds())
-        with ui.counter(f"fidelity window ({settle:.0f}s settle, {minutes:g} min counted)", seconds, "s") as update:
+        with ui.counter(f"fidelity window ({settle:.0f}s settle, {minutes:g} min counted)", seconds) as update:
             while (left := (end - dt.datetime.now(dt.UTC)).total_seconds()) > 0:
                 time.sleep(min(1.0, left))
                 update(seconds - max(0, int(left)))

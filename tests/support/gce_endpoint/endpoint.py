@@ -60,8 +60,9 @@ class Logged:
 class ComputeEndpoint(Guest):
     def __init__(self, *, external_ip: str = "127.0.0.1", op_seconds: float = 0.1,
                  authorized_keys: Path | None = None, host_keys: list[str] | None = None,
-                 serial: bool = True, guest_attributes: bool = True) -> None:
+                 serial: bool = True, guest_attributes: bool = True, port: int = 0) -> None:
         self.discovery = _discovery()
+        self.port = port  # 0: a free one
         self.host_keys = list(host_keys or [])
         self.serial = serial
         self.guest_attributes = guest_attributes
@@ -109,7 +110,7 @@ class ComputeEndpoint(Guest):
 
             do_GET = do_POST = do_DELETE = do_PATCH = do_PUT = _serve
 
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._server = ThreadingHTTPServer(("127.0.0.1", self.port), Handler)
         self._server.daemon_threads = True
         self._thread = threading.Thread(target=self._server.serve_forever, args=(0.05,), daemon=True)
         self._thread.start()
