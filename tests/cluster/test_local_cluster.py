@@ -1,5 +1,7 @@
 """The local provider end to end, on one shared cluster of real processes that no
-test changes for the others; the tests that kill or stop something start their own."""
+test changes for the others (the default engine, the fleet); the tests about stock
+kubemark's own processes (their PIDs, logs, /tmp files, iptables) share a stock
+cluster; the tests that kill or stop something start their own."""
 
 from __future__ import annotations
 
@@ -14,6 +16,7 @@ import psutil
 import pytest
 
 from tests.support.cli import (
+    CLI,
     CLUSTER_NODES,
     RunningCluster,
     assert_one_line_error,
@@ -25,6 +28,24 @@ from tests.support.cli import (
 )
 
 NODE_NAMES = {f"hollow-node-{i}" for i in range(CLUSTER_NODES)}
+
+
+@pytest.fixture(scope="module")
+def stock_cluster(tmp_path_factory, bin_dir):
+    """A cluster of CLUSTER_NODES stock kubemark hollow nodes (a kubelet and a proxy
+    process each), for the tests about those processes."""
+    cli = CLI(home=tmp_path_factory.mktemp("stock-home"), bin_dir=bin_dir, engine="kubemark")
+    before = kubemark_tmp_files()
+    tables = host_tables() if shutil.which("iptables-save") else ""
+    result = cli.run("start", "--name", "stock", "--nodes", str(CLUSTER_NODES), timeout=600)
+    cluster = RunningCluster(cli, "stock", result, before)
+    cluster.host_before = (tables, mounts())
+    try:
+        assert result.returncode == 0, result.stderr
+        yield cluster
+    finally:
+        if (cluster.dir / "state.json").exists():
+            cli.run("stop", "--name", "stock")
 
 
 def test_start_reports_endpoint_and_kubeconfig(local_cluster):
@@ -106,8 +127,8 @@ def test_deployment_runs_on_hollow_nodes(local_cluster):
     assert local_cluster.kubectl("delete", "-f", str(path), "--wait=false").returncode == 0
 
 
-def test_pod_for_node_names_the_real_processes(local_cluster):
-    result = local_cluster.cli.run("pod-for-node", "hollow-node-1", "--name", local_cluster.name, "-o", "json")
+def test_pod_for_node_names_the_real_processes(stock_cluster):
+    result = stock_cluster.cli.run("pod-for-node", "hollow-node-1", "--name", stock_cluster.name, "-o", "json")
     assert result.returncode == 0, result.stderr
     where = json.loads(result.stdout)
     assert where["node"] == "hollow-node-1" and where["provider"] == "local"
@@ -117,22 +138,22 @@ def test_pod_for_node_names_the_real_processes(local_cluster):
         assert "--name=hollow-node-1" in process.cmdline()
         assert f"--morph={entry['process']}" in process.cmdline()
         assert Path(entry["log"]).stat().st_size > 0
-    text = local_cluster.cli.run("pod-for-node", "hollow-node-1", "--name", local_cluster.name)
+    text = stock_cluster.cli.run("pod-for-node", "hollow-node-1", "--name", stock_cluster.name)
     assert text.returncode == 0 and "hollow-node-1" in text.stdout and "pid" in text.stdout
 
 
-def test_pod_for_node_finds_a_node_by_an_address(local_cluster):
+def test_pod_for_node_finds_a_node_by_an_address(stock_cluster):
     # Stock kubemark gives every hollow node the InternalIP 192.0.2.2: that one is ambiguous.
-    shared = local_cluster.cli.run("pod-for-node", "192.0.2.2", "--name", local_cluster.name)
+    shared = stock_cluster.cli.run("pod-for-node", "192.0.2.2", "--name", stock_cluster.name)
     assert_one_line_error(shared, 2, "same fake InternalIP")
     # A unique address is found. The hollow kubelet rewrites its addresses every 10 s,
     # so the address is added just before each try.
     patch = json.dumps([{"op": "add", "path": "/status/addresses/-", "value": {"type": "ExternalIP", "address": "198.51.100.7"}}])
     where = {}
     for _ in range(5):
-        added = local_cluster.kubectl("patch", "node", "hollow-node-2", "--subresource=status", "--type=json", "-p", patch)
+        added = stock_cluster.kubectl("patch", "node", "hollow-node-2", "--subresource=status", "--type=json", "-p", patch)
         assert added.returncode == 0, added.stderr
-        result = local_cluster.cli.run("pod-for-node", "198.51.100.7", "--name", local_cluster.name, "-o", "json")
+        result = stock_cluster.cli.run("pod-for-node", "198.51.100.7", "--name", stock_cluster.name, "-o", "json")
         if result.returncode == 0:
             where = json.loads(result.stdout)
             break
@@ -198,7 +219,8 @@ def _status(cluster) -> dict:
 
 @pytest.fixture
 def own_cluster(cli):
-    """A cluster of one hollow node for a test that kills or stops something in it."""
+    """A cluster of one stock hollow node for a test that kills or stops something in it."""
+    cli.engine = "kubemark"
     before = kubemark_tmp_files()
     tables, mounted = host_tables(), mounts()
     result = cli.run("start", "--name", "own", "--nodes", "1", timeout=300)
@@ -270,20 +292,20 @@ def test_stop_leaves_nothing_and_is_idempotent(own_cluster):
     assert purge.returncode == 0 and not local_cluster.dir.exists()
 
 
-def test_hollow_nodes_leave_the_hosts_iptables_alone(local_cluster):
+def test_hollow_nodes_leave_the_hosts_iptables_alone(stock_cluster):
     # CI installs iptables; a stock hollow kubelet would add KUBE-IPTABLES-HINT,
     # KUBE-KUBELET-CANARY and KUBE-FIREWALL to this machine's tables.
     assert shutil.which("iptables-save"), "iptables is a test dependency (.ci/run installs it)"
     # Compared with the tables before start: a machine may keep chains from elsewhere.
     kube_lines = {line for line in host_tables().splitlines() if "KUBE-" in line}
-    assert kube_lines <= set(local_cluster.host_before[0].splitlines())
-    log = (local_cluster.dir / "logs" / "hollow-node-0.kubelet.log").read_text()
+    assert kube_lines <= set(stock_cluster.host_before[0].splitlines())
+    log = (stock_cluster.dir / "logs" / "hollow-node-0.kubelet.log").read_text()
     assert "No iptables support on this system" in log
 
 
-def test_logs_collects_every_component_and_node(local_cluster, tmp_path):
+def test_logs_collects_every_component_and_node(stock_cluster, tmp_path):
     out = tmp_path / "logs"
-    result = local_cluster.cli.run("logs", "--name", local_cluster.name, "--out", str(out))
+    result = stock_cluster.cli.run("logs", "--name", stock_cluster.name, "--out", str(out))
     assert result.returncode == 0, result.stderr
     names = {p.name for p in out.iterdir()}
     for component in ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler"):

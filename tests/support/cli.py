@@ -22,6 +22,9 @@ CLUSTER_NODES = 3
 class CLI:
     home: Path
     bin_dir: Path | None
+    # The node engine the commands run with: None, the default (fleet); "kubemark" for
+    # the tests about stock kubemark's processes (their PIDs, logs, /tmp files, iptables).
+    engine: str | None = None
 
     def env(self, **extra: str) -> dict[str, str]:
         env = {k: v for k, v in os.environ.items() if not k.startswith("KUBEMARK_UP_")}
@@ -30,9 +33,8 @@ class CLI:
             env["KUBEMARK_UP_BIN_DIR"] = str(self.bin_dir)
         # Never reach for the internet from a test.
         env["KUBEMARK_UP_BINARY_SOURCES"] = "build"
-        # Most tests exercise stock kubemark processes (their PIDs, logs, /tmp files,
-        # iptables); the fleet's own tests say --node-engine fleet, which wins.
-        env["KUBEMARK_UP_NODE_ENGINE"] = "kubemark"
+        if self.engine is not None:
+            env["KUBEMARK_UP_NODE_ENGINE"] = self.engine
         env.update(extra)
         return env
 
