@@ -283,6 +283,17 @@ def test_only_whole_lifecycles_are_judged() -> None:
     assert judge(fleet_log(10, 40), ref=reference(lifecycle=LIFECYCLE)).lifecycle is None
 
 
+def test_a_watch_kept_for_a_pod_long_gone_is_traffic_at_rest() -> None:
+    lines = fleet_log(10, 40) + lifecycle("gone", 3, 60, namespace="old")  # deleted before the window
+    # Its ConfigMap watch never stopped: re-opened every 10 s through the window.
+    lines += [event(f"leak-{i}", "system:node:hollow-node-3", "watch", "configmaps", 400 + 10 * i,
+                    stage="ResponseStarted", namespace="old", name="conf", ip=address(3)) for i in range(150)]
+    report = judge(lines, ref=reference(lifecycle=LIFECYCLE))
+    assert report.lifecycle is None  # no pod started in the window
+    leak = next(b for b in report.requests if b.resource == "configmaps")
+    assert leak.count == 150 and leak.reference is None and leak.verdict == "fail" and not report.ok
+
+
 # Codes, connections, stock kubemark -------------------------------------------------
 
 

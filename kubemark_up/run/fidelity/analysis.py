@@ -418,23 +418,31 @@ def lifecycles(t: Tally, ref: Reference, tolerance: float,
     def started(pod: _Pod) -> bool:
         return t.in_window(pod.first)
 
-    whole: set[tuple[str, str]] = set()  # groups whose lifecycles are judged
+    def alive(pod: _Pod) -> bool:  # at some time since the window opened
+        return pod.deleted is None or pod.deleted >= t.start
+
+    live: set[tuple[str, str]] = set()  # groups with a pod alive since the window opened
+    whole: set[tuple[str, str]] = set()  # of those, the groups whose lifecycles are judged
     for group, members in groups.items():
-        alive = [p for p in (pods[m] for m in members) if p.deleted is None or p.deleted >= t.start]
-        if alive and all(started(p) and p.deleted is not None for p in alive):
-            whole.add(group)
+        living = [p for p in (pods[m] for m in members) if alive(p)]
+        if living:
+            live.add(group)
+            if all(started(p) and p.deleted is not None for p in living):
+                whole.add(group)
     judged = {m for g in whole for m in groups[g] if started(pods[m])}
     counts: Counter[Key] = Counter()
     for call in t.calls:
         owner = _owner(call, pods)
-        if owner is not None:
+        if owner is not None and alive(pods[owner]):
             if owner in judged:
                 counts[call.key] += 1
-        elif (call.node, call.namespace) in groups:
+        elif owner is None and (call.node, call.namespace) in live:
             if (call.node, call.namespace) in whole and call.received >= t.start:
                 counts[call.key] += 1
         elif call.in_window:
-            rest[call.key] += 1  # no pod of this node in this namespace: not a lifecycle's
+            # No pod of its node and namespace alive in the window: no lifecycle's (a
+            # watch kept open for a pod long gone, say), judged as traffic at rest.
+            rest[call.key] += 1
     begun = {key: p for key, p in pods.items() if started(p)}
     if not begun:
         return rest, None
