@@ -9,9 +9,12 @@ from pathlib import Path
 import pytest
 from rich.console import Console
 
+from kubemark_up import cluster
 from kubemark_up.errors import ConfigError
 from kubemark_up.run.fidelity import Reference, analyse, load_reference
 from kubemark_up.run.fidelity.tables import tables
+from tests.support.cli import assert_one_line_error
+from tests.unit.test_engine import kubemark_up, quiet, settings
 
 T0 = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
 NPD = "system:kubemark-up:node-problem-detector"
@@ -424,3 +427,18 @@ def test_the_packaged_reference_loads() -> None:
     assert ("node-problem-detector", "PATCH", "nodes", "status") in rates
     assert sum(w.open for w in ref.watches if w.component == "kubelet") == 5
     assert sum(w.open for w in ref.watches if w.component == "kube-proxy") >= 3
+
+
+# The command, on the fake provider's cluster ----------------------------------------
+
+
+@pytest.mark.parametrize(("flags", "needle"), [
+    ({"nodes": 0, "audit_nodes": True}, "cluster c1 has no hollow nodes: fidelity has nothing to judge"),
+    ({"nodes": 2}, "cluster c1 was started without audit_nodes"),
+])
+def test_a_cluster_fidelity_cannot_judge_is_one_line_before_any_window(fake_world, tmp_path, monkeypatch, capsys,
+                                                                       flags, needle) -> None:
+    home = tmp_path / "home"
+    cluster.start(settings(**flags), home, quiet())
+    result = kubemark_up(monkeypatch, capsys, home, "fidelity", "--name", "c1", "--minutes", "60")
+    assert_one_line_error(result, 2, needle)
