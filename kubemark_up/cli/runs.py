@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 import signal
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.table import Table
@@ -14,6 +14,9 @@ from rich.text import Text
 
 from kubemark_up import config as config_mod
 from kubemark_up.cli.app import NameOption, out, pairs, raise_interrupt, ui
+
+if TYPE_CHECKING:
+    from kubemark_up.run.fidelity.analysis import Report
 
 SLO_VIOLATED = 3  # run: measured, and an SLO does not hold
 
@@ -77,40 +80,54 @@ def fidelity_command(
     minutes: Annotated[float, typer.Option(help="Minutes counted (watches re-open every 5-10 min: 20+ judges them).")] = 10,
     settle: Annotated[float, typer.Option(help="Seconds waited before counting, past the start-up burst.")] = 30,
     tolerance: Annotated[str, typer.Option(help="How far a rate may be from its reference.")] = "10%",
+    reference: Annotated[Path | None, typer.Option(
+        "--reference", help="Judge against this reference file [default: the packaged reference.yaml].")] = None,
     out_file: Annotated[Path | None, typer.Option("--out", help="Write the report as JSON here.")] = None,
 ) -> None:
-    """Count the hollow nodes' requests per node and minute, and their open watches, from
-    the apiserver's audit log (a cluster started with --audit-nodes), beside the rates of
-    a real node. Exits 3 when a rate is off by more than the tolerance or an open-watch
-    count is not exact."""
+    """Judge the hollow nodes' traffic over a window against a real node's, from the
+    apiserver's audit log (a cluster started with --audit-nodes): every node of the
+    cluster heard from throughout, requests per node and minute, open watches and
+    connections per node, requests per pod lifecycle when pods churned in the window,
+    and the answers that were not 2xx. Exits 3 when something is outside the
+    reference, 1 when the window judged nothing."""
+    from kubemark_up.errors import RunError
     from kubemark_up.run.fidelity.measure import measure
+    from kubemark_up.run.fidelity.tables import tables
+    from kubemark_up.run.reports.compare import threshold_of
 
     if minutes <= 0 or settle < 0:
         raise config_mod.ConfigError("--minutes must be above 0 and --settle not below 0")
-    from kubemark_up.run.reports.compare import threshold_of
-
     limit = threshold_of(tolerance)
     signal.signal(signal.SIGTERM, raise_interrupt)
     report = measure(config_mod.cluster_name(name), config_mod.home_dir(), ui, minutes=minutes, settle=settle,
-                     tolerance=limit)
-    table = Table("component", "verb", "resource", "sub", "count", "/node/min", "steady", "reference", "verdict",
-                  title=f"requests of {report.nodes} nodes over {report.minutes:g} min (steady: WATCH, open per node "
-                        "over the mean lifetime)")
-    for b in report.requests:
-        table.add_row(b.component, b.verb, b.resource, b.subresource, str(b.count), f"{b.rate:.3f}",
-                      "" if b.steady_rate is None else f"{b.steady_rate:.3f}",
-                      "-" if b.reference is None else f"{b.reference:g}", b.verdict)
-    out.print(table)
-    watches = Table("component", "resource", "open", "per node", "reference", "verdict", title="open watches")
-    for w in report.watches:
-        watches.add_row(w.component, w.resource, str(w.open), f"{w.per_node:g}", str(w.reference), w.verdict)
-    out.print(watches)
+                     tolerance=limit, reference=reference)
     if out_file is not None:
-        out_file.write_text(json.dumps(report.to_json(), indent=1))
+        out_file.write_text(json.dumps(report.to_json(), indent=1, default=str))
+    if report.judged == 0:
+        raise RunError(f"the window judged nothing: no request of the cluster's {report.nodes} hollow node(s) reached "
+                       f"the audit log between {report.start} and {report.end} (are they running? kubemark-up status)")
+    for part in tables(report):
+        out.print(part)
+    if out_file is not None:
         out.print(f"report in {out_file.absolute()}")
     if not report.ok:
-        ui.error(f"outside the reference (±{limit:.0%} on rates, exact on open watches)")
+        ui.error(f"outside the reference (±{limit:.0%} on rates, exact on open watches and connections): "
+                 + _fidelity_failures(report))
         raise typer.Exit(SLO_VIOLATED)
+
+
+def _fidelity_failures(report: Report) -> str:
+    """What failed, in a few words: the nodes by name, the rest by count."""
+    failing = [n.name for n in report.failing_nodes]
+    parts = [f"node(s) {', '.join(failing[:5])}{' ...' if len(failing) > 5 else ''}"] if failing else []
+    life = report.lifecycle
+    for label, rows in (("request bucket(s)", report.requests), ("open-watch row(s)", report.watches),
+                        ("connection row(s)", report.connections),
+                        ("per-pod bucket(s)", life.requests if life else []),
+                        ("timing row(s)", life.timing if life else [])):
+        if count := sum(1 for row in rows if row.verdict == "fail"):
+            parts.append(f"{count} {label}")
+    return ", ".join(parts)
 
 
 def compare_command(

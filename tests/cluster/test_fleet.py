@@ -205,7 +205,7 @@ def test_fidelity_of_a_small_fleet_passes(fleet: RunningCluster) -> None:
                            timeout=300)
     assert result.returncode == 0, result.stdout + result.stderr
     report = json.loads(out.read_text())
-    assert report["ok"] and report["nodes"] == NODES
+    assert report["ok"] and report["nodes"] == report["heard"] == NODES and not report["failing_nodes"]
     leases = next(b for b in report["requests"] if b["verb"] == "PUT" and b["resource"] == "coordination.k8s.io/leases")
     assert leases["verdict"] == "pass" and abs(leases["rate"] - 5.9) <= 0.59
     watches = {(w["component"], w["resource"]): w for w in report["watches"]}
