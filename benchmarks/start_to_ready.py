@@ -24,7 +24,9 @@ larger. A fleet's cost per node is its processes' total over its nodes; the mast
 CPU and memory under each are reported too (what the nodes cost the master).
 After the sample, `status` says whether every node is still Ready and whether a
 master component restarted: a cluster "held" only if both hold, which is how the
-largest fleet the master holds is found. A table of all runs ends the output.
+largest fleet the master holds is found. A fleet run also reads its processes' status
+files: Events its kubelets could not send (dropped) mark it not held, and the script
+exits non-zero. A table of all runs ends the output.
 With --provider preexisting the master and the nodes run on "another" host: this
 machine through a real unprivileged sshd on a loopback port (tests/support/sshd.py), so
 every file and command goes through SSH.

@@ -91,4 +91,6 @@ def test_the_packaged_reference_is_section_7() -> None:
     assert rates[("kubelet", "PUT", "coordination.k8s.io/leases", "")] == 5.9
     assert rates[("node-problem-detector", "PATCH", "nodes", "status")] == 0.2
     assert sum(w["open"] for w in ref["watches"] if w["component"] == "kubelet") == 5
-    assert sum(w["open"] for w in ref["watches"] if w["component"] == "kube-proxy") == 3
+    # kube-proxy's own Node (its NodeManager), Services, EndpointSlices, ServiceCIDRs.
+    assert sum(w["open"] for w in ref["watches"] if w["component"] == "kube-proxy") == 4
+    assert rates[("kube-proxy", "WATCH", "nodes", "")] == 0.1333
