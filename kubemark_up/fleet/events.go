@@ -32,8 +32,12 @@ import (
 // budget), so nodes share a correlator and a sender by shards of nodesPerEventShard.
 // The correlator's keys hold the event's source host, the node, so aggregation and
 // the spam filter still work per node and object as each kubelet's own correlator
-// does; its caches are sized nodes x the kubelet's 4,096 entries and fill only as
-// objects get events. And where the broadcaster drops a full queue's events silently
+// does. Its caches (bounded LRUs, filled only as objects get events) hold
+// lruEntriesPerNode a node where a kubelet's hold 4,096: enough for every event key of
+// a full node's live pods (110 pods, a handful of reasons each), so that what is
+// aggregated and filtered among live objects is the kubelet's; what a kubelet would
+// keep beyond that is pods long gone, memory a thousand nodes after a churn cannot
+// spare. And where the broadcaster drops a full queue's events silently
 // (watch.Broadcaster), every event the fleet could not send is counted: the status
 // file's events.dropped, which `start` and the benchmark check.
 const (
@@ -41,7 +45,7 @@ const (
 	eventQueuePerNode  = 200
 	maxTriesPerEvent   = 12               // tools/record's
 	eventRetrySleep    = 10 * time.Second // tools/record's default sleep between tries
-	kubeletLRUEntries  = 4096             // tools/record's correlator cache, per kubelet
+	lruEntriesPerNode  = 1024
 )
 
 type pendingEvent struct {
@@ -85,7 +89,7 @@ func startEventSender(ctx context.Context, nodes int, retry time.Duration) *even
 	s := &eventSender{retry: retry, log: flowcontrol.NewTokenBucketRateLimiter(1, 5)}
 	for range n {
 		shard := &eventShard{queue: make(chan pendingEvent, max(1000, per*eventQueuePerNode)),
-			correlator: record.NewEventCorrelatorWithOptions(record.CorrelatorOptions{LRUCacheSize: per * kubeletLRUEntries})}
+			correlator: record.NewEventCorrelatorWithOptions(record.CorrelatorOptions{LRUCacheSize: per * lruEntriesPerNode})}
 		s.shards = append(s.shards, shard)
 		go s.send(ctx, shard)
 	}
