@@ -232,21 +232,28 @@ func (c *counters) copyOf(m map[string]int64) map[string]int64 {
 	return out
 }
 
-// failed logs a failed request where a user sees it (klog's default level), rate
-// limited: a master refusing a fleet would otherwise log thousands of lines a second.
+// failed logs a failed request where a user sees it (klog's default level).
 func (c *counters) failed(component, verb, resource string, req *http.Request, code int, err error) {
+	if err != nil {
+		c.errorS(err, "request failed", "component", component, "verb", verb, "resource", resource, "path", req.URL.Path)
+		return
+	}
+	c.errorS(nil, "request refused", "component", component, "verb", verb, "resource", resource, "path", req.URL.Path,
+		"code", code)
+}
+
+// errorS logs an error line, rate limited: a master refusing a fleet of a thousand
+// nodes would otherwise get thousands of lines a second. The lines left out are
+// counted in the next one logged.
+func (c *counters) errorS(err error, msg string, keysAndValues ...any) {
 	if !c.failureLog.TryAccept() {
 		c.unlogged.Add(1)
 		return
 	}
-	left := c.unlogged.Swap(0)
-	if err != nil {
-		klog.ErrorS(err, "request failed", "component", component, "verb", verb, "resource", resource,
-			"path", req.URL.Path, "unloggedBefore", left)
-		return
+	if left := c.unlogged.Swap(0); left > 0 {
+		keysAndValues = append(keysAndValues, "linesLeftOutBefore", left)
 	}
-	klog.InfoS("request refused", "component", component, "verb", verb, "resource", resource, "path", req.URL.Path,
-		"code", code, "unloggedBefore", left)
+	klog.ErrorS(err, msg, keysAndValues...)
 }
 
 // expected: the responses the fleet's flows expect and handle (a CSINode or Node not

@@ -16,7 +16,6 @@ import (
 	restclient "k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/record"
 	recordutil "k8s.io/client-go/tools/record/util"
-	"k8s.io/client-go/util/flowcontrol"
 	"k8s.io/klog/v2"
 )
 
@@ -76,17 +75,17 @@ type eventSender struct {
 	shards []*eventShard
 	counts eventCounts
 	retry  time.Duration
-	log    flowcontrol.RateLimiter // drop lines, at most one a second
+	log    *counters // its rate-limited error lines
 }
 
-func newEventSender(ctx context.Context, nodes int) *eventSender {
-	return startEventSender(ctx, nodes, eventRetrySleep)
+func newEventSender(ctx context.Context, nodes int, log *counters) *eventSender {
+	return startEventSender(ctx, nodes, eventRetrySleep, log)
 }
 
-func startEventSender(ctx context.Context, nodes int, retry time.Duration) *eventSender {
+func startEventSender(ctx context.Context, nodes int, retry time.Duration, log *counters) *eventSender {
 	n := max(1, (nodes+nodesPerEventShard-1)/nodesPerEventShard)
 	per := min(nodes, nodesPerEventShard)
-	s := &eventSender{retry: retry, log: flowcontrol.NewTokenBucketRateLimiter(1, 5)}
+	s := &eventSender{retry: retry, log: log}
 	for range n {
 		shard := &eventShard{queue: make(chan pendingEvent, max(1000, per*eventQueuePerNode)),
 			correlator: record.NewEventCorrelatorWithOptions(record.CorrelatorOptions{LRUCacheSize: per * lruEntriesPerNode})}
@@ -170,10 +169,8 @@ func (s *eventSender) write(sink record.EventSink, event *v1.Event, patch []byte
 
 func (s *eventSender) drop(why string, event *v1.Event, err error) {
 	s.counts.dropped.Add(1)
-	if s.log.TryAccept() {
-		klog.ErrorS(err, why, "node", event.Source.Host, "object", klog.KRef(event.InvolvedObject.Namespace,
-			event.InvolvedObject.Name), "reason", event.Reason, "dropped", s.counts.dropped.Load())
-	}
+	s.log.errorS(err, why, "node", event.Source.Host, "object", klog.KRef(event.InvolvedObject.Namespace,
+		event.InvolvedObject.Name), "reason", event.Reason, "dropped", s.counts.dropped.Load())
 }
 
 func (s *eventSender) shardOf(node string) *eventShard {

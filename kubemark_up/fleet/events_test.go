@@ -10,7 +10,6 @@ import (
 
 	v1 "k8s.io/api/core/v1"
 	"k8s.io/client-go/tools/record"
-	"k8s.io/client-go/util/flowcontrol"
 	"k8s.io/utils/clock"
 )
 
@@ -68,7 +67,7 @@ func TestEveryDropIsCounted(t *testing.T) {
 	n := m.node(t)
 	ref := n.nodeRef()
 
-	full := &eventSender{log: flowcontrol.NewFakeAlwaysRateLimiter(), // no sender drains its queue
+	full := &eventSender{log: m.fleet.counters, // no sender drains its queue
 		shards: []*eventShard{{queue: make(chan pendingEvent, 10), correlator: record.NewEventCorrelator(clock.RealClock{})}}}
 	m.fleet.events = full
 	queue := cap(full.shards[0].queue)
@@ -80,7 +79,7 @@ func TestEveryDropIsCounted(t *testing.T) {
 	}
 
 	m.server.Close() // no master: every try fails at the transport
-	unreachable := startEventSender(context.Background(), 1, 0)
+	unreachable := startEventSender(context.Background(), 1, 0, m.fleet.counters)
 	m.fleet.events = unreachable
 	n.event(ref, v1.EventTypeNormal, "Starting", "Starting kubelet.")
 	deadline := time.Now().Add(10 * time.Second)

@@ -114,7 +114,7 @@ func main() {
 		os.Exit(2)
 	}
 	fleet := &Fleet{config: config, counters: newCounters(), tls: material}
-	fleet.events = newEventSender(ctx, len(config.Nodes))
+	fleet.events = newEventSender(ctx, len(config.Nodes), fleet.counters)
 	if config.Bootstrap != nil {
 		if fleet.boot, err = newBootstrapper(fleet); err != nil {
 			fmt.Fprintf(os.Stderr, "kubemark-fleet: bootstrap: %v\n", err)

@@ -13,7 +13,6 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 	nodeutil "k8s.io/component-helpers/node/util"
-	"k8s.io/klog/v2"
 )
 
 func (n *HollowNode) capacity() v1.ResourceList {
@@ -87,9 +86,9 @@ func (n *HollowNode) syncStatus(ctx context.Context) {
 		if err == nil || ctx.Err() != nil {
 			return
 		}
-		klog.ErrorS(err, "Error updating node status, will retry", "node", n.name(), "try", try+1)
+		n.fleet.counters.errorS(err, "Error updating node status, will retry", "node", n.name(), "try", try+1)
 	}
-	klog.ErrorS(nil, "Unable to update node status", "node", n.name(), "err", "update node status exceeds retry count")
+	n.fleet.counters.errorS(nil, "Unable to update node status: update node status exceeds retry count", "node", n.name())
 }
 
 // tryStatus is tryUpdateNodeStatus: the base Node from the lister on the first try
