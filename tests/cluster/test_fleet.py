@@ -298,9 +298,19 @@ def test_a_refused_status_patch_is_retried_as_the_kubelet_does(fleet: RunningClu
                              input=policy, capture_output=True, text=True, timeout=60)
     assert applied.returncode == 0, applied.stderr
     try:
-        wait_for("the policy in force", lambda: "refused by the fleet test" in fleet.kubectl(
-            "patch", "node", node, "--subresource=status", "--type=merge", "-p", "{}", "--dry-run=server",
-            kubeconfig=own).stderr, timeout=60, every=1)
+        probe = json.dumps({"metadata": {"labels": {"fleet-test-probe": "x"}}})
+        tried: list[str] = []
+
+        def refused() -> bool:
+            result = fleet.kubectl("patch", "node", node, "--subresource=status", "--type=merge", "-p", probe,
+                                   "--dry-run=server", kubeconfig=own)
+            tried.append(result.stdout + result.stderr)
+            return "refused by the fleet test" in result.stderr
+
+        deadline = time.monotonic() + 60
+        while not refused():
+            assert time.monotonic() < deadline, f"the policy never refused the node's own status patch: {tried[-1]}"
+            time.sleep(1)
         since = dt.datetime.now(dt.UTC)
         restart(record)
 
