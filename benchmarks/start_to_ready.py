@@ -24,7 +24,9 @@ larger. A fleet's cost per node is its processes' total over its nodes; the mast
 CPU and memory under each are reported too (what the nodes cost the master).
 After the sample, `status` says whether every node is still Ready and whether a
 master component restarted: a cluster "held" only if both hold, which is how the
-largest fleet the master holds is found. A table of all runs ends the output.
+largest fleet the master holds is found. A fleet run also reads its processes' status
+files: Events its kubelets could not send (dropped) mark it not held, and the script
+exits non-zero. A table of all runs ends the output.
 With --provider preexisting the master and the nodes run on "another" host: this
 machine through a real unprivileged sshd on a loopback port (tests/support/sshd.py), so
 every file and command goes through SSH.
@@ -37,6 +39,7 @@ import argparse
 import datetime as dt
 import json
 import os
+import signal
 import subprocess
 import sys
 import tempfile
@@ -113,6 +116,33 @@ def _held(env: dict, name: str) -> dict:
     held = bool(report["master"]["healthy"]) and nodes["ready"] == nodes["total"] and not restarts
     return {"held": held, "nodes_ready": nodes["ready"], "nodes_total": nodes["total"], "nodes_error": nodes["error"],
             "master_healthy": report["master"]["healthy"], "master_restarts": restarts}
+
+
+def _fleet_events(state: dict) -> dict[str, int]:
+    """The fleet processes' kubelet Events (recorded, sent, filtered, rejected, dropped),
+    summed from their status files, asked for now (SIGUSR1)."""
+    records = [r for r in state["processes"].values() if r["role"] == "fleet"]
+    asked = time.time()
+    for record in records:
+        try:
+            os.kill(record["pid"], signal.SIGUSR1)
+        except ProcessLookupError:
+            pass
+    totals: dict[str, int] = {}
+    for record in records:
+        path = Path(record["argv"][-1].removesuffix(".json") + ".status.json")
+        status: dict = {}
+        for _ in range(50):  # up to 10 s for the file asked for
+            try:
+                status = json.loads(path.read_text())
+            except (OSError, ValueError):
+                status = {}
+            if status.get("time", 0) >= asked:
+                break
+            time.sleep(0.2)
+        for key, count in (status.get("events") or {}).items():
+            totals[key] = totals.get(key, 0) + count
+    return totals
 
 
 def _runs(args: argparse.Namespace, parser: argparse.ArgumentParser) -> list[tuple[str, int, int]]:
@@ -202,6 +232,10 @@ def run(nodes: int, *, provider: str, wave: int | None, settle: float, sample: f
             time.sleep(settle)
             usage = _sample(state, sample)
         held = _held(env, name)
+        events = _fleet_events(state) if engine == "fleet" else {}
+        if events.get("dropped"):
+            # A fleet that could not send some of its kubelets' Events is not a faithful one.
+            held = {**held, "held": False, "why": f"{events['dropped']} kubelet Events dropped at rest"}
         began = time.monotonic()
         stop = subprocess.run([sys.executable, "-m", "kubemark_up", "stop", "--name", name, "--purge"],
                               env=env, capture_output=True, text=True)
@@ -232,6 +266,7 @@ def run(nodes: int, *, provider: str, wave: int | None, settle: float, sample: f
         "master_restarts_during_start": restarts,
         "stop_seconds": round(stop_seconds, 2),
         "held": held,
+        "fleet_events": events,
         "settle_seconds": settle,
         "sample_seconds": sample,
         "per_hollow_node": per_node,
@@ -287,6 +322,9 @@ def main() -> None:
                 results.append(result)
         if args.sample > 0:
             print(_table(results))
+        if dropped := [r for r in results if r["fleet_events"].get("dropped")]:
+            raise SystemExit("FAIL: kubelet Events dropped at rest in " + ", ".join(
+                f"fleet {r['nodes']} (run {r['attempt']}): {r['fleet_events']['dropped']}" for r in dropped))
     finally:
         if sshd is not None:
             sshd.cleanup()

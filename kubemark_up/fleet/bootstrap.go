@@ -135,7 +135,7 @@ func newBootstrapper(f *Fleet) (*bootstrapper, error) {
 		Host:            f.config.Server,
 		BearerToken:     strings.TrimSpace(string(token)),
 		TLSClientConfig: rest.TLSClientConfig{CAFile: f.config.CA},
-		UserAgent:       fmt.Sprintf("kubelet/%s (linux/amd64) kubemark-up-fleet", f.config.Version),
+		UserAgent:       userAgent("kubelet"),
 		QPS:             -1, // each kubelet bootstraps with a client of its own: no shared limit
 	}
 	rc.Proxy = func(*http.Request) (*url.URL, error) { return nil, nil } // never a proxy from the environment

@@ -11,6 +11,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -27,6 +28,7 @@ import (
 	storagev1 "k8s.io/client-go/kubernetes/typed/storage/v1"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/util/flowcontrol"
+	"k8s.io/klog/v2"
 )
 
 // clients is one component's client set with only the API groups it uses (a full
@@ -88,7 +90,8 @@ func (m *tlsMaterial) pair(id Identity) (*tls.Certificate, error) {
 
 // connection is one component's HTTP/2 transport: its own TCP and TLS connection
 // (from bindTo when set), with client-go's transport defaults (HTTP/2 health checks).
-// The requests it carries are counted for the status file.
+// The requests it carries are counted for the status file. Clients are built over it
+// with httpClient, which adds client-go's wrappers (the User-Agent among them).
 func (f *Fleet) connection(id Identity, bindTo, component string) (http.RoundTripper, error) {
 	pair, err := f.tls.pair(id)
 	if err != nil {
@@ -106,6 +109,31 @@ func (f *Fleet) connection(id Identity, bindTo, component string) (http.RoundTri
 	return &counting{next: t, c: f.counters, component: component}, nil
 }
 
+// userAgent is the User-Agent a component's own binary of this release sends when it
+// sets none (rest.DefaultKubernetesUserAgent: command/version (os/arch)
+// kubernetes/commit, version and commit from client-go's stamps, as the kubelet and
+// kube-proxy built by the same recipe carry them), with the component's command in
+// place of this binary's.
+func userAgent(command string) string {
+	ua := rest.DefaultKubernetesUserAgent()
+	return command + ua[strings.Index(ua, "/"):]
+}
+
+// npdAgent: node-problem-detector sets its own, <command>/<its version>
+// (pkg/exporters/k8sexporter/problemclient at v1.34.0, the version kubemark-up builds).
+const npdAgent = "node-problem-detector/v1.34.0"
+
+// httpClient is a client over a component's connection with client-go's transport
+// wrappers for rc (rest.HTTPWrappersForConfig: its User-Agent, the debug wrappers at
+// -v 6 and above), as rest.HTTPClientFor would build it over its own transport.
+func httpClient(rc *rest.Config, conn http.RoundTripper, timeout time.Duration) (*http.Client, error) {
+	rt, err := rest.HTTPWrappersForConfig(rc, conn)
+	if err != nil {
+		return nil, err
+	}
+	return &http.Client{Transport: rt, Timeout: timeout}, nil
+}
+
 // restConfig is a component's client configuration as the hollow node builds it
 // (cmd/kubemark/app/hollow_node.go): protobuf, its QPS and burst, its user agent.
 func (f *Fleet) restConfig(agent string, qps float32, burst int) *rest.Config {
@@ -118,10 +146,13 @@ func (f *Fleet) restConfig(agent string, qps float32, burst int) *rest.Config {
 	return rc
 }
 
-// newClients builds the named groups of one component over one HTTP client.
-func newClients(rc *rest.Config, hc *http.Client, groups ...string) (*clients, error) {
+// newClients builds the named groups of one component over its connection.
+func newClients(rc *rest.Config, conn http.RoundTripper, timeout time.Duration, groups ...string) (*clients, error) {
+	hc, err := httpClient(rc, conn, timeout)
+	if err != nil {
+		return nil, err
+	}
 	c := &clients{}
-	var err error
 	for _, group := range groups {
 		switch group {
 		case "core":
@@ -148,16 +179,30 @@ func newClients(rc *rest.Config, hc *http.Client, groups ...string) (*clients, e
 	return c, nil
 }
 
-// counters: requests by (component, verb, resource[/subresource]) and open watches,
-// for the status file: the fleet's own account of its traffic (the watch events each
-// node received are counted per node, HollowNode.watchEvents).
+// counters: requests by (component, verb, resource[/subresource]), their responses by
+// code as well, and open watches, for the status file: the fleet's own account of its
+// traffic (the watch events each node received are counted per node,
+// HollowNode.watchEvents).
 type counters struct {
 	mu          sync.Mutex
 	requests    map[string]int64
+	responses   map[string]int64
 	openWatches atomic.Int64
+	// Failed requests are logged at most failureLogs per second (burst failureBurst);
+	// those left out are counted and named in the next line logged.
+	failureLog flowcontrol.RateLimiter
+	unlogged   atomic.Int64
 }
 
-func newCounters() *counters { return &counters{requests: map[string]int64{}} }
+const (
+	failureLogs  = 1
+	failureBurst = 10
+)
+
+func newCounters() *counters {
+	return &counters{requests: map[string]int64{}, responses: map[string]int64{},
+		failureLog: flowcontrol.NewTokenBucketRateLimiter(failureLogs, failureBurst)}
+}
 
 func (c *counters) add(key string) {
 	c.mu.Lock()
@@ -165,14 +210,56 @@ func (c *counters) add(key string) {
 	c.mu.Unlock()
 }
 
-func (c *counters) snapshot() map[string]int64 {
+func (c *counters) respond(key string) {
+	c.mu.Lock()
+	c.responses[key]++
+	c.mu.Unlock()
+}
+
+func (c *counters) snapshot() map[string]int64 { return c.copyOf(c.requests) }
+
+// responseSnapshot: responses by "component verb resource code", code "error" for a
+// request that got no response (a transport error, a timeout, a cancelled context).
+func (c *counters) responseSnapshot() map[string]int64 { return c.copyOf(c.responses) }
+
+func (c *counters) copyOf(m map[string]int64) map[string]int64 {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	out := make(map[string]int64, len(c.requests))
-	for k, v := range c.requests {
+	out := make(map[string]int64, len(m))
+	for k, v := range m {
 		out[k] = v
 	}
 	return out
+}
+
+// failed logs a failed request where a user sees it (klog's default level).
+func (c *counters) failed(component, verb, resource string, req *http.Request, code int, err error) {
+	if err != nil {
+		c.errorS(err, "request failed", "component", component, "verb", verb, "resource", resource, "path", req.URL.Path)
+		return
+	}
+	c.errorS(nil, "request refused", "component", component, "verb", verb, "resource", resource, "path", req.URL.Path,
+		"code", code)
+}
+
+// errorS logs an error line, rate limited: a master refusing a fleet of a thousand
+// nodes would otherwise get thousands of lines a second. The lines left out are
+// counted in the next one logged.
+func (c *counters) errorS(err error, msg string, keysAndValues ...any) {
+	if !c.failureLog.TryAccept() {
+		c.unlogged.Add(1)
+		return
+	}
+	if left := c.unlogged.Swap(0); left > 0 {
+		keysAndValues = append(keysAndValues, "linesLeftOutBefore", left)
+	}
+	klog.ErrorS(err, msg, keysAndValues...)
+}
+
+// expected: the responses the fleet's flows expect and handle (a CSINode or Node not
+// there yet, one already there, a conflict retried), not worth a line each.
+func expected(code int) bool {
+	return code < 400 || code == http.StatusNotFound || code == http.StatusConflict
 }
 
 type counting struct {
@@ -183,8 +270,21 @@ type counting struct {
 
 func (t *counting) RoundTrip(req *http.Request) (*http.Response, error) {
 	verb, resource := classify(req)
-	t.c.add(t.component + " " + verb + " " + resource)
+	key := t.component + " " + verb + " " + resource
+	t.c.add(key)
 	resp, err := t.next.RoundTrip(req)
+	switch {
+	case err != nil:
+		t.c.respond(key + " error")
+		if req.Context().Err() == nil { // not a watch or request the fleet itself ended
+			t.c.failed(t.component, verb, resource, req, 0, err)
+		}
+	default:
+		t.c.respond(key + " " + strconv.Itoa(resp.StatusCode))
+		if !expected(resp.StatusCode) {
+			t.c.failed(t.component, verb, resource, req, resp.StatusCode, nil)
+		}
+	}
 	if verb == "WATCH" && err == nil && resp.StatusCode == http.StatusOK {
 		t.c.openWatches.Add(1)
 		resp.Body = &watchBody{readCloser: resp.Body, c: t.c}

@@ -214,7 +214,7 @@ func TestFollowResumesAndRelists(t *testing.T) {
 			defer cancel()
 			master := &fakeMaster{replies: c.replies, end: cancel}
 			fleet := &Fleet{config: Config{Server: "https://master.invalid:6443"}}
-			core, err := newClients(fleet.restConfig("test", -1, 0), &http.Client{Transport: master}, "core")
+			core, err := newClients(fleet.restConfig("test", -1, 0), master, 0, "core")
 			if err != nil {
 				t.Fatal(err)
 			}

@@ -5,8 +5,6 @@ package main
 
 import (
 	"context"
-	"fmt"
-	"net/http"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -66,14 +64,13 @@ func (n *HollowNode) watchCounter(key string) *atomic.Int64 {
 }
 
 var watchKeys = []string{"kubelet services", "kubelet csidrivers", "kubelet runtimeclasses", "kubelet configmaps",
-	"kubelet secrets", "kube-proxy services", "kube-proxy endpointslices", "kube-proxy servicecidrs"}
+	"kubelet secrets", "kube-proxy nodes", "kube-proxy services", "kube-proxy endpointslices", "kube-proxy servicecidrs"}
 
 func newHollowNode(f *Fleet, conf NodeConf) (*HollowNode, error) {
 	bind := ""
 	if f.config.BindAddresses && bindable(conf.Address, f.config.Server) {
 		bind = conf.Address
 	}
-	version := f.config.Version
 	n := &HollowNode{fleet: f, conf: conf, transitions: map[string]metav1.Time{}, watchEvents: map[string]*atomic.Int64{}}
 	for _, key := range watchKeys {
 		n.watchEvents[key] = &atomic.Int64{}
@@ -84,21 +81,20 @@ func newHollowNode(f *Fleet, conf NodeConf) (*HollowNode, error) {
 	if err != nil {
 		return nil, err
 	}
-	agent := fmt.Sprintf("kubelet/%s (linux/amd64) kubemark-up-fleet", version)
-	if n.kube, err = newClients(f.restConfig(agent, kubeAPIQPS, kubeAPIBurst), &http.Client{Transport: kubelet},
+	agent := userAgent("kubelet")
+	if n.kube, err = newClients(f.restConfig(agent, kubeAPIQPS, kubeAPIBurst), kubelet, 0,
 		"core", "storage", "node", "resource"); err != nil {
 		return nil, err
 	}
-	hb := &http.Client{Transport: kubelet, Timeout: statusUpdateEvery}
-	if n.heartbeat, err = newClients(f.restConfig(agent, -1, 0), hb, "core", "coordination"); err != nil {
+	if n.heartbeat, err = newClients(f.restConfig(agent, -1, 0), kubelet, statusUpdateEvery,
+		"core", "coordination"); err != nil {
 		return nil, err
 	}
 	proxy, err := f.connection(f.config.Proxy, bind, "kube-proxy")
 	if err != nil {
 		return nil, err
 	}
-	proxyAgent := fmt.Sprintf("kube-proxy/%s (linux/amd64) kubemark-up-fleet", version)
-	if n.proxy, err = newClients(f.restConfig(proxyAgent, 5, 10), &http.Client{Transport: proxy},
+	if n.proxy, err = newClients(f.restConfig(userAgent("kube-proxy"), 5, 10), proxy, 0,
 		"core", "discovery", "networking"); err != nil {
 		return nil, err
 	}
@@ -107,8 +103,7 @@ func newHollowNode(f *Fleet, conf NodeConf) (*HollowNode, error) {
 		if err != nil {
 			return nil, err
 		}
-		if n.npd, err = newClients(f.restConfig("node-problem-detector/v1.34.0 kubemark-up-fleet", 5, 10),
-			&http.Client{Transport: npd}, "core"); err != nil {
+		if n.npd, err = newClients(f.restConfig(npdAgent, 5, 10), npd, 0, "core"); err != nil {
 			return nil, err
 		}
 	}

@@ -9,7 +9,8 @@
 //
 // Usage: kubemark-fleet [-status FILE] CONFIG.json. It runs until SIGTERM or SIGINT,
 // writing every 30 s, and on SIGUSR1, a status file (by default beside CONFIG: CONFIG
-// without .json, plus .status.json).
+// without .json, plus .status.json): requests, responses by code, Events (dropped
+// ones counted), open watches.
 package main
 
 import (
@@ -114,7 +115,7 @@ func main() {
 		os.Exit(2)
 	}
 	fleet := &Fleet{config: config, counters: newCounters(), tls: material}
-	fleet.events = newEventSender(ctx, fleet.counters)
+	fleet.events = newEventSender(ctx, len(config.Nodes), fleet.counters)
 	if config.Bootstrap != nil {
 		if fleet.boot, err = newBootstrapper(fleet); err != nil {
 			fmt.Fprintf(os.Stderr, "kubemark-fleet: bootstrap: %v\n", err)
@@ -206,6 +207,10 @@ type Status struct {
 	Pods        int              `json:"pods"`
 	OpenWatches int64            `json:"open_watches"`
 	Requests    map[string]int64 `json:"requests"`
+	// Responses by "component verb resource code" (code "error": no response at all).
+	Responses map[string]int64 `json:"responses"`
+	// The kubelets' Events (events.go): recorded, sent, filtered, rejected, dropped.
+	Events map[string]int64 `json:"events"`
 	// The watch events each kind of reflector received after its initial state: over
 	// all nodes, and per node in a status asked for (SIGUSR1) only, so that the file
 	// written every statusEvery stays small however large the fleet.
@@ -218,7 +223,8 @@ func (f *Fleet) status(perNode bool) Status {
 	nodes := append([]*HollowNode(nil), f.nodes...)
 	f.mu.Unlock()
 	s := Status{Time: float64(time.Now().UnixNano()) / 1e9, PID: os.Getpid(), Nodes: len(f.config.Nodes),
-		Started: len(nodes), OpenWatches: f.counters.openWatches.Load(), Requests: f.counters.snapshot()}
+		Started: len(nodes), OpenWatches: f.counters.openWatches.Load(), Requests: f.counters.snapshot(),
+		Responses: f.counters.responseSnapshot(), Events: f.events.counts.snapshot()}
 	s.WatchEventsTotal = make(map[string]int64, len(watchKeys))
 	if perNode {
 		s.WatchEvents = make(map[string]map[string]int64, len(nodes))

@@ -5,6 +5,7 @@ package main
 
 import (
 	"context"
+	"fmt"
 	"time"
 
 	v1 "k8s.io/api/core/v1"
@@ -12,7 +13,6 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 	nodeutil "k8s.io/component-helpers/node/util"
-	"k8s.io/klog/v2"
 )
 
 func (n *HollowNode) capacity() v1.ResourceList {
@@ -71,35 +71,54 @@ func (n *HollowNode) status(now metav1.Time) v1.NodeStatus {
 	}
 }
 
-// syncStatus is one tick of tryUpdateNodeStatus: the base Node from the lister (no
-// request), the status computed, a PATCH only if it changed (heartbeat times aside),
-// the podCIDR changed, or 5 minutes passed since the last report.
+// nodeStatusUpdateRetry: the kubelet's attempts per tick (updateNodeStatus), one
+// after the other, before it gives up until the next tick.
+const nodeStatusUpdateRetry = 5
+
+// syncStatus is one tick of the kubelet's updateNodeStatus: tryStatus up to
+// nodeStatusUpdateRetry times until one succeeds, each failure logged as the kubelet
+// logs it.
 func (n *HollowNode) syncStatus(ctx context.Context) {
 	n.statusMu.Lock()
 	defer n.statusMu.Unlock()
+	for try := range nodeStatusUpdateRetry {
+		err := n.tryStatus(ctx, try)
+		if err == nil || ctx.Err() != nil {
+			return
+		}
+		n.fleet.counters.errorS(err, "Error updating node status, will retry", "node", n.name(), "try", try+1)
+	}
+	n.fleet.counters.errorS(nil, "Unable to update node status: update node status exceeds retry count", "node", n.name())
+}
+
+// tryStatus is tryUpdateNodeStatus: the base Node from the lister on the first try
+// (no request), from a GET on the heartbeat client on the others; the status
+// computed; a PATCH only if it changed (heartbeat times aside), the podCIDR changed, or
+// 5 minutes passed since the last report.
+func (n *HollowNode) tryStatus(ctx context.Context, try int) error {
 	base := n.self.Load()
-	if base == nil {
+	if try > 0 || base == nil {
 		var err error
 		if base, err = n.heartbeat.CoreV1().Nodes().Get(ctx, n.name(), metav1.GetOptions{}); err != nil {
-			return
+			return fmt.Errorf("error getting node %q: %w", n.name(), err)
 		}
 	}
 	now := metav1.Now()
 	wasReady := n.lastReported != nil && readyOf(n.lastReported)
 	status := n.status(now)
 	if !mustReport(n.lastReported, n.lastPodCIDR, n.reportedAt, base.Spec.PodCIDR, &status, time.Now()) {
-		return
+		return nil
 	}
 	updated := base.DeepCopy()
 	updated.Status = mergeStatus(base.Status, status)
 	if _, _, err := nodeutil.PatchNodeStatus(n.heartbeat.CoreV1(), types.NodeName(n.name()), base, updated); err != nil {
-		klog.V(2).InfoS("node status patch failed", "node", n.name(), "err", err)
-		return
+		return err
 	}
 	n.lastReported, n.lastPodCIDR, n.reportedAt = &status, base.Spec.PodCIDR, time.Now()
 	if !wasReady && readyOf(&status) {
 		n.event(n.nodeRef(), v1.EventTypeNormal, "NodeReady", "Node %s status is now: NodeReady", n.name())
 	}
+	return nil
 }
 
 // mustReport is syncStatus's choice: PATCH the status when none was reported yet, the

@@ -1,6 +1,11 @@
 package main
 
 import (
+	"context"
+	"net/http"
+	"slices"
+	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -181,6 +186,61 @@ func TestMergeStatusKeepsOthersConditions(t *testing.T) {
 			}
 			if !readyOf(&got) {
 				t.Fatal("the merged status must be the kubelet's Ready")
+			}
+		})
+	}
+}
+
+// A refused status PATCH is tried again at once, as the kubelet's updateNodeStatus
+// does, from a fresh GET of the node: up to nodeStatusUpdateRetry tries in one tick.
+func TestStatusRetriesARefusedPatch(t *testing.T) {
+	cases := []struct {
+		name    string
+		refused int // PATCHes refused before one goes through
+		want    []string
+	}{
+		{"the first refused", 1, []string{"PATCH status 500", "GET node", "PATCH status 200"}},
+		{"every try refused", 99, []string{"PATCH status 500", "GET node", "PATCH status 500", "GET node",
+			"PATCH status 500", "GET node", "PATCH status 500", "GET node", "PATCH status 500"}},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			var mu sync.Mutex
+			var got []string
+			patches := 0
+			m := newTestMaster(t, 1, func(w http.ResponseWriter, r *http.Request) {
+				mu.Lock()
+				defer mu.Unlock()
+				switch {
+				case r.Method == http.MethodPatch && strings.HasSuffix(r.URL.Path, "/nodes/hollow-node-0/status"):
+					patches++
+					if patches <= c.refused {
+						got = append(got, "PATCH status 500")
+						answer(w, http.StatusInternalServerError, `{"kind":"Status","apiVersion":"v1","status":"Failure","code":500}`)
+						return
+					}
+					got = append(got, "PATCH status 200")
+					answer(w, http.StatusOK, nodeJSON)
+				case r.Method == http.MethodGet && strings.HasSuffix(r.URL.Path, "/nodes/hollow-node-0"):
+					got = append(got, "GET node")
+					answer(w, http.StatusOK, nodeJSON)
+				case r.Method == http.MethodPost && strings.HasSuffix(r.URL.Path, "/events"):
+					answer(w, http.StatusCreated, `{"kind":"Event","apiVersion":"v1","metadata":{"name":"e","namespace":"default"}}`)
+				default:
+					answer(w, http.StatusNotFound, `{"kind":"Status","apiVersion":"v1","status":"Failure","code":404}`)
+				}
+			})
+			n := m.node(t)
+			n.self.Store(&v1.Node{ObjectMeta: metav1.ObjectMeta{Name: "hollow-node-0", ResourceVersion: "7"}})
+			n.ready = true
+			n.syncStatus(context.Background())
+			mu.Lock()
+			defer mu.Unlock()
+			if !slices.Equal(got, c.want) {
+				t.Fatalf("requests %v, want %v", got, c.want)
+			}
+			if reported := n.lastReported != nil; reported != (c.refused < nodeStatusUpdateRetry) {
+				t.Fatalf("status reported: %v", reported)
 			}
 		})
 	}

@@ -19,9 +19,15 @@ const proxySelector = "!service.kubernetes.io/headless,!service.kubernetes.io/se
 // npdHeartbeat: node-problem-detector's --k8s-exporter-heartbeat-period.
 const npdHeartbeat = 5 * time.Minute
 
-// runProxy opens the watches of the stock v1.36 hollow proxy (measured: 3 per node):
-// Services and EndpointSlices with kube-proxy's label selectors, and ServiceCIDRs.
+// runProxy opens a real v1.36 kube-proxy's watches (4 per node): first its own Node,
+// the NodeManager's informer (cmd/kube-proxy/app/server.go builds it before anything
+// else; only the stock hollow proxy skips it), then Services and EndpointSlices with
+// kube-proxy's label selectors, and ServiceCIDRs. The Node stream is the same
+// lightweight reflector as the kubelet's (follow.go): one goroutine, nothing kept,
+// where an informer factory per node would hold a store, a queue and five goroutines.
 func runProxy(ctx context.Context, n *HollowNode) {
+	go (&stream{client: n.proxy.CoreV1().RESTClient(), resource: "nodes", fieldSelector: nameSelector(n.name()),
+		events: n.watchCounter("kube-proxy nodes")}).follow(ctx)
 	go (&stream{client: n.proxy.CoreV1().RESTClient(), resource: "services", fieldSelector: "spec.clusterIP!=None",
 		labelSelector: proxySelector, events: n.watchCounter("kube-proxy services")}).follow(ctx)
 	go (&stream{client: n.proxy.DiscoveryV1().RESTClient(), resource: "endpointslices", labelSelector: proxySelector,

@@ -99,6 +99,11 @@ class NodeEngine(ABC):
         """Why nodes are not coming up, for a wait that ran out; '' when there is nothing to add."""
         return ""
 
+    def at_rest(self, ctx: Context) -> list[str]:
+        """What the engine's own account shows wrong once its nodes are Ready (one line
+        each; start fails on any), e.g. Events a fleet could not send. Optional."""
+        return []
+
 
 class HostNodeEngine(NodeEngine):
     """An engine whose hollow nodes are processes on the master's host."""

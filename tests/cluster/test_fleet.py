@@ -5,9 +5,11 @@ test and the stop come last)."""
 
 from __future__ import annotations
 
+import datetime as dt
 import ipaddress
 import json
 import os
+import re
 import signal
 import subprocess
 import time
@@ -16,11 +18,13 @@ from pathlib import Path
 import psutil
 import pytest
 
+from kubemark_up import binaries, pki
 from kubemark_up.hosts import MARKER_ENV
 from tests.support.cli import CLI, RunningCluster, kubemark_tmp_files, marked_processes
 
 NODES = 6
 PODS = 12
+WATCHES = 9  # per node at rest: the kubelet's five, kube-proxy's four
 
 
 @pytest.fixture(scope="module")
@@ -95,10 +99,46 @@ def test_nodes_register_as_real_nodes_and_stay_ready(fleet: RunningCluster) -> N
     events = json.loads(fleet.kubectl("get", "events", "-n", "default", "-o", "json").stdout)["items"]
     starting = {e["source"].get("host") for e in events if e["reason"] == "Starting" and e["source"].get("component") == "kubelet"}
     assert starting == {n["metadata"]["name"] for n in found}
-    # Every node holds its five kubelet watches and kube-proxy's three.
+    # Every node holds its five kubelet watches and kube-proxy's four (its own Node too).
     statuses = fleet_status(fleet)
     assert sum(s["registered"] for s in statuses) == NODES
-    assert sum(s["open_watches"] for s in statuses) == NODES * 8
+    assert sum(s["open_watches"] for s in statuses) == NODES * WATCHES
+    # The kubelets' Events all sent, none dropped; every response counted by its code.
+    assert sum(s["events"]["sent"] for s in statuses) >= NODES * 5
+    assert all(s["events"]["dropped"] == 0 for s in statuses), [s["events"] for s in statuses]
+    responses = {key: count for s in statuses for key, count in s["responses"].items()}
+    assert responses.get("kubelet POST nodes 201", 0) + responses.get("kubelet POST nodes 409", 0) >= NODES / 2
+    assert any(key.startswith("kube-proxy WATCH nodes 200") for key in responses), sorted(responses)
+
+
+def audit_events(cluster: RunningCluster) -> list[dict]:
+    with (cluster.dir / "logs" / "audit.log").open(errors="replace") as lines:
+        return [json.loads(line) for line in lines if line.strip()]
+
+
+def stamped_commit() -> str:
+    """The commit client-go's default User-Agent carries in binaries built by kubemark-up's
+    recipe: its gitCommit stamp cut to 7 characters, or client-go's unstamped
+    placeholder cut the same way (rest.DefaultKubernetesUserAgent's adjustCommit)."""
+    match = re.search(r"k8s\.io/client-go/pkg/version\.gitCommit=(\S+)", binaries._ldflags(binaries.pinned_version()))
+    return (match[1] if match else "$Format:%H$")[:7]
+
+
+def test_every_request_carries_its_components_user_agent(fleet: RunningCluster) -> None:
+    """From the apiserver's audit log: each kubelet, kube-proxy and node-problem-detector
+    request carries what the real component's binary sends (not Go's default)."""
+    version = binaries.pinned_version()
+    platform = f"(linux/amd64) kubernetes/{stamped_commit()}"
+    want = {"kubelet": f"kubelet/{version} {platform}", "kube-proxy": f"kube-proxy/{version} {platform}",
+            "node-problem-detector": "node-problem-detector/v1.34.0"}
+    seen: dict[str, set[str]] = {}
+    for event in audit_events(fleet):
+        user = event["user"]["username"]
+        component = ("kubelet" if user.startswith("system:node:") else "kube-proxy" if user == "system:kube-proxy"
+                     else "node-problem-detector" if user == pki.NPD_USER else None)
+        if component:
+            seen.setdefault(component, set()).add(event.get("userAgent", ""))
+    assert seen == {component: {agent} for component, agent in want.items()}
 
 
 def test_each_node_is_held_to_itself(fleet: RunningCluster) -> None:
@@ -163,13 +203,13 @@ def test_pods_run_with_unique_ips_and_the_kubelets_events(fleet: RunningCluster)
     assert requests.get("kubelet POST serviceaccounts/token", 0) >= PODS
     used = {p["spec"]["nodeName"] for p in pods}
     wait_for("the per-object watches open", lambda: sum(s["open_watches"] for s in fleet_status(fleet))
-             == NODES * 8 + 2 * len(used), timeout=60)
+             == NODES * WATCHES + 2 * len(used), timeout=60)
 
     assert fleet.kubectl("-n", ns, "delete", "deployment", "web", "--wait=true").returncode == 0
     wait_for("the pods deleted", lambda: not json.loads(fleet.kubectl("-n", ns, "get", "pods", "-o", "json").stdout)["items"])
     wait_for("the kubelet's Killing events", lambda: kubelet_events("Killing"), timeout=60)
     # Their per-object watches end with the last pod that needed them.
-    wait_for("the per-object watches closed", lambda: sum(s["open_watches"] for s in fleet_status(fleet)) == NODES * 8)
+    wait_for("the per-object watches closed", lambda: sum(s["open_watches"] for s in fleet_status(fleet)) == NODES * WATCHES)
     assert fleet.kubectl("delete", "namespace", ns, "--wait=false").returncode == 0
 
 
@@ -211,7 +251,91 @@ def test_fidelity_of_a_small_fleet_passes(fleet: RunningCluster) -> None:
     watches = {(w["component"], w["resource"]): w for w in report["watches"]}
     assert watches[("kubelet", "pods")]["open"] == NODES
     assert watches[("kube-proxy", "discovery.k8s.io/endpointslices")]["open"] == NODES
+    assert watches[("kube-proxy", "nodes")]["open"] == NODES
     assert all(w["verdict"] == "pass" for w in report["watches"] if w["reference"])
+
+
+REFUSE_STATUS = """
+apiVersion: admissionregistration.k8s.io/v1
+kind: ValidatingAdmissionPolicy
+metadata: {name: fleet-test-refuse-status}
+spec:
+  failurePolicy: Fail
+  matchConstraints:
+    resourceRules:
+    - {apiGroups: [""], apiVersions: [v1], operations: [UPDATE], resources: [nodes/status]}
+  validations:
+  - {expression: "request.userInfo.username != 'system:node:NODE'", message: refused by the fleet test}
+---
+apiVersion: admissionregistration.k8s.io/v1
+kind: ValidatingAdmissionPolicyBinding
+metadata: {name: fleet-test-refuse-status}
+spec: {policyName: fleet-test-refuse-status, validationActions: [Deny]}
+"""
+
+
+def restart(record: dict) -> None:
+    """SIGKILL a fleet process and start it again at once, as its supervisor would."""
+    victim = psutil.Process(record["pid"])
+    marker = victim.environ()[MARKER_ENV]
+    victim.kill()
+    victim.wait(10)
+    with open(record["log"], "ab") as log:
+        subprocess.Popen(record["argv"], stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+                         env={**os.environ, MARKER_ENV: marker})
+
+
+def test_a_refused_status_patch_is_retried_as_the_kubelet_does(fleet: RunningCluster) -> None:
+    """An admission policy refuses one node's status updates; its fleet process restarted
+    (a status PATCH at once), the kubelet's tick tries 5 times, each retry from a fresh
+    GET of the node, then waits for the next tick; once the policy is gone it gets
+    through. The last fleet process's first node: the kill test below takes the first."""
+    record = fleet_records(fleet)[-1]
+    node = json.loads(Path(record["argv"][-1]).read_text())["nodes"][0]["name"]
+    policy = REFUSE_STATUS.replace("NODE", node)
+    own = fleet.dir / "pki" / "kubeconfigs" / "nodes" / f"{node}.kubeconfig"
+    applied = subprocess.run(["kubectl", "--kubeconfig", str(fleet.kubeconfig), "apply", "-f", "-"],
+                             input=policy, capture_output=True, text=True, timeout=60)
+    assert applied.returncode == 0, applied.stderr
+    try:
+        probe = json.dumps({"metadata": {"labels": {"fleet-test-probe": "x"}}})
+        tried: list[str] = []
+
+        def refused() -> bool:
+            result = fleet.kubectl("patch", "node", node, "--subresource=status", "--type=merge", "-p", probe,
+                                   "--dry-run=server", kubeconfig=own)
+            tried.append(result.stdout + result.stderr)
+            return "refused by the fleet test" in result.stderr
+
+        deadline = time.monotonic() + 60
+        while not refused():
+            assert time.monotonic() < deadline, f"the policy never refused the node's own status patch: {tried[-1]}"
+            time.sleep(1)
+        since = dt.datetime.now(dt.UTC)
+        restart(record)
+
+        def own_node(verb: str, subresource: str) -> list[tuple[dt.datetime, int]]:
+            return sorted((dt.datetime.fromisoformat(e["requestReceivedTimestamp"]), e["responseStatus"]["code"])
+                          for e in audit_events(fleet)
+                          if e["user"]["username"] == f"system:node:{node}" and e["verb"] == verb
+                          and e["objectRef"].get("resource") == "nodes" and e["objectRef"].get("name") == node
+                          and e["objectRef"].get("subresource", "") == subresource
+                          and dt.datetime.fromisoformat(e["requestReceivedTimestamp"]) > since)
+
+        # Two ticks' worth: the first tick's tries all refused, then the next tick's.
+        refused = wait_for("two ticks of refused status patches",
+                           lambda: len(p := [t for t, code in own_node("patch", "status") if code >= 400]) >= 6 and p,
+                           timeout=90)
+        first = refused[:5]
+        assert (first[-1] - first[0]).total_seconds() < 5, refused  # one tick: the tries back to back
+        assert (refused[5] - first[-1]).total_seconds() >= 5, refused  # then the next tick, not a sixth try
+        gets = [t for t, code in own_node("get", "") if first[0] <= t <= first[-1]]
+        assert len(gets) >= 4, (first, gets)  # each retry read the node afresh
+    finally:
+        subprocess.run(["kubectl", "--kubeconfig", str(fleet.kubeconfig), "delete", "-f", "-", "--ignore-not-found"],
+                       input=policy, capture_output=True, text=True, timeout=60)
+    wait_for("a status patch through", lambda: any(code == 200 for _, code in own_node("patch", "status")), timeout=90)
+    wait_for("every node Ready", lambda: all(ready(n) for n in nodes(fleet)) and len(nodes(fleet)) == NODES, timeout=120)
 
 
 def test_a_killed_fleet_goes_notready_and_a_restarted_one_takes_its_nodes_back(fleet: RunningCluster) -> None:

@@ -426,7 +426,9 @@ def test_the_packaged_reference_loads() -> None:
     assert 5 < rates[("kubelet", "PUT", "coordination.k8s.io/leases", "")] < 7
     assert ("node-problem-detector", "PATCH", "nodes", "status") in rates
     assert sum(w.open for w in ref.watches if w.component == "kubelet") == 5
-    assert sum(w.open for w in ref.watches if w.component == "kube-proxy") >= 3
+    # kube-proxy's own Node (its NodeManager), Services, EndpointSlices, ServiceCIDRs.
+    assert sum(w.open for w in ref.watches if w.component == "kube-proxy") == 4
+    assert ("kube-proxy", "WATCH", "nodes", "") in rates
 
 
 # The command, on the fake provider's cluster ----------------------------------------

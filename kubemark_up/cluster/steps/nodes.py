@@ -54,6 +54,8 @@ def run(ctx: ClusterContext) -> None:
                         raise
                     raise ComponentError(exc.message, detail=why) from None
         ctx.state.nodes_ready = ready
+        if problems := engine.at_rest(ctx):
+            raise ComponentError(f"the hollow nodes are Ready but {problems[0]}", detail="\n".join(problems[1:]))
     # Long healthy by now; checked after the nodes so that the wait above starts at once.
     remaining = max(1.0, min(ctx.settings.master_ready_timeout, deadline - time.monotonic()))
     for name in ("kube-controller-manager", "kube-scheduler"):

@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import posixpath
 import re
+import time
 from pathlib import Path
 from typing import Any
 
@@ -143,14 +144,54 @@ class FleetHostNodes(HostNodeEngine):
                     failed[node] = NodeFailure(f"its fleet process {record.name} exited", record.log)
         return failed
 
+    def statuses(self, ctx: Context, *, fresh: float = 10.0) -> dict[str, dict]:
+        """Each running fleet process's status file (kubemark_up/fleet/main.go, Status),
+        asked for now (SIGUSR1) and waited for up to `fresh` seconds; by process name."""
+        handles = {r.name: h for r in self._records(ctx) if (h := ctx.handle(r))}
+        alive = self.host.alive(handles.values())
+        running = [r for r in self._records(ctx) if r.name in handles and alive.get(handles[r.name])]
+        asked = time.time()
+        self.host.signal([handles[r.name] for r in running], "USR1")
+        deadline = time.monotonic() + fresh
+        while True:
+            found = {r.name: status for r in running
+                     if (status := _status(self.host.read_text(status_path(r), limit=256 * 1024 * 1024))) is not None}
+            if all(found.get(r.name, {}).get("time", 0) >= asked for r in running) or time.monotonic() > deadline:
+                return found
+            time.sleep(0.2)
+
+    def at_rest(self, ctx: Context) -> list[str]:
+        """Events a fleet could not send (a full queue, or the tries used up): a real
+        kubelet would have sent them, so a fleet that dropped any is not a faithful one."""
+        problems = []
+        for name, status in sorted(self.statuses(ctx).items()):
+            events = status.get("events") or {}
+            if dropped := events.get("dropped", 0):
+                problems.append(f"fleet process {name} dropped {dropped} of {events.get('recorded', 0)} kubelet Events "
+                                f"(its log: {ctx.state.processes[name].log})")
+        return problems
+
     def collect_logs(self, ctx: Context, out: Path) -> list[Path]:
         written = []
         for record in self._records(ctx):
-            for source in (record.log, record.argv[-1].removesuffix(".json") + ".status.json"):
+            for source in (record.log, status_path(record)):
                 target = out / posixpath.basename(source)
                 if self.host.get(source, target):
                     written.append(target)
         return written
+
+
+def status_path(record: ProcessRecord) -> str:
+    """Where a fleet process writes its status file: beside its config."""
+    return record.argv[-1].removesuffix(".json") + ".status.json"
+
+
+def _status(text: str) -> dict | None:
+    try:
+        status = json.loads(text) if text else None
+    except ValueError:  # being replaced: the fleet renames a whole new file over it
+        return None
+    return status if isinstance(status, dict) else None
 
 
 def _identity(relative: Path) -> bool:
