@@ -23,6 +23,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from kubemark_up import pki
+from tests.support.realnode import PROXY_HOST, PROXY_NS, RealNode
+from tests.support.rootcluster import PAUSE
 
 VERBS = {"get": "GET", "list": "LIST", "watch": "WATCH", "create": "POST", "update": "PUT", "patch": "PATCH",
          "delete": "DELETE", "deletecollection": "DELETECOLLECTION"}
@@ -272,3 +274,185 @@ def render(doc: dict, comments: list[str]) -> str:
     out.extend(f"    - {_flow(row)}" for row in life["requests"])
     out.append(f"  timing: {_flow(life['timing'])}")
     return "\n".join(out) + "\n"
+
+
+# Measuring a live node ------------------------------------------------------------------
+
+COMMENTS = [
+    "What one real node sends kube-apiserver, measured from the apiserver's audit log, its",
+    "sockets and a pod watch (benchmarks/fidelity_reference.py; `measured:` says what ran and how).",
+    "requests: per node and minute at rest, with no pods. A WATCH row's rate is derived: the",
+    "watches measured open, each re-opened once per 7.5 minutes on average (client-go's reflector",
+    "asks U[300, 600) s); a window of minutes holds too few re-opens of one node to be a rate.",
+    "watches, connections: open at the end of the window at rest (connections seen from the",
+    "apiserver's side: its sockets' peers, by the process that holds them).",
+    "lifecycle: the node's requests in the churned pods' namespace, per pod, from the first",
+    "create to 10 s after the last pod was gone; timing from bound to Running.",
+    "Regenerate; do not edit by hand.",
+]
+CHURN_NAMESPACE = "fidelity-churn"
+POD = "pause pod with a projected token, a ConfigMap and a Secret"
+
+
+def _now() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
+
+
+def _audit(node: RealNode) -> list[Request]:
+    time.sleep(5)  # the audit backend writes in batches: let the window's last ones land
+    with node.audit_log.open(errors="replace") as lines:
+        return parse(lines)
+
+
+def _sockets(node: RealNode) -> Counter[str]:
+    listing = subprocess.run(["ss", "-tnpH", "state", "established"], capture_output=True, text=True, check=True)
+    components = {pid: name for name, pid in node.pids().items()}
+    return connections(parse_ss(listing.stdout), f"{PROXY_HOST}:{node.apiserver_port}", components,
+                       {PROXY_NS: "kube-proxy"})
+
+
+@dataclass
+class AtRest:
+    minutes: float
+    counts: Counter[Key]
+    watches: Counter[tuple[str, str]]
+    sockets: Counter[str]
+
+
+def at_rest(node: RealNode, minutes: float, *, progress=print) -> AtRest:
+    """Wait out the window, then count it: requests in it, watches and connections open at its end."""
+    start = _now()
+    end = start + dt.timedelta(minutes=minutes)
+    progress(f"at rest: {minutes:g} minutes from {start:%H:%M:%S} UTC")
+    while (left := (end - _now()).total_seconds()) > 0:
+        time.sleep(min(60.0, left))
+        progress(f"at rest: {max(0.0, left - 60) / 60:.1f} minutes left")
+    sockets = _sockets(node)
+    requests = _audit(node)
+    return AtRest(minutes=minutes, counts=count(requests, start, end), watches=open_watches(requests, end),
+                  sockets=sockets)
+
+
+def _pod(index: int, registry: str) -> list[dict]:
+    name = f"churn-{index}"
+    meta = {"name": name, "namespace": CHURN_NAMESPACE}
+    return [
+        {"apiVersion": "v1", "kind": "ConfigMap", "metadata": meta, "data": {"key": "value"}},
+        {"apiVersion": "v1", "kind": "Secret", "metadata": meta, "stringData": {"key": "value"}},
+        {"apiVersion": "v1", "kind": "Pod", "metadata": meta, "spec": {
+            # The default service account's projected token (token, kube-root-ca.crt, namespace),
+            # as nearly every pod has it, and one ConfigMap and one Secret of its own.
+            "containers": [{"name": "pause", "image": f"{registry}/{PAUSE}",
+                            "imagePullPolicy": "IfNotPresent",
+                            "volumeMounts": [{"name": "config", "mountPath": "/config"},
+                                             {"name": "secret", "mountPath": "/secret"}]}],
+            "volumes": [{"name": "config", "configMap": {"name": name}},
+                        {"name": "secret", "secret": {"secretName": name}}],
+            "terminationGracePeriodSeconds": 5,
+        }},
+    ]
+
+
+@dataclass
+class Churn:
+    pods: int
+    counts: Counter[Key]
+    bound_to_running: list[float]
+    kubelet_reported: list[float]
+
+
+def _apply(node: RealNode, objects: list[dict]) -> None:
+    applied = subprocess.run(["kubectl", "--kubeconfig", str(node.kubeconfig), "apply", "-f", "-"],
+                             input=json.dumps({"apiVersion": "v1", "kind": "List", "items": objects}),
+                             capture_output=True, text=True, timeout=60)
+    if applied.returncode != 0:
+        raise RuntimeError(f"kubectl apply failed: {applied.stderr.strip()}")
+
+
+def _pods(node: RealNode) -> list[dict]:
+    got = node.kubectl("get", "pods", "-n", CHURN_NAMESPACE, "-o", "json")
+    if got.returncode != 0:
+        raise RuntimeError(f"kubectl get pods failed: {got.stderr.strip()}")
+    return json.loads(got.stdout)["items"]
+
+
+def _until(what: str, done, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while not done():
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"{what} did not happen within {timeout:.0f}s")
+        time.sleep(1)
+
+
+def churn(node: RealNode, pods: int, *, interval: float = 2.0, hold: float = 30.0, progress=print) -> Churn:
+    """Pods made one every `interval` s, all held Running `hold` s, deleted one every
+    `interval` s, and waited out until gone; the node's requests in the namespace meanwhile."""
+    made = node.kubectl("create", "namespace", CHURN_NAMESPACE)
+    if made.returncode != 0:
+        raise RuntimeError(f"the churn namespace could not be made: {made.stderr.strip()}")
+    try:
+        _until("the namespace's default ServiceAccount and kube-root-ca.crt", lambda: (
+            node.kubectl("get", "sa", "default", "-n", CHURN_NAMESPACE).returncode == 0
+            and node.kubectl("get", "configmap", "kube-root-ca.crt", "-n", CHURN_NAMESPACE).returncode == 0), 60)
+        watch = PodWatch(["kubectl", "--kubeconfig", str(node.kubeconfig)], CHURN_NAMESPACE)
+        start = _now()
+        try:
+            for index in range(pods):
+                _apply(node, _pod(index, node.registry))
+                time.sleep(interval)
+            _until(f"{pods} pods Running", lambda: len(watch.times.running) == pods, 60 + 5 * pods)
+            progress(f"churn: {pods} pods Running")
+            time.sleep(hold)
+            reported = [kubelet_reported(pod) for pod in _pods(node)]
+            for index in range(pods):
+                deleted = node.kubectl("delete", "pod", f"churn-{index}", "-n", CHURN_NAMESPACE, "--wait=false")
+                if deleted.returncode != 0:
+                    raise RuntimeError(f"kubectl delete failed: {deleted.stderr.strip()}")
+                time.sleep(interval)
+            _until("the churn pods gone", lambda: not _pods(node), 60 + 5 * pods)
+            time.sleep(10)  # the kubelet's last requests for them (its per-object watches stop)
+            end = _now()
+        finally:
+            watch.stop()
+        progress(f"churn: {pods} pods made, Running, deleted")
+        counts = count(_audit(node), start, end, namespace=CHURN_NAMESPACE)
+        return Churn(pods=pods, counts=counts, bound_to_running=watch.times.bound_to_running(),
+                     kubelet_reported=[r for r in reported if r is not None])
+    finally:
+        node.kubectl("delete", "namespace", CHURN_NAMESPACE, "--wait=false")
+
+
+def versions(node: RealNode) -> dict[str, str]:
+    def first(argv: list[str], pattern: str) -> str:
+        out = subprocess.run(argv, capture_output=True, text=True).stdout
+        match = re.search(pattern, out)
+        return match[1] if match else "unknown"
+
+    return {
+        "kubernetes": first([str(node.tool_path("kubelet")), "--version"], r"(v\S+)"),
+        "node-problem-detector": first([str(node.tool_path("node-problem-detector")), "--version"], r"(v\S+)"),
+        "containerd": first(["containerd", "--version"], r"containerd \S+ (\S+)"),
+        "runc": first(["runc", "--version"], r"runc version (\S+)"),
+    }
+
+
+def reference(rest: AtRest, life: Churn, stamp: dict, source: str) -> dict:
+    """The reference document (kubemark_up/run/fidelity/reference.yaml's schema)."""
+    timing: dict = {"bound_to_running_p50": None, "bound_to_running_p99": None, "unit": "s"}
+    if life.bound_to_running:
+        timing["bound_to_running_p50"] = round(percentile(life.bound_to_running, 50), 3)
+        timing["bound_to_running_p99"] = round(percentile(life.bound_to_running, 99), 3)
+    timing["seen_by"] = "a pod watch's receipt of the binding and of phase Running"
+    if life.kubelet_reported:
+        timing["kubelet_reported_p50"] = percentile(life.kubelet_reported, 50)
+        timing["kubelet_reported_p99"] = percentile(life.kubelet_reported, 99)
+    return {
+        "source": source,
+        "measured": stamp,
+        "requests": rest_rows(rest.counts, rest.minutes, rest.watches),
+        "watches": [{"component": c, "resource": r, "open": n, "basis": "measured"}
+                    for (c, r), n in sorted(rest.watches.items())],
+        "connections": [{"component": c, "open": n, "basis": "measured"} for c, n in sorted(rest.sockets.items())],
+        "lifecycle": {"pod": POD, "pods": life.pods, "requests": lifecycle_rows(life.counts, life.pods),
+                      "timing": timing},
+    }

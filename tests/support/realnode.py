@@ -83,7 +83,7 @@ class RealNode(RootCluster):
         ))
         return path
 
-    def _tool(self, name: str) -> Path:
+    def tool_path(self, name: str) -> Path:
         settings = resolve_settings(flags={}, environ={"KUBEMARK_UP_BIN_DIR": str(self.cli.bin_dir)}
                                     if self.cli.bin_dir else {})
         return binaries.tool(name, settings, config.home_dir(), UI())
@@ -101,7 +101,7 @@ class RealNode(RootCluster):
             "conntrack": {"maxPerCore": 0, "min": 0, "tcpEstablishedTimeout": "0s", "tcpCloseWaitTimeout": "0s"},
             "metricsBindAddress": f"127.0.0.1:{metrics}", "healthzBindAddress": f"127.0.0.1:{_free_port()}",
         }))
-        proxy = self._tool("kube-proxy")
+        proxy = self.tool_path("kube-proxy")
         self._spawn("kube-proxy", ["ip", "netns", "exec", NETNS, str(proxy), f"--config={proxy_config}", "--v=2"])
 
         def syncing() -> bool:
@@ -125,7 +125,7 @@ class RealNode(RootCluster):
         auth = self._identity_kubeconfig("node-problem-detector", pki.NPD_USER, self.folder / "npd.kubeconfig")
         monitor = self.folder / "kernel.monitor"
         monitor.write_text(json.dumps(objects._KERNEL_MONITOR))  # the hollow-node image's dummy monitor
-        npd = self._tool("node-problem-detector")
+        npd = self.tool_path("node-problem-detector")
         self._spawn("node-problem-detector", [
             str(npd), f"--config.system-log-monitor={monitor}",
             f"--apiserver-override={self.endpoint}?inClusterConfig=false&auth={auth}",
