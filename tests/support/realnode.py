@@ -34,6 +34,7 @@ NETNS = "kmup-proxy"
 VETH_HOST, VETH_NS = "kmup-px0", "kmup-px1"
 PROXY_HOST, PROXY_NS = "10.245.0.1", "10.245.0.2"  # a /30 of their own, outside the pod and service ranges
 NPD_BINDING = "kubemark-up:node-problem-detector"
+CLUSTER_DNS = "10.0.0.10"  # in the master's default service range, 10.0.0.0/16
 
 
 @dataclass
@@ -62,6 +63,12 @@ class RealNode(RootCluster):
     def _master_env(self) -> dict[str, str]:
         # The apiserver at the veth's host end: reachable from the host and from kube-proxy's namespace.
         return {**super()._master_env(), "KUBEMARK_UP_AUDIT_NODES": "true", "KUBEMARK_UP_LOCAL_ADDRESS": PROXY_HOST}
+
+    def _kubelet_settings(self) -> dict:
+        # A real node's kubelet names the cluster's DNS service; without it every sync of a
+        # ClusterFirst pod sends a MissingClusterDNS event. Nothing answers there: the pause
+        # pods never ask, and what leaves the bridge is dropped.
+        return {"clusterDNS": [CLUSTER_DNS], "clusterDomain": "cluster.local"}
 
     def _proxy_namespace(self) -> None:
         self._undo.append(lambda: _run("ip", "netns", "delete", NETNS, check=False))

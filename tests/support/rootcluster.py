@@ -160,6 +160,10 @@ class RootCluster:
             "KUBEMARK_UP_APISERVER_EXTRA_ARGS": "--kubelet-preferred-address-types=InternalIP,Hostname",
         }
 
+    def _kubelet_settings(self) -> dict:
+        """KubeletConfiguration fields a sibling fixture adds."""
+        return {}
+
     def _lock(self, timeout: float = 1800) -> None:
         LOCK.parent.mkdir(parents=True, exist_ok=True)
         self._lock_file = LOCK.open("a")
@@ -313,6 +317,7 @@ class RootCluster:
             "tlsPrivateKeyFile": str(authority.key_path(f"nodes/{NODE}-serving")),
             "resolvConf": str(self.folder / "resolv.conf"),
             "maxPods": 110,
+            **self._kubelet_settings(),
         }))
         kubelet = binaries.tool("kubelet", resolve_settings(flags={}, environ={}), config.home_dir(), UI())
         self._spawn("kubelet", [
