@@ -88,7 +88,8 @@ def test_requests_a_real_node_does_not_send_fail() -> None:
 def test_the_packaged_reference_is_section_7() -> None:
     ref = load_reference()
     rates = {(r["component"], r["verb"], r["resource"], r.get("subresource", "")): r["rate"] for r in ref["requests"]}
-    assert rates[("kubelet", "PUT", "coordination.k8s.io/leases", "")] == 5.9
+    # Measured on a real node (benchmarks/fidelity_reference.py): a lease every 10 s and a bit.
+    assert 5.7 <= rates[("kubelet", "PUT", "coordination.k8s.io/leases", "")] <= 6.0
     assert rates[("node-problem-detector", "PATCH", "nodes", "status")] == 0.2
     assert sum(w["open"] for w in ref["watches"] if w["component"] == "kubelet") == 5
-    assert sum(w["open"] for w in ref["watches"] if w["component"] == "kube-proxy") == 3
+    assert sum(w["open"] for w in ref["watches"] if w["component"] == "kube-proxy") == 4  # its own Node too
