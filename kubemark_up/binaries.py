@@ -38,8 +38,8 @@ MASTER = ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler")
 NAMES = MASTER + ("kubemark", "kubemark-fleet")
 # Built on demand only, by the commands that need them: crane pushes the hollow-node
 # image (`kubemark-up image push`), node-problem-detector goes into that image; the
-# kubelet runs a real root cluster (the tests').
-TOOLS = ("crane", "node-problem-detector", "kubelet", "sample-apiserver")
+# kubelet and kube-proxy run a real node (the tests' root cluster, the fidelity reference).
+TOOLS = ("crane", "node-problem-detector", "kubelet", "kube-proxy", "sample-apiserver")
 NPD_VERSION = "v1.34.0"  # as kubemark_up/gobuild/tools/go.mod requires it
 
 PACKAGE = Path(__file__).parent
@@ -73,6 +73,7 @@ OUTPUTS = {
         # The fleet node engine: many hollow nodes in one process, a module of its own.
         Output("kubemark-fleet", "fleet", ".", ("fleet/go.mod", "fleet/go.sum", *FLEET_SOURCES)),
         Output("kubelet", "gobuild", "k8s.io/kubernetes/cmd/kubelet", ("gobuild/go.mod", "gobuild/go.sum")),
+        Output("kube-proxy", "gobuild", "k8s.io/kubernetes/cmd/kube-proxy", ("gobuild/go.mod", "gobuild/go.sum")),
         Output("crane", "gobuild/tools", "github.com/google/go-containerregistry/cmd/crane",
                ("gobuild/tools/go.mod", "gobuild/tools/go.sum"), ldflags="-s -w"),
         Output("node-problem-detector", "gobuild/tools", "k8s.io/node-problem-detector/cmd/nodeproblemdetector",

@@ -60,6 +60,7 @@ _OUTSIDE = {
     Path("/var/lib/cni"): (), Path("/var/lib/cni/results"): (f"{CNI_NETWORK}-", "cni-loopback-"),
     Path("/run/containerd"): (), Path("/run/containerd/s"): ("",),
     Path("/var/log/pods"): (), Path("/var/log/containers"): (),
+    Path("/run/netns"): (),  # `ip netns add` makes it (a sibling fixture's kube-proxy namespace)
 }
 
 _PAUSE_C = r"""
@@ -117,6 +118,8 @@ class RootCluster:
     registry_port: int = field(default_factory=_free_port)
     processes: dict[str, subprocess.Popen] = field(default_factory=dict)
     _undo: list = field(default_factory=list)
+    # Network namespaces a sibling fixture makes (recorded before they exist, undone after a kill).
+    netns: tuple[str, ...] = ()
     _lock_file: object = None
 
     @property
@@ -139,15 +142,27 @@ class RootCluster:
         self.folder.mkdir(parents=True, exist_ok=True)
         self._outside_before = {path: set(os.listdir(path)) if path.is_dir() else None for path in _OUTSIDE}
         try:
-            self._registry()
-            self._pause_image()
-            self._master()
-            self._network()
-            self._containerd()
-            self._kubelet()
+            for step in self._steps():
+                step()
         except BaseException:
             self.stop()
             raise
+
+    def _steps(self) -> list:
+        """What start does, in order (a sibling fixture adds its own)."""
+        return [self._registry, self._pause_image, self._master, self._network, self._containerd, self._kubelet]
+
+    def _master_env(self) -> dict[str, str]:
+        """The master's settings, as environment variables of `kubemark-up start`."""
+        return {
+            "KUBEMARK_UP_CLUSTER_CIDR": CLUSTER_CIDR,
+            # Unresolvable node names must not send DNS queries off this machine.
+            "KUBEMARK_UP_APISERVER_EXTRA_ARGS": "--kubelet-preferred-address-types=InternalIP,Hostname",
+        }
+
+    def _kubelet_settings(self) -> dict:
+        """KubeletConfiguration fields a sibling fixture adds."""
+        return {}
 
     def _lock(self, timeout: float = 1800) -> None:
         LOCK.parent.mkdir(parents=True, exist_ok=True)
@@ -165,7 +180,7 @@ class RootCluster:
             _undo_record(json.loads(RECORD.read_text()))
         RECORD.write_text(json.dumps({
             "folder": str(self.folder), "ip_forward": Path("/proc/sys/net/ipv4/ip_forward").read_text(),
-            "absent": [str(path) for path in _OUTSIDE if not path.exists()],
+            "absent": [str(path) for path in _OUTSIDE if not path.exists()], "netns": list(self.netns),
         }))
 
     def _spawn(self, name: str, argv: list[str]) -> subprocess.Popen:
@@ -205,12 +220,7 @@ class RootCluster:
         image.push(layout, f"{self.registry}/{PAUSE}", crane=self.crane())
 
     def _master(self) -> None:
-        result = self.cli.run(
-            "start", "--name", self.name, "--nodes", "0", timeout=300,
-            KUBEMARK_UP_CLUSTER_CIDR=CLUSTER_CIDR,
-            # Unresolvable node names must not send DNS queries off this machine.
-            KUBEMARK_UP_APISERVER_EXTRA_ARGS="--kubelet-preferred-address-types=InternalIP,Hostname",
-        )
+        result = self.cli.run("start", "--name", self.name, "--nodes", "0", timeout=300, **self._master_env())
         if result.returncode != 0:
             raise RuntimeError(f"the root cluster's master did not start:\n{result.stderr}")
         self._undo.append(lambda: self.cli.run("stop", "--name", self.name, "--purge"))
@@ -307,6 +317,7 @@ class RootCluster:
             "tlsPrivateKeyFile": str(authority.key_path(f"nodes/{NODE}-serving")),
             "resolvConf": str(self.folder / "resolv.conf"),
             "maxPods": 110,
+            **self._kubelet_settings(),
         }))
         kubelet = binaries.tool("kubelet", resolve_settings(flags={}, environ={}), config.home_dir(), UI())
         self._spawn("kubelet", [
@@ -330,6 +341,9 @@ class RootCluster:
 
     def stop(self) -> None:
         """Everything start made, in reverse; then what the runtime left outside the folder."""
+        # What a sibling fixture runs beside the node's own (its kube-proxy, its detector) goes first.
+        for extra in [name for name in self.processes if name not in ("kubelet", "containerd", "registry")]:
+            _stop(self.processes.pop(extra))
         kubelet = self.processes.pop("kubelet", None)
         if kubelet is not None:
             _stop(kubelet)
@@ -394,6 +408,8 @@ def _undo_record(record: dict) -> None:
     for point in sorted((m for m in mounted if m == folder or m.startswith(f"{folder}/")), key=len, reverse=True):
         _run("umount", "-l", point, check=False)
     _run("ip", "link", "delete", BRIDGE, check=False)
+    for netns in record.get("netns", []):  # a sibling fixture's network namespaces (their veths go with them)
+        _run("ip", "netns", "delete", netns, check=False)
     for _ in range(10):
         if _run("iptables", "-D", *FORWARD_RULE, check=False).returncode != 0:
             break

@@ -423,7 +423,8 @@ def test_the_packaged_reference_loads() -> None:
     ref = load_reference()
     assert isinstance(ref, Reference) and ref.source
     rates = {r.key: r.rate for r in ref.requests}
-    assert 5 < rates[("kubelet", "PUT", "coordination.k8s.io/leases", "")] < 7
+    # Measured on a real node (benchmarks/fidelity_reference.py): a lease every 10 s and a bit.
+    assert 5.7 <= rates[("kubelet", "PUT", "coordination.k8s.io/leases", "")] <= 6.0
     assert ("node-problem-detector", "PATCH", "nodes", "status") in rates
     assert sum(w.open for w in ref.watches if w.component == "kubelet") == 5
     # kube-proxy's own Node (its NodeManager), Services, EndpointSlices, ServiceCIDRs.

@@ -69,7 +69,8 @@ def test_dry_run_prints_every_resource_and_makes_nothing(bare_cli: CLI, endpoint
     assert keys == {"ssh-keys", "startup-script", "enable-guest-attributes"}
     firewall = next(b for b in bodies if b["name"] == "kubemark-up-dry-https")
     assert firewall["sourceRanges"] == ["10.0.0.0/8"] and firewall["allowed"] == [{"IPProtocol": "tcp", "ports": ["443"]}]
-    assert "StatefulSet kubemark/hollow-node scaled to 120" in out
+    # The default engine: fleet pods, each carrying up to pods.nodes_per_pod hollow nodes.
+    assert "StatefulSet kubemark/hollow-fleet scaled to 1 (pods carrying 120 hollow nodes, 500 a pod)" in out
     assert "Namespace kubemark" in out and "ClusterRoleBindings" in out
     # Nothing made: no request reached the endpoint, no cluster folder here.
     assert endpoint.log == []
