@@ -176,3 +176,20 @@ def test_usage_reads_proc():
     (cpu, rss) = agent.usage([os.getpid(), 2**22 + 7])[str(os.getpid())]
     assert cpu > 0 and rss > 1 << 20
     assert list(agent.usage([2**22 + 7])) == []
+
+
+def test_a_drop_then_a_host_that_does_not_answer(dropping, monkeypatch):
+    host, seen = dropping
+    first = host.connect
+
+    def connect():
+        if seen["calls"]:
+            raise ssh_module._Reopen(f"SSH to {NAME}: connection refused", final=False)
+        return first()
+
+    monkeypatch.setattr(host, "connect", connect)
+    with pytest.raises(HostError) as caught:
+        host.probe("https://127.0.0.1:6443/readyz")
+    assert caught.value.message == (f"lost the SSH connection to {NAME} while probing https://127.0.0.1:6443/readyz, "
+                                    "and opening it again failed: connection refused")
+    assert seen["calls"] == 1 and seen["waits"] == [1.0, 2.0, 4.0]
