@@ -264,6 +264,22 @@ def _current_path(bound: str, inode: int) -> str:
     return bound
 
 
+def usage(pids: list[int]) -> dict[str, list[float]]:
+    """pid -> [CPU seconds (user + system), resident bytes] of each live one, from /proc."""
+    tick, page = os.sysconf("SC_CLK_TCK"), os.sysconf("SC_PAGE_SIZE")
+    found: dict[str, list[float]] = {}
+    for pid in pids:
+        try:
+            with open(f"/proc/{pid}/stat") as handle:
+                fields = handle.read().rsplit(")", 1)[1].split()
+            with open(f"/proc/{pid}/statm") as handle:
+                rss = int(handle.read().split()[1])
+        except (OSError, IndexError, ValueError):
+            continue
+        found[str(pid)] = [(int(fields[11]) + int(fields[12])) / tick, rss * page]
+    return found
+
+
 # Ports and probes ----------------------------------------------------------------
 
 
@@ -387,19 +403,37 @@ def rmdir_if_empty(path: str) -> bool:
         return False
 
 
+def _digest(path: str) -> str | None:
+    digest = hashlib.sha256()
+    try:
+        with open(path, "rb") as handle:
+            for chunk in iter(lambda: handle.read(1 << 20), b""):
+                digest.update(chunk)
+    except OSError:
+        return None
+    return digest.hexdigest()
+
+
 def sha256(paths: list[str]) -> list[str | None]:
-    digests: list[str | None] = []
-    for path in paths:
-        digest = hashlib.sha256()
-        try:
-            with open(path, "rb") as handle:
-                for chunk in iter(lambda: handle.read(1 << 20), b""):
-                    digest.update(chunk)
-        except OSError:
-            digests.append(None)
-            continue
-        digests.append(digest.hexdigest())
-    return digests
+    return [_digest(path) for path in paths]
+
+
+def install(temp: str, path: str, size: int, sha256: str, mode: int) -> None:
+    """Give temp, an upload, its mode and rename it to path once it holds exactly size
+    bytes with that SHA-256; else remove it and say what arrived. `cat` ends as if all
+    had come when its connection drops, so only this check tells a whole copy from a
+    piece, and a piece never appears under path."""
+    name = os.path.basename(path)
+    try:
+        got = os.path.getsize(temp)
+    except OSError:
+        raise AgentError(f"{name} did not arrive ({temp} is missing)") from None
+    if got != size or _digest(temp) != sha256:
+        remove([temp])
+        what = f"{got} of {size} bytes" if got != size else f"its {size} bytes but another SHA-256"
+        raise AgentError(f"{name} arrived with {what}; the partial copy is removed")
+    os.chmod(temp, mode)
+    os.rename(temp, path)
 
 
 def symlink(target: str, path: str) -> None:
@@ -452,10 +486,10 @@ class AgentError(Exception):
 
 VERBS: dict[str, Callable[..., Any]] = {
     "alive": alive, "spawn": spawn, "send": send, "stop": stop, "find_marked": find_marked, "cmdlines": cmdlines,
-    "supervision": supervision, "unix_listeners": unix_listeners,
+    "supervision": supervision, "unix_listeners": unix_listeners, "usage": usage,
     "ports_in_use": ports_in_use, "free_ports": free_ports, "probe": probe, "fetch": fetch,
     "read": read, "mkdirs": mkdirs, "remove": remove, "rmdir_if_empty": rmdir_if_empty,
-    "sha256": sha256, "symlink": symlink, "listdir": listdir, "facts": facts,
+    "sha256": sha256, "install": install, "symlink": symlink, "listdir": listdir, "facts": facts,
 }
 
 

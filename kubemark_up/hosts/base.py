@@ -9,7 +9,6 @@ of that host, never this machine's Path objects.
 
 from __future__ import annotations
 
-import json
 import posixpath
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Mapping, Sequence
@@ -18,20 +17,6 @@ from pathlib import Path
 from typing import Any
 
 from kubemark_up.hosts.agent import MARKER_ENV
-
-# Run by the host's python3 (3.8 or later): pid -> [CPU seconds, resident bytes].
-_USAGE_SCRIPT = """
-import json, os, sys
-tick, page, out = os.sysconf("SC_CLK_TCK"), os.sysconf("SC_PAGE_SIZE"), {}
-for pid in sys.argv[1:]:
-    try:
-        stat = open("/proc/%s/stat" % pid).read().rsplit(")", 1)[1].split()
-        rss = int(open("/proc/%s/statm" % pid).read().split()[1])
-    except (OSError, IndexError, ValueError):
-        continue
-    out[pid] = [(int(stat[11]) + int(stat[12])) / tick, rss * page]
-print(json.dumps(out))
-"""
 
 __all__ = ["MARKER_ENV", "Completed", "Facts", "Host", "ProcessHandle", "Supervision", "supervision_file"]
 
@@ -186,10 +171,8 @@ class Host(ABC):
         /proc there in one command (a gone pid is left out)."""
         if not pids:
             return {}
-        result = self.run([self.python, "-c", _USAGE_SCRIPT, *map(str, pids)], timeout=30)
-        if result.code != 0:
-            return {}
-        return {int(pid): (float(cpu), int(rss)) for pid, (cpu, rss) in json.loads(result.stdout).items()}
+        found = self.call("usage", pids=list(pids))
+        return {int(pid): (float(cpu), int(rss)) for pid, (cpu, rss) in found.items()}
 
     # Ports and probes ---------------------------------------------------------------
 

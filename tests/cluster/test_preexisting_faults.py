@@ -81,6 +81,68 @@ def test_ssh_dropped_in_the_middle_of_start(remote):
     assert_nothing_left(remote, "dropped")
 
 
+def test_ssh_lost_during_the_upload_leaves_no_binary_under_its_name(remote):
+    start = remote.popen("cutup", 1)
+    _wait_for_step(remote.cli, "cutup", "stage")
+    bin_dir = remote.cluster_root("cutup") / "bin"
+
+    def partial() -> list:
+        return [p for p in (bin_dir.iterdir() if bin_dir.exists() else []) if p.name.startswith("kube-master.kubemark-up.")]
+
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and not any(p.stat().st_size > 1 << 20 for p in partial()):
+        time.sleep(0.005)
+    assert partial(), "the upload of kube-master never began"
+    remote.sshd.stop()  # mid-transfer: `cat` on the host sees its input end, as at the end of the file
+    try:
+        _, stderr = start.communicate(timeout=300)
+        assert not (bin_dir / "kube-master").exists()
+    finally:
+        remote.sshd.start()
+    assert start.returncode == 1, stderr
+    name = f"{remote.sshd.user}@127.0.0.1:{remote.sshd.port}"
+    (error,) = [line for line in stderr.splitlines() if line.startswith("error: ")]
+    assert error == (f"error: lost the SSH connection to {name} while uploading kube-master to {bin_dir}, "
+                     "and opening it again failed: connection refused")
+    assert "python3 -c" not in stderr and "import sys" not in stderr and "Traceback" not in stderr
+    result = remote.cli.run("stop", "--name", "cutup")
+    assert result.returncode == 0, result.stderr
+    assert_nothing_left(remote, "cutup")
+
+
+def test_a_run_rides_out_a_restarted_sshd(remote, tmp_path):
+    result = remote.start("blip", 1)
+    assert result.returncode == 0, result.stderr
+    out = tmp_path / "result"
+    logins = remote.sshd.accepted()
+    run = remote.cli.popen("run", "density", "--name", "blip", "--pods-per-node", "10", "--rate", "2",
+                           "--interval", "2", "--out", str(out))
+    try:
+        # The run's connection: it reads the scheduler's /metrics first, then makes its pods.
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and remote.sshd.accepted() == logins and run.poll() is None:
+            time.sleep(0.02)
+        assert remote.sshd.accepted() > logins, "the run never connected"
+        remote.sshd.restart()  # every connection dropped; back on the same port with the same key
+        assert run.poll() is None, "the run ended before the connection dropped"
+        _, stderr = run.communicate(timeout=300)
+    finally:
+        if run.poll() is None:
+            run.kill()
+    assert run.returncode == 0, stderr
+    assert remote.sshd.accepted() >= logins + 2  # the run opened its connection again
+    # The scheduler's metrics, read over SSH before the drop and after it.
+    scheduler = json.loads((out / "scheduler_latency.json").read_text())["result"]
+    assert not scheduler["notes"], scheduler["notes"]
+    assert scheduler["metrics"]["pods_scheduled"]["value"] >= 10 and scheduler["metrics"]["e2e_p99"]["value"] > 0
+    resources = json.loads((out / "resources.json").read_text())["result"]
+    assert not [note for note in resources["notes"] if "sampling" in note], resources["notes"]
+    assert len(resources["data"]["samples"]) >= 2
+    stop = remote.cli.run("stop", "--name", "blip")
+    assert stop.returncode == 0, stop.stderr
+    assert_nothing_left(remote, "blip")
+
+
 # Bad input ------------------------------------------------------------------------
 
 

@@ -72,16 +72,20 @@ def _signal(pid: int, sig: int) -> None:
 
 
 def _is_sshd(pid: int) -> bool:
+    """sshd itself, or (OpenSSH 9.8 and later) the sshd-session and sshd-auth it runs."""
     try:
-        return os.readlink(f"/proc/{pid}/exe") == SSHD
+        exe = os.readlink(f"/proc/{pid}/exe")
     except OSError:
         return False
+    return exe == SSHD or os.path.basename(exe) in ("sshd-session", "sshd-auth")
 
 
 class SSHServer:
     """Start with start(); stop() kills every sshd process it started (the listener
-    and each per-connection child: a dropped connection); restart() comes back on the
-    same port with the same host key, so known_hosts still matches."""
+    and each per-connection child: a dropped connection); drop_connections() kills
+    only the per-connection ones (the server still answers); restart() comes back on
+    the same port with the same host key, so known_hosts still matches, or with
+    another (other_host_key), as a reinstalled host or an impostor would."""
 
     host = "127.0.0.1"
 
@@ -90,8 +94,9 @@ class SSHServer:
         self.user, self.home, self._uid, self._gid = pw.pw_name, Path(pw.pw_dir), pw.pw_uid, pw.pw_gid
         self.dir = Path(tempfile.mkdtemp(prefix="kmup-sshd-"))  # 0700
         self.port = _free_port()
-        self.host_key, self.client_key, self.wrong_key = (self.dir / n for n in ("host_key", "client_key", "wrong_key"))
-        for key in (self.host_key, self.client_key, self.wrong_key):
+        self.host_key, self.client_key, self.wrong_key, self.other_host_key = (
+            self.dir / n for n in ("host_key", "client_key", "wrong_key", "other_host_key"))
+        for key in (self.host_key, self.client_key, self.wrong_key, self.other_host_key):
             _keygen(key)
         (self.dir / "authorized_keys").write_text(self.client_key.with_suffix(".pub").read_text())
         host_pub = self.host_key.with_suffix(".pub").read_text().split()
@@ -122,15 +127,22 @@ LogLevel VERBOSE
 Subsystem sftp internal-sftp
 {_penalties_off()}""")
         # sshd's user must own what it reads; the client's files stay the caller's.
-        for name in ("", "host_key", "host_key.pub", "authorized_keys", "sshd_config"):
+        for name in ("", "host_key", "host_key.pub", "other_host_key", "other_host_key.pub", "authorized_keys",
+                     "sshd_config"):
             os.chown(self.dir / name, self._uid, self._gid)
         self._proc: subprocess.Popen[bytes] | None = None
 
-    def start(self, timeout: float = 10.0) -> None:
-        """Start sshd and return once it answers with an SSH banner."""
+    def start(self, timeout: float = 10.0, *, host_key: Path | None = None) -> None:
+        """Start sshd and return once it answers with an SSH banner (with host_key
+        instead of its own, when given)."""
         root = os.geteuid() == 0
+        config = self.config
+        if host_key is not None:
+            config = self.dir / "sshd_config.other"
+            config.write_text(self.config.read_text().replace(f"HostKey {self.host_key}\n", f"HostKey {host_key}\n"))
+            os.chown(config, self._uid, self._gid)
         self._proc = subprocess.Popen(
-            [SSHD, "-D", "-f", str(self.config), "-E", str(self.log)],
+            [SSHD, "-D", "-f", str(config), "-E", str(self.log)],
             stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
             start_new_session=True, cwd=self.dir,
             user=self._uid if root else None, group=self._gid if root else None,
@@ -149,14 +161,10 @@ Subsystem sftp internal-sftp
         tail = self.log.read_text(errors="replace").splitlines()[-20:] if self.log.exists() else []
         raise RuntimeError("sshd did not start:\n" + "\n".join(tail))
 
-    def stop(self) -> None:
-        """SIGKILL the listener and all its sshd descendants; their commands' other
-        processes are left alone.  Each is SIGSTOPped first, so none forks meanwhile."""
-        if self._proc is None:
-            return
-        if self._proc.poll() is not None:  # it died: its children are out of reach
-            self._proc = None
-            return
+    def _sshd_tree(self) -> set[int]:
+        """The listener and all its sshd descendants, each SIGSTOPped so that none
+        forks meanwhile."""
+        assert self._proc is not None
         found = {self._proc.pid}
         new = set(found)
         while new:  # re-read the tree until no new sshd process shows up
@@ -165,14 +173,38 @@ Subsystem sftp internal-sftp
             tree = _children()
             new = {c for p in found for c in tree.get(p, []) if c not in found and _is_sshd(c)}
             found |= new
-        for pid in found:
+        return found
+
+    def stop(self) -> None:
+        """SIGKILL the listener and all its sshd descendants; their commands' other
+        processes are left alone."""
+        if self._proc is None:
+            return
+        if self._proc.poll() is not None:  # it died: its children are out of reach
+            self._proc = None
+            return
+        for pid in self._sshd_tree():
             _signal(pid, signal.SIGKILL)
         self._proc.wait()
         self._proc = None
 
-    def restart(self) -> None:
+    def drop_connections(self) -> int:
+        """SIGKILL every per-connection sshd process, as a network blip ends a connection
+        (the client sees it closed); the listener goes on answering. Returns how many."""
+        assert self._proc is not None and self._proc.poll() is None
+        sessions = self._sshd_tree() - {self._proc.pid}
+        for pid in sessions:
+            _signal(pid, signal.SIGKILL)
+        _signal(self._proc.pid, signal.SIGCONT)
+        return len(sessions)
+
+    def accepted(self) -> int:
+        """How many logins the server has accepted so far (its log)."""
+        return self.log.read_text(errors="replace").count("Accepted publickey") if self.log.exists() else 0
+
+    def restart(self, *, host_key: Path | None = None) -> None:
         self.stop()
-        self.start()
+        self.start(host_key=host_key)
 
     def cleanup(self) -> None:
         """Stop, and remove the keys, config and log."""
