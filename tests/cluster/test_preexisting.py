@@ -76,17 +76,18 @@ def test_the_full_cycle_through_ssh(remote, tmp_path):
     assert report["nodes"]["ready"] == 2
 
     where = json.loads(remote.cli.run("pod-for-node", "hollow-node-1", "--name", "remote", "-o", "json").stdout)
-    assert where["where"] == f"kubemark processes on {remote.sshd.user}@127.0.0.1:{remote.sshd.port}"
+    # The default engine: one fleet process carries both nodes, run as the SSH user.
+    assert where["where"] == f"fleet process fleet-0 on {remote.sshd.user}@127.0.0.1:{remote.sshd.port}"
     for entry in where["processes"]:
         process = psutil.Process(entry["pid"])
-        assert "--name=hollow-node-1" in process.cmdline() and process.uids().real == owner
+        assert "kubemark-fleet" in process.cmdline()[0] and process.uids().real == owner
         assert entry["log"].startswith(f"{root}/logs/")
 
     out = tmp_path / "logs"
     logs = remote.cli.run("logs", "--name", "remote", "--out", str(out))
     assert logs.returncode == 0, logs.stderr
     names = {p.name for p in out.iterdir()}
-    assert {"etcd.log", "kube-apiserver.log", "kube-scheduler.supervise.json", "hollow-node-1.kubelet.log"} <= names
+    assert {"etcd.log", "kube-apiserver.log", "kube-scheduler.supervise.json", "fleet-0.log"} <= names
     assert "Serving securely" in (out / "kube-apiserver.log").read_text()
 
     ports = list(state["ports"].values())
@@ -96,7 +97,7 @@ def test_the_full_cycle_through_ssh(remote, tmp_path):
     assert listening(ports) == []
     # The logs came home before the host's copy went.
     assert (remote.cli.home / "remote" / "logs" / "kube-apiserver.log").stat().st_size > 0
-    assert (remote.cli.home / "remote" / "logs" / "hollow-node-0.kubelet.log").exists()
+    assert (remote.cli.home / "remote" / "logs" / "fleet-0.log").exists()
 
 
 def test_keys_on_the_host_are_private_and_never_on_a_command_line(remote):
@@ -166,7 +167,7 @@ def test_binaries_already_on_the_host_are_checked_not_uploaded(remote, bin_dir):
             (theirs / name).symlink_to("kube-master")
         subprocess.run(["chown", "-R", remote.sshd.user, str(theirs)], check=True)
         before = {p.name: p.stat().st_mtime_ns for p in theirs.iterdir()}
-        result = remote.start("shared-bins", 1, remote_bin_dir=str(theirs))
+        result = remote.start("shared-bins", 1, "--node-engine", "kubemark", remote_bin_dir=str(theirs))
         assert result.returncode == 0, result.stderr
         assert f"check the master's binaries in {theirs}" in result.stderr
         assert not (remote.cluster_root("shared-bins") / "bin" / "kube-master").exists()
@@ -176,7 +177,7 @@ def test_binaries_already_on_the_host_are_checked_not_uploaded(remote, bin_dir):
         assert_nothing_left(remote, "shared-bins")
         assert {p.name: p.stat().st_mtime_ns for p in theirs.iterdir()} == before  # untouched, and kept
         (theirs / "kube-master").write_bytes(b"#!/bin/sh\nexit 0\n")  # another build
-        result = remote.start("other-bins", 1, remote_bin_dir=str(theirs))
+        result = remote.start("other-bins", 1, "--node-engine", "kubemark", remote_bin_dir=str(theirs))
         assert_one_line_error(result, 1, f"{theirs}/kube-master on {remote.sshd.user}@127.0.0.1", "is another build")
         assert_nothing_left(remote, "other-bins")
     finally:
