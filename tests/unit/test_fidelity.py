@@ -445,3 +445,12 @@ def test_a_cluster_fidelity_cannot_judge_is_one_line_before_any_window(fake_worl
     cluster.start(settings(**flags), home, quiet())
     result = kubemark_up(monkeypatch, capsys, home, "fidelity", "--name", "c1", "--minutes", "60")
     assert_one_line_error(result, 2, needle)
+
+
+def test_connections_are_judged_by_the_most_open_at_once_over_the_window() -> None:
+    from kubemark_up.run.fidelity.measure import most_open
+
+    # node-problem-detector's connection idles out between its PATCHes: one sample misses it.
+    samples = [{"127.1.0.1": 3, "127.1.0.2": 2}, None, {"127.1.0.1": 2, "127.1.0.2": 3, "127.1.0.3": 1}]
+    assert most_open(samples) == {"127.1.0.1": 3, "127.1.0.2": 3, "127.1.0.3": 1}
+    assert most_open([None, None]) is None and most_open([]) is None
