@@ -216,6 +216,10 @@ func (t *podTable) start(ctx context.Context, pod *v1.Pod, state *podState) {
 	state.work.Lock()
 	defer state.work.Unlock()
 	plan := t.life.drawPlan()
+	// The steps are paced from the pod's start, not one after the other's requests: the
+	// kubelet's status manager writes beside its pod worker, not in its way.
+	began := time.Now()
+	sandboxAt, runningAt := began.Add(plan.sandbox), began.Add(plan.sandbox+plan.containers)
 	state.mu.Lock()
 	if state.gone || state.deleting {
 		state.mu.Unlock()
@@ -223,9 +227,14 @@ func (t *podTable) start(ctx context.Context, pod *v1.Pod, state *podState) {
 	}
 	state.started = metav1.Now()
 	state.mu.Unlock()
-	// The status manager's first write goes out as the worker moves on; a refused one is
-	// superseded by the next (Running).
-	t.writeStatus(ctx, pod, state, false)
+	// The status manager's first write. One refused (the Node authorizer's graph not yet
+	// holding the pod) is tried again soon, until the sandbox's status would carry it.
+	retry := wait.Backoff{Duration: 100 * time.Millisecond, Factor: 2, Jitter: 0.2, Steps: 4}
+	for !t.writeStatus(ctx, pod, state, false) && retry.Steps > 0 && time.Until(sandboxAt) > 0 {
+		if !sleep(state.life, min(retry.Step(), time.Until(sandboxAt))) {
+			return
+		}
+	}
 
 	// The volume manager: the references' watches, the projected token.
 	refs := references(pod)
@@ -246,7 +255,7 @@ func (t *podTable) start(ctx context.Context, pod *v1.Pod, state *podState) {
 	}
 
 	// The sandbox (its IP): its status, the containers created.
-	if !sleep(state.life, plan.sandbox) {
+	if !sleep(state.life, time.Until(sandboxAt)) {
 		return
 	}
 	state.mu.Lock()
@@ -267,7 +276,7 @@ func (t *podTable) start(ctx context.Context, pod *v1.Pod, state *podState) {
 	}
 
 	// The containers started, seen running.
-	if !sleep(state.life, plan.containers) {
+	if !sleep(state.life, time.Until(runningAt)) {
 		return
 	}
 	state.mu.Lock()
