@@ -38,10 +38,12 @@ var statusRetry = wait.Backoff{Duration: 500 * time.Millisecond, Factor: 2, Jitt
 type podStep int
 
 const (
-	stepPending podStep = iota // containers being created
-	stepRunning                // containers started, seen by the PLEG
-	stepEnded                  // containers exited by themselves (a batch pod's lifetime)
-	stepKilled                 // containers stopped for its deletion
+	stepPending     podStep = iota // sandbox and containers being created
+	stepSandbox                    // sandbox ready (its IP), containers being created
+	stepRunning                    // containers started, seen by the PLEG
+	stepTerminating                // deleted: containers being stopped, not ready
+	stepEnded                      // containers exited by themselves (a batch pod's lifetime)
+	stepKilled                     // containers stopped for its deletion
 )
 
 type podState struct {
@@ -54,6 +56,7 @@ type podState struct {
 	mu       sync.Mutex
 	started  metav1.Time // seen by the kubelet (the status's startTime)
 	sandbox  metav1.Time // sandbox created and containers started
+	stopping metav1.Time // deleted while running: containers being stopped
 	finished metav1.Time // containers exited
 	step     podStep
 	exitCode int32
@@ -204,13 +207,19 @@ func (t *podTable) release(ip net.IP, refs []podRef) {
 	}
 }
 
-// start is the pod worker's first sync and what follows it: the Pending status, the
-// volumes' watches and token, the sandbox and containers (with their Events), the
-// PLEG's relist, Running with a pod IP; for a batch pod with a lifetime, its end.
+// start is the pod worker's first sync and what follows it, as a real kubelet sends
+// it (tests/unit/real_pod_lifecycle.json): the Pending status, the volumes' watches
+// and token; the sandbox's status (its IP) with Pulled and Created; Started and the
+// Running status; for a batch pod with a lifetime, its end. Every status write is the
+// status manager's GET, then a PATCH when something changed.
 func (t *podTable) start(ctx context.Context, pod *v1.Pod, state *podState) {
 	state.work.Lock()
 	defer state.work.Unlock()
 	plan := t.life.drawPlan()
+	// The steps are paced from the pod's start, not one after the other's requests: the
+	// kubelet's status manager writes beside its pod worker, not in its way.
+	began := time.Now()
+	sandboxAt, runningAt := began.Add(plan.sandbox), began.Add(plan.sandbox+plan.containers)
 	state.mu.Lock()
 	if state.gone || state.deleting {
 		state.mu.Unlock()
@@ -218,9 +227,14 @@ func (t *podTable) start(ctx context.Context, pod *v1.Pod, state *podState) {
 	}
 	state.started = metav1.Now()
 	state.mu.Unlock()
-	// The status manager's first write goes out as the worker moves on; a refused one is
-	// superseded by the next (Running).
-	t.writeStatus(ctx, pod, state, false)
+	// The status manager's first write. One refused (the Node authorizer's graph not yet
+	// holding the pod) is tried again soon, until the sandbox's status would carry it.
+	retry := wait.Backoff{Duration: 100 * time.Millisecond, Factor: 2, Jitter: 0.2, Steps: 4}
+	for !t.writeStatus(ctx, pod, state, false) && retry.Steps > 0 && time.Until(sandboxAt) > 0 {
+		if !sleep(state.life, min(retry.Step(), time.Until(sandboxAt))) {
+			return
+		}
+	}
 
 	// The volume manager: the references' watches, the projected token.
 	refs := references(pod)
@@ -240,8 +254,8 @@ func (t *podTable) start(ctx context.Context, pod *v1.Pod, state *podState) {
 		t.requestToken(ctx, pod, state)
 	}
 
-	// The sandbox (its IP) and the containers.
-	if !sleep(state.life, plan.containers) {
+	// The sandbox (its IP): its status, the containers created.
+	if !sleep(state.life, time.Until(sandboxAt)) {
 		return
 	}
 	state.mu.Lock()
@@ -250,23 +264,31 @@ func (t *podTable) start(ctx context.Context, pod *v1.Pod, state *podState) {
 		return
 	}
 	state.sandbox = metav1.Now()
-	ip := t.allocateIP()
-	state.ip = ip
+	state.ip = t.allocateIP()
+	state.step = stepSandbox
 	state.mu.Unlock()
 	for _, c := range pod.Spec.Containers {
-		ref := containerRef(pod, c.Name)
-		t.record(ref, v1.EventTypeNormal, "Pulled", "Container image %q already present on machine", c.Image)
-		t.record(ref, v1.EventTypeNormal, "Created", "Created container: %s", c.Name)
-		t.record(ref, v1.EventTypeNormal, "Started", "Started container %s", c.Name)
+		t.record(containerRef(pod, c.Name), v1.EventTypeNormal, "Pulled", "Container image %q already present on machine", c.Image)
+	}
+	t.writeStatus(ctx, pod, state, false) // superseded by Running if refused
+	for _, c := range pod.Spec.Containers {
+		t.record(containerRef(pod, c.Name), v1.EventTypeNormal, "Created", "Created container: %s", c.Name)
 	}
 
-	// The PLEG's next relist sees them running.
-	if !sleep(state.life, plan.pleg) {
+	// The containers started, seen running.
+	if !sleep(state.life, time.Until(runningAt)) {
 		return
 	}
 	state.mu.Lock()
+	if state.gone || state.deleting {
+		state.mu.Unlock()
+		return
+	}
 	state.step = stepRunning
 	state.mu.Unlock()
+	for _, c := range pod.Spec.Containers {
+		t.record(containerRef(pod, c.Name), v1.EventTypeNormal, "Started", "Started container %s", c.Name)
+	}
 	if !t.writeStatus(ctx, pod, state, true) {
 		return
 	}
@@ -293,26 +315,45 @@ func (t *podTable) start(ctx context.Context, pod *v1.Pod, state *podState) {
 	t.writeStatus(ctx, pod, state, true)
 }
 
-// kill: Killing per running container, the final status, then DELETE with grace 0 and
-// the UID precondition (the status manager's last act for a pod being deleted).
+// kill is a deleted pod's end as a real kubelet sends it: Killing per running
+// container and the terminating status (not ready); the containers' terminated status
+// (a terminal phase); the status manager's last two syncs (a GET each, nothing left to
+// patch), the second ending in the DELETE with grace 0 and the UID precondition.
 func (t *podTable) kill(ctx context.Context, pod *v1.Pod, state *podState) {
 	state.work.Lock() // start has seen its life end and returned, or is finishing a request
 	defer state.work.Unlock()
+	kill, teardown := t.life.stopping()
 	state.mu.Lock()
 	running := state.step == stepRunning
 	if state.started.IsZero() {
 		state.started = metav1.Now()
 	}
-	if state.step != stepEnded {
-		state.step, state.exitCode, state.finished = stepKilled, 0, metav1.Now()
+	if running {
+		state.step, state.stopping = stepTerminating, metav1.Now()
 	}
 	state.mu.Unlock()
 	if running {
 		for _, c := range pod.Spec.Containers {
 			t.record(containerRef(pod, c.Name), v1.EventTypeNormal, "Killing", "Stopping container %s", c.Name)
 		}
+		t.writeStatus(ctx, pod, state, false)
+		if !sleep(ctx.Done(), kill) {
+			return
+		}
 	}
+	state.mu.Lock()
+	if state.step != stepEnded {
+		state.step, state.exitCode, state.finished = stepKilled, 0, metav1.Now()
+	}
+	state.mu.Unlock()
 	t.writeStatus(ctx, pod, state, false)
+	if !sleep(ctx.Done(), teardown) {
+		return
+	}
+	t.writeStatus(ctx, pod, state, false) // the status up to date: a GET only
+	if _, gone, _ := t.setStatus(ctx, pod, state); gone {
+		return
+	}
 	backoff := statusRetry
 	for ctx.Err() == nil {
 		err := t.node.kube.CoreV1().Pods(pod.Namespace).Delete(ctx, pod.Name, metav1.DeleteOptions{
@@ -333,7 +374,7 @@ func (t *podTable) kill(ctx context.Context, pod *v1.Pod, state *podState) {
 func (t *podTable) writeStatus(ctx context.Context, pod *v1.Pod, state *podState, retry bool) bool {
 	backoff := statusRetry
 	for {
-		done, err := t.setStatus(ctx, pod, state)
+		done, _, err := t.setStatus(ctx, pod, state)
 		if done {
 			return true
 		}
@@ -347,31 +388,33 @@ func (t *podTable) writeStatus(ctx context.Context, pod *v1.Pod, state *podState
 	}
 }
 
-// setStatus: GET the pod, then the status manager's strategic merge patch with the
-// UID precondition.
-func (t *podTable) setStatus(ctx context.Context, pod *v1.Pod, state *podState) (bool, error) {
+// setStatus is the status manager's sync: GET the pod, then a strategic merge patch
+// with the UID precondition when its status changed (none when it did not). written:
+// up to date, or nothing left to write; gone: the pod is not there any more (or
+// another pod has its name).
+func (t *podTable) setStatus(ctx context.Context, pod *v1.Pod, state *podState) (written, gone bool, err error) {
 	n := t.node
 	current, err := n.kube.CoreV1().Pods(pod.Namespace).Get(ctx, pod.Name, metav1.GetOptions{})
 	if apierrors.IsNotFound(err) || err == nil && string(current.UID) != state.uid {
-		return true, nil // gone, or another pod of that name: nothing left to write
+		return true, true, nil
 	}
 	if err != nil {
-		return false, err
+		return false, false, err
 	}
 	state.mu.Lock()
 	status := t.status(current, state, metav1.Now())
 	state.mu.Unlock()
 	if _, _, _, err := statusutil.PatchPodStatus(ctx, n.kube, pod.Namespace, pod.Name, current.UID, current.Status, status); err != nil {
-		return apierrors.IsNotFound(err), err
+		return apierrors.IsNotFound(err), apierrors.IsNotFound(err), err
 	}
-	return true, nil
+	return true, false, nil
 }
 
 // status is the status the kubelet's generateAPIPodStatus makes for the pod at its
 // step (state's lock held).
 func (t *podTable) status(current *v1.Pod, state *podState, now metav1.Time) v1.PodStatus {
 	n := t.node
-	sandbox := !state.sandbox.IsZero() && state.step == stepRunning
+	sandbox := !state.sandbox.IsZero() && state.step >= stepSandbox && state.step <= stepTerminating
 	ready := state.step == stepRunning
 	condition := func(kind v1.PodConditionType, ok bool, since metav1.Time, reason string) v1.PodCondition {
 		c := v1.PodCondition{Type: kind, Status: v1.ConditionFalse, LastTransitionTime: since, Reason: reason}
@@ -397,6 +440,8 @@ func (t *podTable) status(current *v1.Pod, state *podState, now metav1.Time) v1.
 		}
 	case !state.finished.IsZero():
 		readySince = state.finished
+	case !state.stopping.IsZero():
+		readySince = state.stopping
 	}
 	status := v1.PodStatus{
 		Phase:     v1.PodPending,
@@ -416,7 +461,7 @@ func (t *podTable) status(current *v1.Pod, state *podState, now metav1.Time) v1.
 		status.Conditions[0].LastTransitionTime = state.finished
 	}
 	switch state.step {
-	case stepRunning:
+	case stepRunning, stepTerminating:
 		status.Phase = v1.PodRunning
 	case stepEnded, stepKilled:
 		// The pause container exits 0 on SIGTERM; a batch pod with its exit code.
@@ -429,7 +474,8 @@ func (t *podTable) status(current *v1.Pod, state *podState, now metav1.Time) v1.
 		cs := v1.ContainerStatus{Name: c.Name, Image: c.Image, ImageID: "fake://" + c.Image, Ready: ready,
 			Started: ptr.To(ready)}
 		switch {
-		case state.step == stepRunning:
+		case state.step == stepRunning || state.step == stepTerminating:
+			cs.Started = ptr.To(true)
 			cs.State.Running = &v1.ContainerStateRunning{StartedAt: state.sandbox}
 			cs.ContainerID = containerID(current, c.Name)
 		case state.step >= stepEnded:

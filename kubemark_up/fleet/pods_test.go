@@ -283,27 +283,34 @@ func TestBatchPodEnds(t *testing.T) {
 
 func TestPlan(t *testing.T) {
 	seconds := func(s float64) PodLife { return PodLife{PodStartSeconds: &s} }
+	ms := func(f float64) time.Duration { return time.Duration(f * float64(time.Millisecond)) }
 	cases := []struct {
-		name       string
-		life       PodLife
-		rnd        float64
-		containers time.Duration
-		pleg       time.Duration
+		name             string
+		life             PodLife
+		z                float64
+		sandbox, running time.Duration // from bound
 	}{
-		{"default 0.55 s: containers at 0.05 s, a PLEG wait of up to 1 s", PodLife{}, 0.5, 50 * time.Millisecond, 500 * time.Millisecond},
-		{"no PLEG wait drawn", seconds(1), 0, 500 * time.Millisecond, 0},
-		{"3 s: the PLEG wait is at most its period", seconds(3), 0.5, 2500 * time.Millisecond, 500 * time.Millisecond},
-		{"0.2 s: the PLEG wait scaled down", seconds(0.2), 0.5, 0, 200 * time.Millisecond},
+		{"default, the median draw: the measured 0.52 s", PodLife{}, 0, ms(442), ms(520)},
+		{"default, the 99th percentile draw: the measured 0.64 s", PodLife{}, 2.326, ms(442 * 1.2314), ms(520 * 1.2314)},
+		{"1 s: the spread scales", seconds(1), -1, ms(850 * 0.9005), ms(900.5)},
+		{"a wild draw is clamped to 5 standard deviations", seconds(1), -50, ms(850 * 0.5025), ms(502.5)},
 		{"0: instant pods", seconds(0), 0.9, 0, 0},
 		{"negative: instant pods", seconds(-1), 0.9, 0, 0},
 	}
+	near := func(a, b time.Duration) bool { return (a - b).Abs() <= time.Millisecond }
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
-			got := c.life.plan(c.rnd)
-			if got.containers != c.containers || got.pleg != c.pleg {
-				t.Fatalf("plan %+v, want containers %v, pleg %v", got, c.containers, c.pleg)
+			got := c.life.plan(c.z)
+			if !near(got.sandbox, c.sandbox) || !near(got.sandbox+got.containers, c.running) {
+				t.Fatalf("plan %+v, want sandbox %v, running %v", got, c.sandbox, c.running)
 			}
 		})
+	}
+	if kill, teardown := seconds(0).stopping(); kill != 0 || teardown != 0 {
+		t.Fatalf("instant pods stop at once, not %v, %v", kill, teardown)
+	}
+	if kill, teardown := (PodLife{}).stopping(); kill != defaultKill || teardown != defaultTeardown {
+		t.Fatalf("deletion pace %v, %v", kill, teardown)
 	}
 }
 
