@@ -45,7 +45,7 @@ def test_start_to_nodes_ready_and_stop_leaves_nothing(root_cluster, hollow_image
     remote_root = vm_sshd.home / f"kmup-gce-pods-{os.getpid()}"
     remote_root.mkdir(mode=0o755)
     shutil.chown(remote_root, vm_sshd.user)
-    cli = CLI(home=tmp_path / "home", bin_dir=bin_dir)
+    cli = CLI(home=tmp_path / "home", bin_dir=bin_dir, engine="kubemark")  # a pod per node
     config = tmp_path / "gce.yaml"
     config.write_text(yaml.safe_dump({
         "provider": "gce", "hollow_nodes": "pods",

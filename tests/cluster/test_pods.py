@@ -1,7 +1,9 @@
 """Hollow nodes as pods on a real root cluster (tests/support/rootcluster.py: a real kubelet
 with containerd, runc and a CNI bridge, and a registry on loopback): the pods run as
 real containers and register Ready nodes with the kubemark master, each with its own
-identity from the kubelet's TLS bootstrap."""
+identity from the kubelet's TLS bootstrap. These are about stock kubemark's pods (its
+three containers, their logs): they run with node_engine kubemark; the fleet's pods
+have a test of their own, which says --node-engine fleet."""
 
 from __future__ import annotations
 
@@ -47,7 +49,7 @@ def _tag(pushed: str) -> str:
 @pytest.fixture(scope="module")
 def pods_cluster(root_cluster, hollow_image, tmp_path_factory, bin_dir):
     folder = tmp_path_factory.mktemp("pods-cluster")
-    cli = CLI(home=folder / "home", bin_dir=bin_dir)
+    cli = CLI(home=folder / "home", bin_dir=bin_dir, engine="kubemark")
     # Its own namespace: the tests that start clusters of their own use the default one.
     config = pods_config(folder / "config.yaml", root_cluster, _tag(hollow_image), namespace=SHARED)
     result = cli.run("start", "--name", "pods", "--nodes", str(NODES), "--config", str(config), timeout=900)
@@ -173,7 +175,7 @@ def test_stop_deletes_only_what_start_made(root_cluster, hollow_image, tmp_path,
     namespace = "shared-root"
     assert root_cluster.kubectl("create", "namespace", namespace).returncode == 0
     assert root_cluster.kubectl("-n", namespace, "create", "configmap", "theirs", "--from-literal=a=b").returncode == 0
-    cli = CLI(home=tmp_path / "home", bin_dir=bin_dir)
+    cli = CLI(home=tmp_path / "home", bin_dir=bin_dir, engine="kubemark")
     config = pods_config(tmp_path / "c.yaml", root_cluster, hollow_image, namespace=namespace)
     try:
         assert cli.run("start", "--name", "shared", "--nodes", "1", "--config", str(config), timeout=900).returncode == 0
@@ -190,7 +192,7 @@ def test_stop_deletes_only_what_start_made(root_cluster, hollow_image, tmp_path,
 
 
 def test_start_killed_while_it_prepares_the_pods_is_cleaned_by_stop(root_cluster, hollow_image, tmp_path, bin_dir):
-    cli = CLI(home=tmp_path / "home", bin_dir=bin_dir)
+    cli = CLI(home=tmp_path / "home", bin_dir=bin_dir, engine="kubemark")
     config = pods_config(tmp_path / "c.yaml", root_cluster, hollow_image)
     start = cli.popen("start", "--name", "killed", "--nodes", "2", "--config", str(config))
     deadline = time.monotonic() + 300
@@ -205,7 +207,7 @@ def test_start_killed_while_it_prepares_the_pods_is_cleaned_by_stop(root_cluster
 
 
 def test_a_master_only_cluster_makes_nothing_on_the_root_cluster(root_cluster, tmp_path, bin_dir):
-    cli = CLI(home=tmp_path / "home", bin_dir=bin_dir)
+    cli = CLI(home=tmp_path / "home", bin_dir=bin_dir, engine="kubemark")
     config = pods_config(tmp_path / "c.yaml", root_cluster, "unused")
     result = cli.run("start", "--name", "empty", "--nodes", "0", "--config", str(config), timeout=300)
     try:
@@ -220,7 +222,7 @@ def test_a_master_only_cluster_makes_nothing_on_the_root_cluster(root_cluster, t
 
 @pytest.mark.parametrize("case", ["missing", "garbage", "nowhere", "context", "no-image"])
 def test_bad_root_cluster_input_is_one_line(case, root_cluster, hollow_image, tmp_path, bin_dir):
-    cli = CLI(home=tmp_path / "home", bin_dir=bin_dir)
+    cli = CLI(home=tmp_path / "home", bin_dir=bin_dir, engine="kubemark")
     kubeconfig, extra, needle = root_cluster.kubeconfig, {}, ""
     if case == "missing":
         kubeconfig, needle = tmp_path / "none", "does not exist"
@@ -248,7 +250,7 @@ def test_bad_root_cluster_input_is_one_line(case, root_cluster, hollow_image, tm
 def test_pods_with_the_master_over_ssh(root_cluster, hollow_image, sshd, tmp_path, bin_dir):
     """The pods engine with the preexisting provider: the master on the SSH host, at an
     address the pods reach (this machine's bridge address, as the host is this machine)."""
-    cli = CLI(home=tmp_path / "home", bin_dir=bin_dir)
+    cli = CLI(home=tmp_path / "home", bin_dir=bin_dir, engine="kubemark")
     remote_root = sshd.home / f"kmup-pods-{os.getpid()}"
     config = tmp_path / "c.yaml"
     config.write_text(yaml.safe_dump({
@@ -285,7 +287,7 @@ def test_fleet_pods_carry_many_nodes_each_with_its_own_identity(root_cluster, ho
     """node_engine: fleet on the root cluster: 2 kubemark-fleet pods carry 5 nodes (3 + 2),
     every node bootstrapped to a certificate of its own and sending as itself."""
     nodes, per_pod = 5, 3
-    cli = CLI(home=tmp_path / "home", bin_dir=bin_dir)
+    cli = CLI(home=tmp_path / "home", bin_dir=bin_dir, engine="kubemark")
     config = pods_config(tmp_path / "c.yaml", root_cluster, hollow_image, nodes_per_pod=per_pod)
     start = cli.run("start", "--name", "fleetpods", "--nodes", str(nodes), "--config", str(config),
                     "--node-engine", "fleet", "--audit-nodes", timeout=900, KUBEMARK_UP_FLEET_START_WINDOW="2")
