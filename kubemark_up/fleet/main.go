@@ -23,6 +23,7 @@ import (
 	_ "net/http/pprof"
 	"os"
 	"os/signal"
+	"runtime"
 	"runtime/debug"
 	"strings"
 	"sync"
@@ -199,14 +200,16 @@ func (f *Fleet) run(ctx context.Context, statusPath string) {
 
 // Status is the status file: read by the engine, the tests and the benchmarks.
 type Status struct {
-	Time        float64          `json:"time"`
-	PID         int              `json:"pid"`
-	Nodes       int              `json:"nodes"`
-	Started     int              `json:"started"`
-	Registered  int              `json:"registered"`
-	Pods        int              `json:"pods"`
-	OpenWatches int64            `json:"open_watches"`
-	Requests    map[string]int64 `json:"requests"`
+	Time        float64 `json:"time"`
+	PID         int     `json:"pid"`
+	Nodes       int     `json:"nodes"`
+	Started     int     `json:"started"`
+	Registered  int     `json:"registered"`
+	Pods        int     `json:"pods"`
+	OpenWatches int64   `json:"open_watches"`
+	// Goroutines in the process: the soak's leak signal beside RSS.
+	Goroutines int              `json:"goroutines"`
+	Requests   map[string]int64 `json:"requests"`
 	// Responses by "component verb resource code" (code "error": no response at all).
 	Responses map[string]int64 `json:"responses"`
 	// The kubelets' Events (events.go): recorded, sent, filtered, rejected, dropped.
@@ -223,7 +226,7 @@ func (f *Fleet) status(perNode bool) Status {
 	nodes := append([]*HollowNode(nil), f.nodes...)
 	f.mu.Unlock()
 	s := Status{Time: float64(time.Now().UnixNano()) / 1e9, PID: os.Getpid(), Nodes: len(f.config.Nodes),
-		Started: len(nodes), OpenWatches: f.counters.openWatches.Load(), Requests: f.counters.snapshot(),
+		Started: len(nodes), OpenWatches: f.counters.openWatches.Load(), Goroutines: runtime.NumGoroutine(), Requests: f.counters.snapshot(),
 		Responses: f.counters.responseSnapshot(), Events: f.events.counts.snapshot()}
 	s.WatchEventsTotal = make(map[string]int64, len(watchKeys))
 	if perNode {
