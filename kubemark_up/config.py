@@ -188,6 +188,8 @@ class Settings(BaseModel):
     # around it is the measurement's), and the lifetime of a batch pod that names none.
     fleet_pod_start_seconds: float = Field(0.52, ge=0)
     fleet_pod_lifetime_seconds: float = Field(0.0, ge=0)
+    # Events a fleet node may have waiting to be sent (kubemark_up/fleet/events.go).
+    fleet_event_queue_per_node: int = Field(200, ge=0)
     # The node engines' own section (hollow nodes as pods), checked by the model the
     # provider spec names (nodes/rootcluster/settings.py).
     pods: dict[str, Any] = {}

@@ -78,16 +78,24 @@ type eventSender struct {
 	log    *counters // its rate-limited error lines
 }
 
-func newEventSender(ctx context.Context, nodes int, log *counters) *eventSender {
-	return startEventSender(ctx, nodes, eventRetrySleep, log)
+// eventQueue is the Events a shard holds waiting per node: the config's, else the default.
+func (c Config) eventQueue() int {
+	if c.EventQueuePerNode == nil {
+		return eventQueuePerNode
+	}
+	return max(0, *c.EventQueuePerNode)
 }
 
-func startEventSender(ctx context.Context, nodes int, retry time.Duration, log *counters) *eventSender {
+func newEventSender(ctx context.Context, nodes, queuePerNode int, log *counters) *eventSender {
+	return startEventSender(ctx, nodes, queuePerNode, eventRetrySleep, log)
+}
+
+func startEventSender(ctx context.Context, nodes, queuePerNode int, retry time.Duration, log *counters) *eventSender {
 	n := max(1, (nodes+nodesPerEventShard-1)/nodesPerEventShard)
-	per := min(nodes, nodesPerEventShard)
+	per := max(1, min(nodes, nodesPerEventShard))
 	s := &eventSender{retry: retry, log: log}
 	for range n {
-		shard := &eventShard{queue: make(chan pendingEvent, max(1000, per*eventQueuePerNode)),
+		shard := &eventShard{queue: make(chan pendingEvent, per*queuePerNode),
 			correlator: record.NewEventCorrelatorWithOptions(record.CorrelatorOptions{LRUCacheSize: per * lruEntriesPerNode})}
 		s.shards = append(s.shards, shard)
 		go s.send(ctx, shard)

@@ -79,7 +79,7 @@ func TestEveryDropIsCounted(t *testing.T) {
 	}
 
 	m.server.Close() // no master: every try fails at the transport
-	unreachable := startEventSender(context.Background(), 1, 0, m.fleet.counters)
+	unreachable := startEventSender(context.Background(), 1, eventQueuePerNode, 0, m.fleet.counters)
 	m.fleet.events = unreachable
 	n.event(ref, v1.EventTypeNormal, "Starting", "Starting kubelet.")
 	deadline := time.Now().Add(10 * time.Second)
@@ -91,5 +91,23 @@ func TestEveryDropIsCounted(t *testing.T) {
 	}
 	if errors := m.fleet.counters.responseSnapshot()["kubelet POST events error"]; errors != maxTriesPerEvent {
 		t.Fatalf("%d POSTs without a response, want %d tries", errors, maxTriesPerEvent)
+	}
+}
+
+// The config sets the Events a shard holds waiting, per node; 0 leaves no room at all,
+// so an Event no sender is waiting for is dropped at once.
+func TestEventQueueFollowsTheConfig(t *testing.T) {
+	zero, five := 0, 5
+	for _, c := range []struct {
+		config     Config
+		nodes, cap int
+	}{{Config{}, 3, 3 * eventQueuePerNode}, {Config{EventQueuePerNode: &five}, 60, nodesPerEventShard * 5},
+		{Config{EventQueuePerNode: &zero}, 3, 0}} {
+		ctx, cancel := context.WithCancel(context.Background())
+		cancel() // no sender drains the queues
+		s := startEventSender(ctx, c.nodes, c.config.eventQueue(), 0, newCounters())
+		if got := cap(s.shards[0].queue); got != c.cap {
+			t.Errorf("%d nodes, queue %v: a shard holds %d, want %d", c.nodes, c.config.EventQueuePerNode, got, c.cap)
+		}
 	}
 }

@@ -51,6 +51,9 @@ type Config struct {
 	Shard     *Shard     `json:"shard"`
 	Bootstrap *Bootstrap `json:"bootstrap"`
 	PodLife              // the pods' timing (podlife.go)
+	// Events a shard of nodes may hold waiting to be sent, per node (events.go); nil:
+	// eventQueuePerNode. Beyond them an Event is dropped and counted.
+	EventQueuePerNode *int `json:"event_queue_per_node"`
 }
 
 type Identity struct {
@@ -116,7 +119,7 @@ func main() {
 		os.Exit(2)
 	}
 	fleet := &Fleet{config: config, counters: newCounters(), tls: material}
-	fleet.events = newEventSender(ctx, len(config.Nodes), fleet.counters)
+	fleet.events = newEventSender(ctx, len(config.Nodes), config.eventQueue(), fleet.counters)
 	if config.Bootstrap != nil {
 		if fleet.boot, err = newBootstrapper(fleet); err != nil {
 			fmt.Fprintf(os.Stderr, "kubemark-fleet: bootstrap: %v\n", err)

@@ -66,7 +66,7 @@ func newTestMaster(t *testing.T, nodes int, handler http.HandlerFunc) *testMaste
 	ctx, cancel := context.WithCancel(context.Background())
 	t.Cleanup(cancel)
 	m.fleet = &Fleet{config: config, counters: newCounters(), tls: material}
-	m.fleet.events = startEventSender(ctx, nodes, 0, m.fleet.counters)
+	m.fleet.events = startEventSender(ctx, nodes, eventQueuePerNode, 0, m.fleet.counters)
 	return m
 }
 

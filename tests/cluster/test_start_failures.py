@@ -172,3 +172,18 @@ def test_start_tells_the_true_count_when_nodes_may_fail(cli):
         assert status.returncode == 3 and "hollow nodes: 0/2 Ready" in status.stdout
     finally:
         assert cli.run("stop", "--name", "lenient", "--purge").returncode == 0
+
+
+def test_start_fails_when_the_fleet_dropped_kubelet_events(cli):
+    # No room for an Event waiting to be sent: of the five a kubelet records as it
+    # starts, those its queue's sender is not already waiting for are dropped. A fleet
+    # that lost Events is not a faithful node, so start fails with the count and the log.
+    result = cli.run("start", "--name", "dropped", "--nodes", "2", KUBEMARK_UP_FLEET_EVENT_QUEUE_PER_NODE="0")
+    try:
+        assert_one_line_error(result, 1, "the hollow nodes are Ready but fleet process", "kubelet Events")
+        dropped = re.search(r"dropped (\d+) of (\d+) kubelet Events \(its log: (\S+)\)", result.stderr)
+        assert dropped and 0 < int(dropped[1]) <= int(dropped[2]), result.stderr
+        assert "Unable to record event: too many queued events, dropped event" in Path(dropped[3]).read_text()
+        assert marked_processes(cli.home / "dropped") == []
+    finally:
+        assert cli.run("stop", "--name", "dropped", "--purge").returncode == 0

@@ -11,7 +11,9 @@ from __future__ import annotations
 from kubemark_up.config import Settings
 
 
-def pod_life(settings: Settings) -> dict[str, float]:
-    """The fleet config's pod lifecycle timing (kubemark_up/fleet/podlife.go's PodLife)."""
+def tuning(settings: Settings) -> dict[str, float]:
+    """The fleet config's settings from ours: the pods' timing (kubemark_up/fleet/podlife.go's
+    PodLife) and the Events queue (events.go)."""
     return {"pod_start_seconds": settings.fleet_pod_start_seconds,
-            "pod_lifetime_seconds": settings.fleet_pod_lifetime_seconds}
+            "pod_lifetime_seconds": settings.fleet_pod_lifetime_seconds,
+            "event_queue_per_node": settings.fleet_event_queue_per_node}

@@ -25,7 +25,7 @@ from kubemark_up import binaries, pki, staging
 from kubemark_up.context import Context
 from kubemark_up.errors import ComponentError
 from kubemark_up.nodes.base import HostNodeEngine, NodeFailure, NodeLocation
-from kubemark_up.nodes.fleet import pod_life
+from kubemark_up.nodes.fleet import tuning
 from kubemark_up.state import ProcessRecord
 
 ROLE = "fleet"
@@ -111,7 +111,7 @@ class FleetHostNodes(HostNodeEngine):
             "server": ctx.state.endpoint, "ca": f"{there}/ca.crt", "version": binaries.pinned_version(),
             "start_window": ctx.settings.fleet_start_window, "max_pods": ctx.settings.max_pods,
             "proxy": identity("kube-proxy"), "npd": identity("node-problem-detector"), "nodes": nodes,
-            "bind_addresses": True, **pod_life(ctx.settings),
+            "bind_addresses": True, **tuning(ctx.settings),
         }
 
     def _nodes_of(self, record: ProcessRecord) -> list[str]:

@@ -17,7 +17,7 @@ from typing import Any
 from kubemark_up import binaries
 from kubemark_up.context import Context
 from kubemark_up.errors import ConfigError
-from kubemark_up.nodes.fleet import pod_life
+from kubemark_up.nodes.fleet import tuning
 from kubemark_up.nodes.rootcluster.engine import PodNodes
 from kubemark_up.nodes.rootcluster.objects import FLEET_STATEFULSET
 
@@ -77,7 +77,7 @@ def fleet_config(ctx: Context, nodes: int, per_pod: int) -> dict:
         "bind_addresses": False,
         "shard": {"node_prefix": "hollow-node-", "per_process": per_pod, "count": nodes,
                   "ordinal_env": "POD_NAME", "address_base": str(FLEET_ADDRESSES.network_address)},
-        "bootstrap": {"token_file": f"{_IDENTITY}/bootstrap-token"}, **pod_life(settings),
+        "bootstrap": {"token_file": f"{_IDENTITY}/bootstrap-token"}, **tuning(settings),
     }
 
 
