@@ -30,6 +30,7 @@ const (
 	// 0.523 / 2.326, the normal distribution's standard deviation over its mean.
 	startSpread  = 0.0995
 	sandboxShare = 0.85 // of the way to Running, when the sandbox's status goes out
+	resyncJitter = 0.5
 	// The measured deletion steps, at the default pace: the containers stopped after
 	// the terminating status, the status manager's last syncs after that.
 	defaultKill     = 120 * time.Millisecond
@@ -74,6 +75,15 @@ func (c PodLife) plan(z float64) lifePlan {
 }
 
 func (c PodLife) drawPlan() lifePlan { return c.plan(rand.NormFloat64()) }
+
+// resyncPeriod is the kubelet's syncFrequency (a variable for the tests' sake).
+var resyncPeriod = time.Minute
+
+// resync is when the pod worker syncs a running pod again: its resync period (the
+// kubelet's syncFrequency, 1 minute) with the worker's jitter of half of it.
+func (c PodLife) resync() time.Duration {
+	return resyncPeriod + time.Duration(rand.Float64()*resyncJitter*float64(resyncPeriod))
+}
 
 // stopping is a deletion's pace: from the terminating status to the containers'
 // terminated one, and from that to the status manager's last syncs and the DELETE; as

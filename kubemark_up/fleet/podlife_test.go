@@ -152,3 +152,54 @@ func TestLifecycleSequenceMatchesRealKubelet(t *testing.T) {
 		})
 	}
 }
+
+// A pod that keeps running gets one more status sync from the pod worker's first
+// resync: a GET and a PATCH that adds the pod-level resources read from its cgroup
+// (a BestEffort pod's: an unlimited memory limit), and nothing after it, as measured.
+func TestFirstResyncAddsThePodLevelResourcesOnce(t *testing.T) {
+	defer func(period time.Duration) { resyncPeriod = period }(resyncPeriod)
+	resyncPeriod = 200 * time.Millisecond
+	pod := lifecyclePod()
+	tn := newPodNode(t, instant(), pod)
+	var mu sync.Mutex
+	var got []string
+	tn.client.PrependReactor("*", "pods", func(a k8stesting.Action) (bool, runtime.Object, error) {
+		if a.GetVerb() == "get" || a.GetVerb() == "patch" {
+			mu.Lock()
+			got = append(got, strings.TrimSpace(a.GetVerb()+" "+a.GetSubresource()))
+			mu.Unlock()
+		}
+		return false, nil, nil
+	})
+	tn.node.pods.record = func(*v1.ObjectReference, string, string, string, ...any) {}
+	tn.node.pods.follow = func(context.Context, *stream) {}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	tn.node.pods.seen(ctx, pod)
+	count := func() int {
+		mu.Lock()
+		defer mu.Unlock()
+		return len(got)
+	}
+	within(t, 10*time.Second, "Running", func() bool {
+		obj, err := tn.client.Tracker().Get(v1.SchemeGroupVersion.WithResource("pods"), "team", "churn-1")
+		return err == nil && obj.(*v1.Pod).Status.Phase == v1.PodRunning
+	})
+	running := count()
+	within(t, 10*time.Second, "the resync's status write", func() bool { return count() >= running+2 })
+	time.Sleep(4 * resyncPeriod) // no second one
+	mu.Lock()
+	after := append([]string(nil), got[running:]...)
+	mu.Unlock()
+	if want := []string{"get", "patch status"}; !reflect.DeepEqual(after, want) {
+		t.Fatalf("after Running: %v, want %v", after, want)
+	}
+	obj, err := tn.client.Tracker().Get(v1.SchemeGroupVersion.WithResource("pods"), "team", "churn-1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resources := obj.(*v1.Pod).Status.Resources
+	if resources == nil || resources.Limits.Memory().String() != "9007199254740988Ki" || len(resources.Requests) != 0 {
+		t.Fatalf("pod-level resources after the resync %v, want only the unlimited memory limit", resources)
+	}
+}

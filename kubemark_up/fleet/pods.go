@@ -39,7 +39,7 @@ type podStep int
 
 const (
 	stepPending     podStep = iota // sandbox and containers being created
-	stepSandbox                    // sandbox ready (its IP), containers being created
+	stepSandbox                    // sandbox ready (its IP allocated), containers being created
 	stepRunning                    // containers started, seen by the PLEG
 	stepTerminating                // deleted: containers being stopped, not ready
 	stepEnded                      // containers exited by themselves (a batch pod's lifetime)
@@ -65,6 +65,7 @@ type podState struct {
 	ip       net.IP
 	refs     []podRef
 	token    *time.Timer
+	resync   *time.Timer // the pod worker's first resync
 }
 
 func newPodState(uid string) *podState {
@@ -161,6 +162,9 @@ func (t *podTable) seen(ctx context.Context, pod *v1.Pod) {
 		state.mu.Lock()
 		already := state.deleting
 		state.deleting = true
+		if state.resync != nil {
+			state.resync.Stop()
+		}
 		state.mu.Unlock()
 		if !already {
 			state.endLife()
@@ -190,6 +194,9 @@ func (t *podTable) forget(k, uid string) {
 	if state.token != nil {
 		state.token.Stop()
 	}
+	if state.resync != nil {
+		state.resync.Stop()
+	}
 	state.mu.Unlock()
 
 	t.release(ip, refs)
@@ -209,7 +216,7 @@ func (t *podTable) release(ip net.IP, refs []podRef) {
 
 // start is the pod worker's first sync and what follows it, as a real kubelet sends
 // it (tests/unit/real_pod_lifecycle.json): the Pending status, the volumes' watches
-// and token; the sandbox's status (its IP) with Pulled and Created; Started and the
+// and token; the sandbox-ready status with Pulled and Created; Started and the
 // Running status; for a batch pod with a lifetime, its end. Every status write is the
 // status manager's GET, then a PATCH when something changed.
 func (t *podTable) start(ctx context.Context, pod *v1.Pod, state *podState) {
@@ -293,8 +300,27 @@ func (t *podTable) start(ctx context.Context, pod *v1.Pod, state *podState) {
 		return
 	}
 
+	// The pod worker's first resync, 60-90 s on: the pod is Running in the API by then,
+	// so its status gains the pod-level resources read from its cgroup (podstatus.go).
+	// A pod that runs until deleted waits for it on a timer, not a goroutine.
+	resync := t.life.resync()
 	lifetime, exitCode, ends := t.life.ending(pod)
-	if !ends || !sleep(state.life, lifetime) {
+	if !ends {
+		state.mu.Lock()
+		if !state.gone && !state.deleting {
+			state.resync = time.AfterFunc(resync, func() { t.resync(ctx, pod, state) })
+		}
+		state.mu.Unlock()
+		return
+	}
+	if resync < lifetime {
+		if !sleep(state.life, resync) || !t.resynced(state) {
+			return
+		}
+		t.writeStatus(ctx, pod, state, true)
+		lifetime -= resync
+	}
+	if !sleep(state.life, lifetime) {
 		return
 	}
 	state.mu.Lock()
@@ -313,6 +339,23 @@ func (t *podTable) start(ctx context.Context, pod *v1.Pod, state *podState) {
 	state.mu.Unlock()
 	t.release(nil, refs)
 	t.writeStatus(ctx, pod, state, true)
+}
+
+// resync is the pod worker's periodic sync of a running pod: a status write (a GET, and
+// a PATCH as the status changed).
+func (t *podTable) resync(ctx context.Context, pod *v1.Pod, state *podState) {
+	state.work.Lock()
+	defer state.work.Unlock()
+	if t.resynced(state) {
+		t.writeStatus(ctx, pod, state, true)
+	}
+}
+
+// resynced: the pod is still running, not deleted or forgotten, so its resync goes out.
+func (t *podTable) resynced(state *podState) bool {
+	state.mu.Lock()
+	defer state.mu.Unlock()
+	return !state.gone && !state.deleting && state.step == stepRunning
 }
 
 // kill is a deleted pod's end as a real kubelet sends it: Killing per running
@@ -408,107 +451,6 @@ func (t *podTable) setStatus(ctx context.Context, pod *v1.Pod, state *podState) 
 		return apierrors.IsNotFound(err), apierrors.IsNotFound(err), err
 	}
 	return true, false, nil
-}
-
-// status is the status the kubelet's generateAPIPodStatus makes for the pod at its
-// step (state's lock held).
-func (t *podTable) status(current *v1.Pod, state *podState, now metav1.Time) v1.PodStatus {
-	n := t.node
-	sandbox := !state.sandbox.IsZero() && state.step >= stepSandbox && state.step <= stepTerminating
-	ready := state.step == stepRunning
-	condition := func(kind v1.PodConditionType, ok bool, since metav1.Time, reason string) v1.PodCondition {
-		c := v1.PodCondition{Type: kind, Status: v1.ConditionFalse, LastTransitionTime: since, Reason: reason}
-		if ok {
-			c.Status, c.Reason = v1.ConditionTrue, ""
-		}
-		if since.IsZero() {
-			c.LastTransitionTime = state.started
-		}
-		return c
-	}
-	notReady := "ContainersNotReady"
-	switch state.step {
-	case stepEnded, stepKilled:
-		notReady = "PodCompleted"
-	}
-	readySince := state.started
-	switch {
-	case ready:
-		readySince = now
-		if cond := findCondition(current.Status.Conditions, v1.PodReady); cond != nil && cond.Status == v1.ConditionTrue {
-			readySince = cond.LastTransitionTime
-		}
-	case !state.finished.IsZero():
-		readySince = state.finished
-	case !state.stopping.IsZero():
-		readySince = state.stopping
-	}
-	status := v1.PodStatus{
-		Phase:     v1.PodPending,
-		HostIP:    n.conf.Address,
-		HostIPs:   []v1.HostIP{{IP: n.conf.Address}},
-		StartTime: &state.started,
-		QOSClass:  current.Status.QOSClass,
-		Conditions: []v1.PodCondition{
-			condition(v1.PodReadyToStartContainers, sandbox, state.sandbox, ""),
-			condition(v1.PodInitialized, true, state.started, ""),
-			condition(v1.PodReady, ready, readySince, notReady),
-			condition(v1.ContainersReady, ready, readySince, notReady),
-			condition(v1.PodScheduled, true, state.started, ""),
-		},
-	}
-	if !sandbox && !state.finished.IsZero() {
-		status.Conditions[0].LastTransitionTime = state.finished
-	}
-	switch state.step {
-	case stepRunning, stepTerminating:
-		status.Phase = v1.PodRunning
-	case stepEnded, stepKilled:
-		// The pause container exits 0 on SIGTERM; a batch pod with its exit code.
-		status.Phase = endPhase(state.exitCode)
-	}
-	if state.ip != nil && state.step != stepPending {
-		status.PodIP, status.PodIPs = state.ip.String(), []v1.PodIP{{IP: state.ip.String()}}
-	}
-	for _, c := range current.Spec.Containers {
-		cs := v1.ContainerStatus{Name: c.Name, Image: c.Image, ImageID: "fake://" + c.Image, Ready: ready,
-			Started: ptr.To(ready)}
-		switch {
-		case state.step == stepRunning || state.step == stepTerminating:
-			cs.Started = ptr.To(true)
-			cs.State.Running = &v1.ContainerStateRunning{StartedAt: state.sandbox}
-			cs.ContainerID = containerID(current, c.Name)
-		case state.step >= stepEnded:
-			reason := "Completed"
-			if state.exitCode != 0 {
-				reason = "Error"
-			}
-			started := state.sandbox
-			if started.IsZero() { // deleted before its containers started
-				started = state.finished
-			}
-			cs.State.Terminated = &v1.ContainerStateTerminated{ExitCode: state.exitCode, Reason: reason,
-				StartedAt: started, FinishedAt: state.finished, ContainerID: containerID(current, c.Name)}
-			cs.ContainerID = containerID(current, c.Name)
-		default:
-			cs.State.Waiting = &v1.ContainerStateWaiting{Reason: "ContainerCreating"}
-		}
-		status.ContainerStatuses = append(status.ContainerStatuses, cs)
-	}
-	return status
-}
-
-func findCondition(conditions []v1.PodCondition, kind v1.PodConditionType) *v1.PodCondition {
-	for i := range conditions {
-		if conditions[i].Type == kind {
-			return &conditions[i]
-		}
-	}
-	return nil
-}
-
-func containerID(pod *v1.Pod, name string) string {
-	return fmt.Sprintf("fake://%s-%s", pod.UID, name)
 }
 
 func containerRef(pod *v1.Pod, name string) *v1.ObjectReference {
