@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"hash/fnv"
 	"math/rand/v2"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -28,23 +29,27 @@ import (
 //
 // What differs from a recorder per node, and why: a broadcaster per node holds two
 // 1,000-event channels and three goroutines (some 80 KiB, a fifth of a node's memory
-// budget), so nodes share a correlator and a sender by shards of nodesPerEventShard.
-// The correlator's keys hold the event's source host, the node, so aggregation and
-// the spam filter still work per node and object as each kubelet's own correlator
-// does. Its caches (bounded LRUs, filled only as objects get events) hold
-// lruEntriesPerNode a node where a kubelet's hold 4,096: enough for every event key of
-// a full node's live pods (110 pods, a handful of reasons each), so that what is
-// aggregated and filtered among live objects is the kubelet's; what a kubelet would
-// keep beyond that is pods long gone, memory a thousand nodes after a churn cannot
-// spare. And where the broadcaster drops a full queue's events silently
-// (watch.Broadcaster), every event the fleet could not send is counted: the status
-// file's events.dropped, which `start` and the benchmark check.
+// budget), so nodes share a queue and a sender by shards of nodesPerEventShard. The
+// correlator is one per involved object instead of one per kubelet: its aggregation,
+// repeat counting and spam filter are all keyed by the object (and the source host,
+// the node), so each object's correlator decides as the kubelet's would. What a
+// kubelet's correlator keeps beyond that is its LRU of 4,096 keys, filled with pods
+// long gone: kept by a thousand nodes under churn, that is some 4 KiB a pod, without
+// end in sight (a two-hour soak at 2 pods a second grew the fleet by about 1 MiB a
+// minute). So a pod's correlator goes when the pod is forgotten (its UID never comes
+// back), a minute later for Events still queued for it; one that names no live pod is
+// dropped after correlatorIdle without Events. And where the broadcaster drops a full
+// queue's events silently (watch.Broadcaster), every event the fleet could not send
+// is counted: the status file's events.dropped, which `start` and the benchmark check.
 const (
-	nodesPerEventShard = 25
-	eventQueuePerNode  = 200
-	maxTriesPerEvent   = 12               // tools/record's
-	eventRetrySleep    = 10 * time.Second // tools/record's default sleep between tries
-	lruEntriesPerNode  = 1024
+	nodesPerEventShard  = 25
+	eventQueuePerNode   = 200
+	maxTriesPerEvent    = 12               // tools/record's
+	eventRetrySleep     = 10 * time.Second // tools/record's default sleep between tries
+	lruEntriesPerObject = 64               // keys of one object's correlator: its reasons and messages
+	forgottenGrace      = time.Minute      // Events still queued for a pod forgotten
+	correlatorIdle      = time.Hour        // a pod's correlator with no Events for this long goes
+	correlatorSweep     = time.Minute
 )
 
 type pendingEvent struct {
@@ -53,8 +58,59 @@ type pendingEvent struct {
 }
 
 type eventShard struct {
-	queue      chan pendingEvent
-	correlator *record.EventCorrelator
+	queue chan pendingEvent
+	mu    sync.Mutex // correlators: the sender's, and forget's from the pod watch
+	// correlators by involved object (its UID, else kind/namespace/name).
+	correlators map[string]*objectCorrelator
+}
+
+type objectCorrelator struct {
+	*record.EventCorrelator
+	pod       bool
+	used      time.Time
+	forgotten time.Time // the pod is gone: dropped forgottenGrace later
+}
+
+func objectKey(ref *v1.ObjectReference) string {
+	if ref.UID != "" {
+		return string(ref.UID)
+	}
+	return ref.Kind + "/" + ref.Namespace + "/" + ref.Name
+}
+
+// correlator is the object's correlator, made on its first Event.
+func (shard *eventShard) correlator(ref *v1.ObjectReference, now time.Time) *objectCorrelator {
+	shard.mu.Lock()
+	defer shard.mu.Unlock()
+	key := objectKey(ref)
+	c := shard.correlators[key]
+	if c == nil {
+		c = &objectCorrelator{pod: ref.Kind == "Pod",
+			EventCorrelator: record.NewEventCorrelatorWithOptions(record.CorrelatorOptions{LRUCacheSize: lruEntriesPerObject})}
+		shard.correlators[key] = c
+	}
+	c.used = now
+	return c
+}
+
+// forget marks a pod's correlator for dropping: the pod is gone from the API.
+func (shard *eventShard) forget(uid string, now time.Time) {
+	shard.mu.Lock()
+	defer shard.mu.Unlock()
+	if c := shard.correlators[uid]; c != nil {
+		c.forgotten = now
+	}
+}
+
+// sweep drops the correlators of pods forgotten a while ago, and of pods idle long.
+func (shard *eventShard) sweep(now time.Time) {
+	shard.mu.Lock()
+	defer shard.mu.Unlock()
+	for key, c := range shard.correlators {
+		if !c.forgotten.IsZero() && now.Sub(c.forgotten) > forgottenGrace || c.pod && now.Sub(c.used) > correlatorIdle {
+			delete(shard.correlators, key)
+		}
+	}
 }
 
 // eventCounts is the status file's events: recorded (handed to a shard), sent
@@ -95,8 +151,7 @@ func startEventSender(ctx context.Context, nodes, queuePerNode int, retry time.D
 	per := max(1, min(nodes, nodesPerEventShard))
 	s := &eventSender{retry: retry, log: log}
 	for range n {
-		shard := &eventShard{queue: make(chan pendingEvent, per*queuePerNode),
-			correlator: record.NewEventCorrelatorWithOptions(record.CorrelatorOptions{LRUCacheSize: per * lruEntriesPerNode})}
+		shard := &eventShard{queue: make(chan pendingEvent, per*queuePerNode), correlators: map[string]*objectCorrelator{}}
 		s.shards = append(s.shards, shard)
 		go s.send(ctx, shard)
 	}
@@ -104,18 +159,27 @@ func startEventSender(ctx context.Context, nodes, queuePerNode int, retry time.D
 }
 
 func (s *eventSender) send(ctx context.Context, shard *eventShard) {
+	sweep := time.NewTicker(correlatorSweep)
+	defer sweep.Stop()
 	for {
 		select {
 		case <-ctx.Done():
 			return
+		case now := <-sweep.C:
+			shard.sweep(now)
 		case p := <-shard.queue:
-			s.deliver(ctx, shard.correlator, p)
+			s.deliver(ctx, shard.correlator(&p.event.InvolvedObject, time.Now()), p)
 		}
 	}
 }
 
+// forget: a pod of node is gone, and its correlator with it.
+func (s *eventSender) forget(node, uid string) {
+	s.shardOf(node).forget(uid, time.Now())
+}
+
 // deliver is the broadcaster's recordToSink for one event.
-func (s *eventSender) deliver(ctx context.Context, correlator *record.EventCorrelator, p pendingEvent) {
+func (s *eventSender) deliver(ctx context.Context, correlator *objectCorrelator, p pendingEvent) {
 	result, err := correlator.EventCorrelate(p.event)
 	if err != nil {
 		utilruntime.HandleError(err)
@@ -150,7 +214,7 @@ func (s *eventSender) deliver(ctx context.Context, correlator *record.EventCorre
 // write is the broadcaster's recordEvent: PATCH a repeated event (a new one if it is
 // gone), POST a new one; done unless the server could not be reached.
 func (s *eventSender) write(sink record.EventSink, event *v1.Event, patch []byte, update bool,
-	correlator *record.EventCorrelator) (bool, error) {
+	correlator *objectCorrelator) (bool, error) {
 	var written *v1.Event
 	var err error
 	if update {

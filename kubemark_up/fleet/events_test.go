@@ -9,8 +9,6 @@ import (
 	"time"
 
 	v1 "k8s.io/api/core/v1"
-	"k8s.io/client-go/tools/record"
-	"k8s.io/utils/clock"
 )
 
 // The kubelet's recorder semantics: an event repeated for one object is created once
@@ -68,7 +66,7 @@ func TestEveryDropIsCounted(t *testing.T) {
 	ref := n.nodeRef()
 
 	full := &eventSender{log: m.fleet.counters, // no sender drains its queue
-		shards: []*eventShard{{queue: make(chan pendingEvent, 10), correlator: record.NewEventCorrelator(clock.RealClock{})}}}
+		shards: []*eventShard{{queue: make(chan pendingEvent, 10), correlators: map[string]*objectCorrelator{}}}}
 	m.fleet.events = full
 	queue := cap(full.shards[0].queue)
 	for range queue + 3 {
@@ -109,5 +107,34 @@ func TestEventQueueFollowsTheConfig(t *testing.T) {
 		if got := cap(s.shards[0].queue); got != c.cap {
 			t.Errorf("%d nodes, queue %v: a shard holds %d, want %d", c.nodes, c.config.EventQueuePerNode, got, c.cap)
 		}
+	}
+}
+
+// A correlator per involved object: a pod's goes a minute after the pod is forgotten
+// (Events still queued for it find it), or after an hour without Events; a node's stays.
+func TestCorrelatorsGoWithTheirPods(t *testing.T) {
+	shard := &eventShard{correlators: map[string]*objectCorrelator{}}
+	t0 := time.Now()
+	pod := &v1.ObjectReference{Kind: "Pod", Namespace: "team", Name: "web-0", UID: "pod-uid"}
+	idle := &v1.ObjectReference{Kind: "Pod", Namespace: "team", Name: "web-1", UID: "idle-uid"}
+	node := &v1.ObjectReference{Kind: "Node", Name: "hollow-node-0", UID: "hollow-node-0"}
+	first := shard.correlator(pod, t0)
+	shard.correlator(idle, t0)
+	shard.correlator(node, t0)
+	if shard.correlator(pod, t0) != first {
+		t.Fatal("a second Event of the pod got a correlator of its own")
+	}
+	shard.forget("pod-uid", t0)
+	shard.sweep(t0.Add(forgottenGrace / 2))
+	if len(shard.correlators) != 3 {
+		t.Fatalf("%d correlators within the grace, want 3", len(shard.correlators))
+	}
+	shard.sweep(t0.Add(forgottenGrace + time.Second))
+	if _, kept := shard.correlators["pod-uid"]; kept || len(shard.correlators) != 2 {
+		t.Fatalf("correlators %v after the grace, want the forgotten pod's gone", shard.correlators)
+	}
+	shard.sweep(t0.Add(correlatorIdle + time.Second))
+	if _, kept := shard.correlators["hollow-node-0"]; !kept || len(shard.correlators) != 1 {
+		t.Fatalf("correlators %v after an idle hour, want the node's alone", shard.correlators)
 	}
 }

@@ -81,6 +81,7 @@ type podTable struct {
 	node    *HollowNode
 	life    PodLife
 	record  func(ref *v1.ObjectReference, kind, reason, format string, args ...any) // the node's Events
+	gone    func(uid string)                                                        // a pod forgotten, for the Events' correlators
 	follow  func(ctx context.Context, s *stream)                                    // starts a per-object watch
 	mu      sync.Mutex
 	pods    map[string]*podState // namespace/name
@@ -91,6 +92,7 @@ type podTable struct {
 
 func newPodTable(n *HollowNode, life PodLife) podTable {
 	return podTable{node: n, life: life, record: n.event, follow: func(ctx context.Context, s *stream) { go s.follow(ctx) },
+		gone:    func(uid string) { n.fleet.events.forget(n.name(), uid) },
 		pods:    map[string]*podState{},
 		watches: map[objectRef]*objectWatch{}, listed: map[string]string{}}
 }
@@ -200,6 +202,7 @@ func (t *podTable) forget(k, uid string) {
 	state.mu.Unlock()
 
 	t.release(ip, refs)
+	t.gone(uid)
 }
 
 // release frees a pod's IP and drops its references' watches.

@@ -80,6 +80,7 @@ func newPodNode(t *testing.T, life PodLife, objects ...runtime.Object) *podNode 
 		tn.mu.Unlock()
 	}
 	n.pods.follow = func(context.Context, *stream) {}
+	n.pods.gone = func(string) {}
 	return tn
 }
 

@@ -175,3 +175,23 @@ def test_fleet_pods_shares_and_requests():
     assert fleet_pods.fleet_nodes_of("hollow-fleet-1", 3, 5) == ["hollow-node-3", "hollow-node-4"]
     assert [fleet_pods.fleet_pod_of(i, 3) for i in (0, 2, 3, 4)] == ["hollow-fleet-0"] * 2 + ["hollow-fleet-1"] * 2
     assert fleet_pods.fleet_requests(500) == {"fleet_millicpu": 55, "fleet_mem_ki": 32 * 1024 + 500 * 717}
+
+
+def test_fleet_pods_that_dropped_events_fail_start_with_the_count_their_logs_give(tmp_path):
+    ctx, _ = _ctx(tmp_path, "fleet")
+    engine = engine_for("pods", "fleet").build(ctx)
+    logs = {
+        "hollow-fleet-0": 'I1207 18:00:00.1 1 kubelet.go:190] "Registered" node="hollow-node-0"\n',
+        "hollow-fleet-1": (
+            'E1207 18:00:01.2 1 events.go:172] "Unable to record event: too many queued events, dropped event" '
+            'node="hollow-node-3" object="default/hollow-node-3" reason="NodeHasSufficientMemory" dropped=2\n'
+            'E1207 18:00:01.3 1 events.go:172] "Unable to record event: too many queued events, dropped event" '
+            'node="hollow-node-4" object="default/hollow-node-4" reason="Starting" dropped=7 linesLeftOutBefore=4\n'),
+    }
+    pods = [{"metadata": {"name": name}, "spec": {"containers": [{"name": "hollow-fleet"}]}} for name in logs]
+    engine._pods = lambda ctx: pods
+    engine._log = lambda pod, container, **options: logs[pod]
+    assert engine.at_rest(ctx) == ["fleet pod hollow/hollow-fleet-1 dropped at least 7 kubelet Events "
+                                   "(its log: Unable to record event: too many queued events, dropped event)"]
+    logs["hollow-fleet-1"] = ""
+    assert engine.at_rest(ctx) == []

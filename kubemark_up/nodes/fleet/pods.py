@@ -11,6 +11,7 @@ from __future__ import annotations
 import ipaddress
 import json
 import math
+import re
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +34,11 @@ FLEET_BASE_MEM_KI = 32 * 1024
 FLEET_ADDRESSES = ipaddress.IPv4Network("198.18.0.0/15")
 # Where the fleet container finds what the Secret holds (config/hollow-fleet.yaml).
 _IDENTITY = "/identity"
+# A fleet's log line for an Event it dropped carries the count so far (events.go); its
+# error lines are rate-limited, so the last one logged is a lower bound.
+_DROPPED = re.compile(r'"(?P<why>Unable to (?:record|write) event[^"]*)".*\bdropped=(?P<count>\d+)')
+# The most of a fleet pod's log read for them: its start-up, where a queue overflows.
+_LOG_BYTES = 4 * 1024 * 1024
 # The files of pki/ the fleet reads from the Secret, besides the token.
 _FILES = ("ca.crt", "kube-proxy.crt", "kube-proxy.key", "node-problem-detector.crt", "node-problem-detector.key")
 
@@ -130,3 +136,18 @@ class FleetPodNodes(PodNodes):
 
     def whose(self, pod: str) -> str:
         return f"fleet pod {pod} "
+
+    def at_rest(self, ctx: Context) -> list[str]:
+        """Events a fleet pod could not send, from its log (a pod's status file stays in
+        the pod): as on the host, a fleet that dropped any is not a faithful one."""
+        problems = []
+        for pod in self._pods(ctx):
+            name = pod["metadata"]["name"]
+            for container in (pod.get("spec") or {}).get("containers") or []:
+                log = self._log(name, container["name"], limit_bytes=_LOG_BYTES)
+                # Quoted here: a failed start takes the pod, and its log, away.
+                if found := list(_DROPPED.finditer(log)):
+                    last = max(found, key=lambda match: int(match["count"]))
+                    problems.append(f"fleet pod {self.settings.namespace}/{name} dropped at least {last['count']} "
+                                    f"kubelet Events (its log: {last['why']})")
+        return problems

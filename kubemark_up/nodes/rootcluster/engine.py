@@ -332,11 +332,13 @@ class PodNodes(NodeEngine):
         return list(json.loads(response.data)["items"])
 
     def _log_tail(self, pod: str, container: str, *, previous: bool = False, lines: int = 15) -> str:
+        return self._log(pod, container, previous=previous, tail_lines=lines)
+
+    def _log(self, pod: str, container: str, **options: Any) -> str:
+        """A container's log (read_namespaced_pod_log's options); '' when it cannot be read now."""
         try:
-            text = self.root().core.read_namespaced_pod_log(
-                pod, self.settings.namespace, container=container, previous=previous, tail_lines=lines,
-                _request_timeout=30,
-            )
+            text = self.root().core.read_namespaced_pod_log(pod, self.settings.namespace, container=container,
+                                                            _request_timeout=30, **options)
         except api.TRANSIENT:
             return ""
         return str(text)
