@@ -45,6 +45,7 @@ from __future__ import annotations
 import argparse
 import csv
 import datetime as dt
+import faulthandler
 import itertools
 import json
 import math
@@ -68,6 +69,10 @@ RESULTS = Path(__file__).parent / "results"
 NAME = "soak"  # the cluster, its namespace and its Deployment
 MIB = 2**20
 SETTLE_SECONDS = 180
+# A sample that takes longer is given up (noted, the soak goes on), its threads'
+# stacks printed to stderr: each call has a timeout of its own, but a child process
+# that leaves a pipe open outlives its, and the soak must end on time whatever hangs.
+SAMPLE_TIMEOUT = 300
 
 # One row of the CSV; None is written as an empty cell (n/a).
 FIELDS = ["phase", "time", "minutes", "nodes_ready", "nodes_total", "master_restarts",
@@ -532,6 +537,27 @@ def take_sample(home: Path, kube: Any, churner: Churner, began: float, phase: st
     return row
 
 
+def bounded_sample(home: Path, kube: Any, churner: Churner, began: float, phase: str,
+                   timeout: float = SAMPLE_TIMEOUT) -> dict:
+    """take_sample, given up after timeout: a row with only its time and a note then
+    (the stuck call's thread is left behind, a daemon; the soak still ends on time)."""
+    found: list[dict] = []
+    worker = threading.Thread(target=lambda: found.append(take_sample(home, kube, churner, began, phase)),
+                              daemon=True, name="sample")
+    faulthandler.dump_traceback_later(timeout, exit=False)
+    try:
+        worker.start()
+        worker.join(timeout)
+    finally:
+        faulthandler.cancel_dump_traceback_later()
+    if found:
+        return found[0]
+    return {"phase": phase, "time": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+            "minutes": round((time.monotonic() - began) / 60, 3), "pods_wanted": churner.wanted,
+            "churn_errors": churner.errors, "sample_seconds": timeout,
+            "note": f"sample given up after {timeout:.0f} s (its stack: stderr)"}
+
+
 def _line(row: dict, nodes_label: str) -> str:
     return (f"[{row['minutes']:7.1f} min] nodes {_n(row.get('nodes_ready'))}/{_n(row.get('nodes_total'))} Ready · "
             f"restarts {_n(row.get('master_restarts'))} · {nodes_label} RSS {_n(row.get('nodes_rss_mib'), ' MiB', 1)} "
@@ -588,7 +614,7 @@ def soak(args: argparse.Namespace, churn: Churn) -> int:
             if at > deadline:
                 break
             time.sleep(max(0.0, at - time.monotonic()))
-            samples.append(take_sample(home, kube, churner, began, "soak"))
+            samples.append(bounded_sample(home, kube, churner, began, "soak"))
             print(_line(samples[-1], nodes_label), flush=True)
             write_csv(out.with_suffix(".csv"), samples)
         time.sleep(max(0.0, deadline - time.monotonic()))
@@ -602,7 +628,7 @@ def soak(args: argparse.Namespace, churn: Churn) -> int:
             except Exception:  # the settle is best effort: the last sample tells
                 pass
             time.sleep(10)
-        samples.append(take_sample(home, kube, churner, began, "end"))
+        samples.append(bounded_sample(home, kube, churner, began, "end"))
         print(_line(samples[-1], nodes_label) + "  (end: churn stopped, pods settled)", flush=True)
     except RunError as exc:
         code = 1

@@ -220,3 +220,22 @@ def test_the_steady_churn_deletes_listed_pods_not_those_already_going() -> None:
     deleted = {path.rsplit("/", 1)[1] for method, path in kube.calls if method == "DELETE"}
     assert churner.deleted >= 4 and deleted == {"a", "b"} and churner.errors == 0
     assert all(path == "/api/v1/namespaces/soak/pods" for method, path in kube.calls if method == "GET")
+
+
+def test_a_sample_that_hangs_is_given_up_and_the_soak_goes_on(monkeypatch, tmp_path: Path, capfd) -> None:
+    import threading
+    import time
+
+    stuck = threading.Event()
+    monkeypatch.setattr(soak, "take_sample", lambda *args: stuck.wait(30) or {})
+    churner = type("Churner", (), {"wanted": 10, "errors": 0})()
+    began = time.monotonic()
+    row = soak.bounded_sample(tmp_path, None, churner, began, "soak", timeout=0.3)
+    stuck.set()
+    assert time.monotonic() - began < 5
+    assert row["phase"] == "soak" and row["pods_wanted"] == 10 and "given up after 0 s" in row["note"]
+    assert 'File "' in capfd.readouterr().err  # the stuck call's stack, for whoever reads the log
+    good = [{"phase": "soak", "time": "t", "minutes": float(m), "nodes_rss_mib": 500.0, "apiserver_rss_mib": 900.0,
+             "nodes_ready": 5, "nodes_total": 5, "master_restarts": 0} for m in range(12)]
+    analysis = soak.analyse([*good[:6], row | {"minutes": 6.5}, *good[6:]], 1.0, 0.05)
+    assert analysis["samples"] == 13
