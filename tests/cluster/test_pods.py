@@ -364,3 +364,20 @@ def test_fleet_pods_carry_many_nodes_each_with_its_own_identity(root_cluster, ho
     assert stop.returncode == 0, stop.stderr
     assert root_cluster.kubectl("get", "namespace", "kubemark").returncode != 0
     assert _root_pods(root_cluster) == []
+
+
+def test_fleet_pods_that_dropped_events_fail_start_and_leave_nothing(root_cluster, hollow_image, tmp_path, bin_dir):
+    """A fleet pod with no room for an Event waiting to be sent drops most of the five a
+    kubelet records as it starts; its status file stays in the pod, so start reads the
+    drops from its log and fails, saying how many, and takes everything away."""
+    cli = CLI(home=tmp_path / "home", bin_dir=bin_dir)
+    config = pods_config(tmp_path / "c.yaml", root_cluster, hollow_image, nodes_per_pod=2)
+    start = cli.run("start", "--name", "dropping", "--nodes", "2", "--config", str(config), "--node-engine", "fleet",
+                    timeout=900, KUBEMARK_UP_FLEET_EVENT_QUEUE_PER_NODE="0", KUBEMARK_UP_FLEET_START_WINDOW="1")
+    try:
+        assert_one_line_error(start, 1, "the hollow nodes are Ready but fleet pod kubemark/hollow-fleet-0 dropped at least",
+                              "kubelet Events (its log: Unable to record event: too many queued events, dropped event)")
+    finally:
+        assert cli.run("stop", "--name", "dropping", timeout=600).returncode == 0
+    assert _root_pods(root_cluster) == []
+    assert root_cluster.kubectl("get", "namespace", "kubemark").returncode != 0
