@@ -8,7 +8,9 @@ audit_nodes on, and on it the churn the reference measured on the real node
 and a Secret, made 2 s apart, held Running 30 s after the last, deleted 2 s apart,
 waited out), counted from the apiserver's audit log by the code that counted the real
 node's. Then one table: requests per pod and bound -> Running p50/p99, the reference's
-(kubemark_up/run/fidelity/reference.yaml, the real kubelet) beside each engine's.
+(kubemark_up/run/fidelity/reference.yaml, the real kubelet) beside each engine's, and
+each engine's CPU per pod lifecycle: the hollow node's processes' CPU time over the
+churn, less their rate at rest (a minute measured before it) over as long, per pod.
 Results: benchmarks/results/fidelity-churn-TIME.json and the table on stdout. Exit 0,
 1 when a cluster did not start or the churn did not complete.
 """
@@ -23,8 +25,9 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import psutil
 import yaml
-from harness import CLI, bin_dir
+from harness import CLI, bin_dir, process_pids
 from rich.console import Console
 from rich.table import Table
 
@@ -72,9 +75,15 @@ def measure(engine: str, pods: int, binaries: Path, progress=print) -> dict:
             report = Path(tmp) / "fidelity.json"
             judge = cli.popen("fidelity", "--name", node.name, "--minutes", str(judge_minutes(pods)),
                               "--settle", str(JUDGE_SETTLE), "--out", str(report))
-            time.sleep(JUDGE_SETTLE + 5)
+            pids = node_pids(cli, node.name)
+            rest_began, rest_cpu = time.monotonic(), cpu_seconds(pids)
+            time.sleep(REST_SECONDS)
+            at_rest = (cpu_seconds(pids) - rest_cpu) / (time.monotonic() - rest_began)
             progress(f"{engine}: one hollow node Ready; churning {pods} pods")
+            churn_began, churn_cpu = time.monotonic(), cpu_seconds(pids)
             life = nodetraffic.churn(node, pods, progress=lambda line: progress(f"{engine}: {line}"))
+            churn_seconds = time.monotonic() - churn_began
+            cpu_per_pod = (cpu_seconds(pids) - churn_cpu - at_rest * churn_seconds) / pods
             judge.communicate(timeout=judge_minutes(pods) * 60 + 300)
             verdict = json.loads(report.read_text()) if report.exists() else {}
         finally:
@@ -83,6 +92,7 @@ def measure(engine: str, pods: int, binaries: Path, progress=print) -> dict:
     return {
         "per_pod": {" ".join(part for part in key if part): round(n / pods, 3) for key, n in sorted(life.counts.items())},
         "bound_to_running": life.bound_to_running,
+        "cpu_ms_per_pod": round(cpu_per_pod * 1000, 1), "cpu_at_rest_mcpu": round(at_rest * 1000, 2),
         "fidelity": {"exit": judge.returncode, "judged": lifecycle.get("judged"),
                      "verdicts": {" ".join(p for p in (b["verb"], b["resource"], b["subresource"]) if p): b["verdict"]
                                   for b in lifecycle.get("requests", [])},
@@ -91,12 +101,30 @@ def measure(engine: str, pods: int, binaries: Path, progress=print) -> dict:
 
 
 JUDGE_SETTLE = 10
+REST_SECONDS = 60  # the hollow node's CPU at rest, measured before the churn (inside the judge's settle and window)
+
+
+def node_pids(cli: CLI, name: str) -> list[int]:
+    """The hollow node's processes (the fleet's, or stock kubemark's), from the cluster's state."""
+    state = json.loads((cli.home / name / "state.json").read_text())
+    return [pid for role, pid in process_pids(state).values() if role != "master"]
+
+
+def cpu_seconds(pids: list[int]) -> float:
+    total = 0.0
+    for pid in pids:
+        try:
+            times = psutil.Process(pid).cpu_times()
+        except psutil.Error:
+            continue
+        total += times.user + times.system + times.children_user + times.children_system
+    return total
 
 
 def judge_minutes(pods: int) -> float:
-    """The fidelity window for a churn of `pods`: made and deleted 2 s apart, held 30 s,
-    the last requests 10 s after; with a minute to spare."""
-    return round((4 * pods + 30 + 10 + 60) / 60 + 1, 1)
+    """The fidelity window for a churn of `pods` after the minute at rest: made and
+    deleted 2 s apart, held 30 s, the last requests 10 s after; with a minute to spare."""
+    return round((REST_SECONDS + 4 * pods + 30 + 10 + 60) / 60 + 1, 1)
 
 
 def reference_rows(reference: dict) -> tuple[dict[str, float], dict[str, float]]:
@@ -130,6 +158,7 @@ def table(reference: dict, measured: dict[str, dict], pods: int) -> Table:
     for q in ("p50", "p99"):
         out.add_row(f"bound -> Running {q} (s)", cell(ref_timing[q]),
                     *(cell(timing(m["bound_to_running"])[q]) for m in measured.values()))
+    out.add_row("CPU per pod lifecycle (ms)", "-", *(cell(m["cpu_ms_per_pod"]) for m in measured.values()))
     out.add_row("kubemark-up fidelity: lifecycle rows failed", "",
                 *(", ".join(k for k, v in {**m["fidelity"]["verdicts"], **m["fidelity"]["timing"]}.items()
                             if v == "fail") or "none" for m in measured.values()))
