@@ -76,7 +76,7 @@ SAMPLE_TIMEOUT = 300
 
 # One row of the CSV; None is written as an empty cell (n/a).
 FIELDS = ["phase", "time", "minutes", "nodes_ready", "nodes_total", "master_restarts",
-          "nodes_rss_mib", "nodes_pss_mib", "nodes_goroutines",
+          "nodes_rss_mib", "nodes_pss_mib", "nodes_goroutines", "nodes_heap_mib",
           "apiserver_rss_mib", "apiserver_pss_mib", "apiserver_goroutines", "etcd_rss_mib", "etcd_pss_mib",
           "events_dropped", "apiserver_429", "apiserver_5xx", "fleet_429", "fleet_5xx", "fleet_no_response",
           "pods_running", "pods_wanted", "churn_errors", "sample_seconds", "note"]
@@ -261,8 +261,9 @@ def fleet_figures(statuses: list[dict]) -> dict[str, Any]:
     an older fleet added a drop to. Codes: `responses` ("component verb resource code",
     code "error" for no response at all), else any field named for codes."""
     if not statuses:
-        return {"goroutines": None, "events_dropped": None, "codes": None}
+        return {"goroutines": None, "heap_mib": None, "events_dropped": None, "codes": None}
     goroutines = [s.get("goroutines") for s in statuses]
+    heaps = [s.get("heap_live_bytes") for s in statuses]
     dropped: list[float] = []
     for status in statuses:
         events = status.get("events")
@@ -285,6 +286,7 @@ def fleet_figures(statuses: list[dict]) -> dict[str, Any]:
                     codes[found[1]] = codes.get(found[1], 0) + count
     return {
         "goroutines": sum(goroutines) if all(isinstance(g, int) for g in goroutines) else None,
+        "heap_mib": round(sum(heaps) / 2**20, 2) if all(isinstance(h, int) and h > 0 for h in heaps) else None,
         "events_dropped": sum(dropped) if len(dropped) == len(statuses) else None,
         "codes": codes,
     }
@@ -296,11 +298,14 @@ def analyse(samples: list[dict], warmup: float, bound: float) -> dict[str, Any]:
     soak = [s for s in samples if s.get("phase") == "soak"]
     counted = [s for s in soak if s["minutes"] is not None and s["minutes"] >= warmup]
     fits: dict[str, Any] = {}
-    for key in ("nodes_rss_mib", "apiserver_rss_mib"):
+    for key in ("nodes_rss_mib", "apiserver_rss_mib", "nodes_heap_mib"):
         points = [(s["minutes"], s[key]) for s in counted if s.get(key) is not None]
         fit = fit_slope([p[0] for p in points], [p[1] for p in points])
         held, words = verdict(fit, bound)
         fits[key] = {"fit": asdict(fit) if fit else None, "held": held, "verdict": words}
+    # The live heap tells a leak (it grows) from memory the runtime holds on to (RSS
+    # grows, the heap does not); what the soak is held to is RSS, the cost a user pays.
+    fits["nodes_heap_mib"]["judged"] = False
     last = samples[-1] if samples else {}
 
     def column(key: str, rows: list[dict] = samples) -> list[Any]:
@@ -349,8 +354,11 @@ def table(analysis: dict, nodes_label: str) -> str:
     lines = [f"soak of {a['minutes']:.1f} min, {a['samples']} samples; slopes over {a['fitted']} samples after "
              f"{a['warmup_minutes']:g} min of warm-up, bound {a['bound_mib_per_min']:g} MiB/min",
              "", "| figure | value | verdict |", "| --- | --- | --- |"]
-    for key, label in (("nodes_rss_mib", f"{nodes_label} RSS slope"), ("apiserver_rss_mib", "kube-apiserver RSS slope")):
-        entry = a["slopes"][key]
+    for key, label in (("nodes_rss_mib", f"{nodes_label} RSS slope"), ("apiserver_rss_mib", "kube-apiserver RSS slope"),
+                       ("nodes_heap_mib", f"{nodes_label} live heap slope (shown, not judged)")):
+        entry = a["slopes"].get(key)
+        if entry is None:  # an analysis of an older soak
+            continue
         fit = entry["fit"]
         if fit is None:
             value = "n/a"
@@ -388,7 +396,7 @@ def held(analysis: dict) -> bool:
     restarts = analysis["master_restarts"]
     ready, total = analysis["nodes_end"]
     running, wanted = analysis["pods_end"]
-    return (all(e["held"] is not False for e in analysis["slopes"].values())
+    return (all(e["held"] is not False for e in analysis["slopes"].values() if e.get("judged", True))
             and (restarts["last"] or 0) <= (restarts["first"] or 0)
             and ready is not None and ready == total and running == wanted)
 
@@ -512,6 +520,7 @@ def take_sample(home: Path, kube: Any, churner: Churner, began: float, phase: st
                 notes.append(f"no status file of {record.get('name')}")
     fleet = fleet_figures(statuses)
     row["nodes_goroutines"], row["events_dropped"] = fleet["goroutines"], fleet["events_dropped"]
+    row["nodes_heap_mib"] = fleet["heap_mib"]
     if fleet["codes"] is not None:
         row["fleet_429"], row["fleet_5xx"] = errors_of(fleet["codes"])
         row["fleet_no_response"] = fleet["codes"].get("error", 0)

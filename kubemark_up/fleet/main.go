@@ -25,6 +25,7 @@ import (
 	"os/signal"
 	"runtime"
 	"runtime/debug"
+	"runtime/metrics"
 	"strings"
 	"sync"
 	"syscall"
@@ -210,9 +211,11 @@ type Status struct {
 	Registered  int     `json:"registered"`
 	Pods        int     `json:"pods"`
 	OpenWatches int64   `json:"open_watches"`
-	// Goroutines in the process: the soak's leak signal beside RSS.
-	Goroutines int              `json:"goroutines"`
-	Requests   map[string]int64 `json:"requests"`
+	// Goroutines in the process, and its live heap at the last GC: the soak's leak
+	// signals beside RSS (which also holds what the runtime has not yet given back).
+	Goroutines    int              `json:"goroutines"`
+	HeapLiveBytes uint64           `json:"heap_live_bytes"`
+	Requests      map[string]int64 `json:"requests"`
 	// Responses by "component verb resource code" (code "error": no response at all).
 	Responses map[string]int64 `json:"responses"`
 	// The kubelets' Events (events.go): recorded, sent, filtered, rejected, dropped.
@@ -229,7 +232,7 @@ func (f *Fleet) status(perNode bool) Status {
 	nodes := append([]*HollowNode(nil), f.nodes...)
 	f.mu.Unlock()
 	s := Status{Time: float64(time.Now().UnixNano()) / 1e9, PID: os.Getpid(), Nodes: len(f.config.Nodes),
-		Started: len(nodes), OpenWatches: f.counters.openWatches.Load(), Goroutines: runtime.NumGoroutine(), Requests: f.counters.snapshot(),
+		Started: len(nodes), OpenWatches: f.counters.openWatches.Load(), Goroutines: runtime.NumGoroutine(), HeapLiveBytes: heapLive(), Requests: f.counters.snapshot(),
 		Responses: f.counters.responseSnapshot(), Events: f.events.counts.snapshot()}
 	s.WatchEventsTotal = make(map[string]int64, len(watchKeys))
 	if perNode {
@@ -250,6 +253,16 @@ func (f *Fleet) status(perNode bool) Status {
 		}
 	}
 	return s
+}
+
+// heapLive is the heap's live bytes as the last GC marked them (runtime/metrics).
+func heapLive() uint64 {
+	sample := []metrics.Sample{{Name: "/gc/heap/live:bytes"}}
+	metrics.Read(sample)
+	if sample[0].Value.Kind() != metrics.KindUint64 {
+		return 0
+	}
+	return sample[0].Value.Uint64()
 }
 
 func (f *Fleet) writeStatus(path string, perNode bool) {

@@ -145,18 +145,20 @@ def test_apiserver_figures_read_goroutines_and_codes() -> None:
 def test_fleet_figures_read_what_the_status_files_carry() -> None:
     older = [{"nodes": 50, "requests": {"kubelet PUT leases": 100, "kubelet dropped events": 2}},
              {"nodes": 50, "requests": {"kubelet PUT leases": 90}}]
-    assert soak.fleet_figures(older) == {"goroutines": None, "events_dropped": 2, "codes": None}
+    assert soak.fleet_figures(older) == {"goroutines": None, "heap_mib": None, "events_dropped": 2, "codes": None}
     # The fleet's own fields: Events counted by fate, responses by "component verb resource code".
     current = [{"events": {"recorded": 9, "sent": 7, "dropped": 1},
                 "responses": {"kubelet PUT leases 200": 7, "kubelet GET pods 429": 1, "kube-proxy WATCH services error": 3}},
                {"events": {"recorded": 2, "sent": 2, "dropped": 4}, "responses": {"kubelet PATCH nodes/status 503": 2}}]
     figures = soak.fleet_figures(current)
-    assert figures == {"goroutines": None, "events_dropped": 5, "codes": {"200": 7, "429": 1, "error": 3, "503": 2}}
+    assert figures == {"goroutines": None, "heap_mib": None, "events_dropped": 5,
+                       "codes": {"200": 7, "429": 1, "error": 3, "503": 2}}
     assert soak.errors_of(figures["codes"]) == (1, 2)
-    other = [{"goroutines": 900, "events_dropped": 5, "requests_by_code": {"200": 7}},
-             {"goroutines": 100, "events_dropped": 0, "codes": {"503": 2}}]
-    assert soak.fleet_figures(other) == {"goroutines": 1000, "events_dropped": 5, "codes": {"200": 7, "503": 2}}
-    assert soak.fleet_figures([]) == {"goroutines": None, "events_dropped": None, "codes": None}
+    other = [{"goroutines": 900, "heap_live_bytes": 3 * 2**20, "events_dropped": 5, "requests_by_code": {"200": 7}},
+             {"goroutines": 100, "heap_live_bytes": 2**19, "events_dropped": 0, "codes": {"503": 2}}]
+    assert soak.fleet_figures(other) == {"goroutines": 1000, "heap_mib": 3.5, "events_dropped": 5,
+                                         "codes": {"200": 7, "503": 2}}
+    assert soak.fleet_figures([]) == {"goroutines": None, "heap_mib": None, "events_dropped": None, "codes": None}
 
 
 def _sample(minutes: float, **values: float | str | None) -> dict:
@@ -239,3 +241,12 @@ def test_a_sample_that_hangs_is_given_up_and_the_soak_goes_on(monkeypatch, tmp_p
              "nodes_ready": 5, "nodes_total": 5, "master_restarts": 0} for m in range(12)]
     analysis = soak.analyse([*good[:6], row | {"minutes": 6.5}, *good[6:]], 1.0, 0.05)
     assert analysis["samples"] == 13
+
+
+def test_a_growing_live_heap_is_shown_but_the_soak_is_held_to_rss() -> None:
+    rows = [_sample(float(m), nodes_rss_mib=500.0 + (m % 2) * 0.01, apiserver_rss_mib=900.0,
+                    nodes_heap_mib=100.0 + 2 * m) for m in range(40)]
+    analysis = soak.analyse(rows, 5.0, 0.05)
+    assert analysis["slopes"]["nodes_heap_mib"]["fit"]["slope"] == pytest.approx(2.0)
+    assert analysis["slopes"]["nodes_heap_mib"]["held"] is False and soak.held(analysis)
+    assert "live heap slope (shown, not judged)" in soak.table(analysis, "fleet")
