@@ -81,6 +81,8 @@ FIELDS = ["phase", "time", "minutes", "nodes_ready", "nodes_total", "master_rest
           "events_dropped", "apiserver_429", "apiserver_5xx", "fleet_429", "fleet_5xx", "fleet_no_response",
           "pods_running", "pods_wanted", "churn_errors", "sample_seconds", "note"]
 _TEXT = {"phase", "time", "note"}
+# Columns an older soak's CSV may lack (read as n/a).
+LATER_FIELDS = {"nodes_heap_mib"}
 
 
 # The pure parts: the churn asked for, the slope and its interval, the CSV, the figures read.
@@ -220,8 +222,8 @@ def read_csv(path: Path) -> list[dict]:
     """The samples of a soak's CSV: numbers as floats, empty cells as None."""
     with path.open(newline="") as handle:
         rows = list(csv.DictReader(handle))
-    if rows and set(FIELDS) - set(rows[0]):
-        raise ValueError(f"{path}: not a soak CSV (missing {sorted(set(FIELDS) - set(rows[0]))})")
+    if rows and (missing := set(FIELDS) - LATER_FIELDS - set(rows[0])):
+        raise ValueError(f"{path}: not a soak CSV (missing {sorted(missing)})")
     return [{k: (v if k in _TEXT else (float(v) if v != "" else None)) for k, v in row.items()} for row in rows]
 
 
