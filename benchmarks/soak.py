@@ -555,14 +555,11 @@ def bounded_sample(home: Path, kube: Any, churner: Churner, began: float, phase:
     found: list[dict] = []
     worker = threading.Thread(target=lambda: found.append(take_sample(home, kube, churner, began, phase)),
                               daemon=True, name="sample")
-    faulthandler.dump_traceback_later(timeout, exit=False)
-    try:
-        worker.start()
-        worker.join(timeout)
-    finally:
-        faulthandler.cancel_dump_traceback_later()
+    worker.start()
+    worker.join(timeout)
     if found:
         return found[0]
+    faulthandler.dump_traceback(all_threads=True)  # where it hangs, for whoever reads the log
     return {"phase": phase, "time": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
             "minutes": round((time.monotonic() - began) / 60, 3), "pods_wanted": churner.wanted,
             "churn_errors": churner.errors, "sample_seconds": timeout,
