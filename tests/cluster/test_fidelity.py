@@ -1,5 +1,6 @@
 """`kubemark-up fidelity` on a live fleet cluster with the real master: pods churned
-inside a window are counted per lifecycle from the apiserver's own audit log; a fleet
+inside a window as the reference's were are counted per lifecycle from the apiserver's
+own audit log and pass the reference's per-pod buckets; a fleet
 process killed during a window makes it fail, naming its nodes; a window no node
 spoke in exits non-zero with its own message. One cluster for the module; the tests
 run in file order (the churn on the whole fleet, then one process killed, then the
@@ -18,7 +19,7 @@ import pytest
 from tests.support.cli import CLI, RunningCluster, assert_one_line_error, kubemark_tmp_files
 
 NODES = 4
-PODS = 6
+PODS = 6  # the per-pod buckets are judged from 5 lifecycles
 NAMESPACE = "fidelity-churn"
 
 
@@ -67,30 +68,38 @@ def wait_for(what: str, check, timeout: float = 90, every: float = 1):
     pytest.fail(f"timed out waiting for {what}")
 
 
-def pod(name: str) -> dict:
-    """A pause pod with a projected token, a ConfigMap and a Secret: the reference's pod."""
-    return {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name, "namespace": NAMESPACE},
-            "spec": {"containers": [{"name": "pause", "image": "registry.k8s.io/pause:3.10",
-                                     "volumeMounts": [{"name": "conf", "mountPath": "/conf"},
-                                                      {"name": "key", "mountPath": "/key"}]}],
-                     "volumes": [{"name": "conf", "configMap": {"name": "conf"}},
-                                 {"name": "key", "secret": {"secretName": "key"}}]}}
+def pod(name: str) -> list[dict]:
+    """The reference's pod: a pause pod with a projected token, and a ConfigMap and a
+    Secret of its own."""
+    meta = {"name": name, "namespace": NAMESPACE}
+    return [{"apiVersion": "v1", "kind": "ConfigMap", "metadata": meta, "data": {"a": "b"}},
+            {"apiVersion": "v1", "kind": "Secret", "metadata": meta, "stringData": {"c": "d"}},
+            {"apiVersion": "v1", "kind": "Pod", "metadata": meta,
+             # All on one node, as the reference's were: the namespace's kube-root-ca.crt
+             # is watched once a node, and counted per pod.
+             "spec": {"nodeSelector": {"kubernetes.io/hostname": "hollow-node-0"},
+                      "containers": [{"name": "pause", "image": "registry.k8s.io/pause:3.10",
+                                      "volumeMounts": [{"name": "conf", "mountPath": "/conf"},
+                                                       {"name": "key", "mountPath": "/key"}]}],
+                      "volumes": [{"name": "conf", "configMap": {"name": name}},
+                                  {"name": "key", "secret": {"secretName": name}}]}}]
 
 
-def test_pods_churned_in_a_window_are_counted_per_lifecycle(fleet: RunningCluster) -> None:
+# Held Running past the pod worker's first resync (60-90 s after Running), as the
+# reference's pods were: its GET and status PATCH are in the reference's per-pod counts.
+HOLD = 95
+
+
+def test_pods_churned_in_a_window_pass_the_per_pod_buckets(fleet: RunningCluster) -> None:
     apply(fleet, {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": NAMESPACE}})
     wait_for("the namespace's default service account",
              lambda: fleet.kubectl("get", "serviceaccount", "default", "-n", NAMESPACE).returncode == 0)
-    apply(fleet, {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "conf", "namespace": NAMESPACE},
-                  "data": {"a": "b"}},
-          {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "key", "namespace": NAMESPACE},
-           "stringData": {"c": "d"}})
     out = fleet.dir.parent / "churn.json"
     # Past the nodes' start-up requests (their leases, first status) before counting.
-    window = fidelity(fleet, 1.5, out, settle=30)
+    window = fidelity(fleet, 3.2, out, settle=30)
     try:
         time.sleep(40)  # inside the window
-        apply(fleet, *(pod(f"churn-{i}") for i in range(PODS)))
+        apply(fleet, *(part for i in range(PODS) for part in pod(f"churn-{i}")))
 
         def running() -> bool:
             found = fleet.kubectl("get", "pods", "-n", NAMESPACE, "-o", "json")
@@ -98,23 +107,24 @@ def test_pods_churned_in_a_window_are_counted_per_lifecycle(fleet: RunningCluste
             return len(items) == PODS and all(p["status"].get("phase") == "Running" for p in items)
 
         wait_for("the pods Running", running, timeout=45)
+        time.sleep(HOLD)
         deleted = fleet.kubectl("delete", "pods", "--all", "-n", NAMESPACE, "--wait=true", timeout=60)
         assert deleted.returncode == 0, deleted.stderr
     finally:
-        result = finish(window)
-    # Judged against whichever reference is packaged: what is asserted here is the counting.
+        result = finish(window, timeout=360)
     assert result.returncode in (0, 3), result.stdout + result.stderr
     report = json.loads(out.read_text())
     assert report["nodes"] == report["heard"] == NODES and not report["failing_nodes"]
     life = report["lifecycle"]
     assert (life["started"], life["judged"], life["running"], life["shared"]) == (PODS, PODS, 0, 0)
     per_pod = {(b["verb"], b["resource"], b["subresource"]): b for b in life["requests"]}
-    assert per_pod[("GET", "pods", "")]["count"] >= PODS
-    assert per_pod[("PATCH", "pods", "status")]["per_pod"] >= 2  # Pending, Running, and the last on deletion
-    assert per_pod[("POST", "serviceaccounts", "token")]["count"] >= PODS
-    assert per_pod[("DELETE", "pods", "")]["count"] == PODS
-    assert per_pod[("POST", "events", "")]["per_pod"] >= 3  # Pulled, Created, Started, Killing
-    assert per_pod[("WATCH", "configmaps", "")]["count"] >= 1 and per_pod[("WATCH", "secrets", "")]["count"] >= 1
+    # Every bucket the reference measured per pod, within its tolerance of the real kubelet's ...
+    for key in (("GET", "pods", ""), ("PATCH", "pods", "status"), ("POST", "events", ""),
+                ("POST", "serviceaccounts", "token"), ("DELETE", "pods", ""), ("WATCH", "secrets", "")):
+        assert per_pod[key]["verdict"] == "pass", (key, per_pod[key])
+    # ... but the ConfigMap watches: each pod's own, and kube-root-ca.crt's once for the node,
+    # which 6 pods share where the reference's 30 did (1.167 a pod here, 1.067 there).
+    assert per_pod[("WATCH", "configmaps", "")]["count"] == PODS + 1
     # Taken out of the at-rest buckets, where the reference has no row for them: nothing
     # a real node does not send at rest is left there.
     rest = {(b["verb"], b["resource"], b["subresource"]) for b in report["requests"]}
