@@ -250,3 +250,7 @@ def test_a_growing_live_heap_is_shown_but_the_soak_is_held_to_rss() -> None:
     assert analysis["slopes"]["nodes_heap_mib"]["fit"]["slope"] == pytest.approx(2.0)
     assert analysis["slopes"]["nodes_heap_mib"]["held"] is False and soak.held(analysis)
     assert "live heap slope (shown, not judged)" in soak.table(analysis, "fleet")
+
+
+def test_the_default_warmup_outlasts_the_apiservers_event_ttl_on_long_soaks() -> None:
+    assert soak.default_warmup(120) == 60 and soak.default_warmup(300) == 60 and soak.default_warmup(30) == 15
