@@ -317,7 +317,7 @@ func (t *podTable) start(ctx context.Context, pod *v1.Pod, state *podState) {
 		return
 	}
 	if resync < lifetime {
-		if !sleep(state.life, resync) || !t.resynced(state) {
+		if !sleep(state.life, resync) || !t.stillRunning(state) {
 			return
 		}
 		t.writeStatus(ctx, pod, state, true)
@@ -349,13 +349,13 @@ func (t *podTable) start(ctx context.Context, pod *v1.Pod, state *podState) {
 func (t *podTable) resync(ctx context.Context, pod *v1.Pod, state *podState) {
 	state.work.Lock()
 	defer state.work.Unlock()
-	if t.resynced(state) {
+	if t.stillRunning(state) {
 		t.writeStatus(ctx, pod, state, true)
 	}
 }
 
-// resynced: the pod is still running, not deleted or forgotten, so its resync goes out.
-func (t *podTable) resynced(state *podState) bool {
+// stillRunning: the pod is running, not deleted or forgotten, so its resync goes out.
+func (t *podTable) stillRunning(state *podState) bool {
 	state.mu.Lock()
 	defer state.mu.Unlock()
 	return !state.gone && !state.deleting && state.step == stepRunning
