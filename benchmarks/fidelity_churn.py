@@ -93,7 +93,7 @@ def measure(engine: str, pods: int, binaries: Path, progress=print) -> dict:
         "per_pod": {" ".join(part for part in key if part): round(n / pods, 3) for key, n in sorted(life.counts.items())},
         "bound_to_running": life.bound_to_running,
         "cpu_ms_per_pod": round(cpu_per_pod * 1000, 1), "cpu_at_rest_mcpu": round(at_rest * 1000, 2),
-        "fidelity": {"exit": judge.returncode, "judged": lifecycle.get("judged"),
+        "fidelity": {"exit": judge.returncode, "judged": lifecycle.get("judged"), "short": lifecycle.get("short"),
                      "verdicts": {" ".join(p for p in (b["verb"], b["resource"], b["subresource"]) if p): b["verdict"]
                                   for b in lifecycle.get("requests", [])},
                      "timing": {t["figure"]: t["verdict"] for t in lifecycle.get("timing", [])}},

@@ -116,7 +116,7 @@ def test_pods_churned_in_a_window_pass_the_per_pod_buckets(fleet: RunningCluster
     report = json.loads(out.read_text())
     assert report["nodes"] == report["heard"] == NODES and not report["failing_nodes"]
     life = report["lifecycle"]
-    assert (life["started"], life["judged"], life["running"], life["shared"]) == (PODS, PODS, 0, 0)
+    assert (life["started"], life["judged"], life["running"], life["shared"], life["short"]) == (PODS, PODS, 0, 0, 0)
     per_pod = {(b["verb"], b["resource"], b["subresource"]): b for b in life["requests"]}
     # Every bucket the reference measured per pod, within its tolerance of the real kubelet's ...
     for key in (("GET", "pods", ""), ("PATCH", "pods", "status"), ("POST", "events", ""),

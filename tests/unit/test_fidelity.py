@@ -190,7 +190,7 @@ def test_kubelets_not_in_the_state_are_left_out() -> None:
 # Pod lifecycles ---------------------------------------------------------------------
 
 
-def lifecycle(pod: str, n: int, at: float, *, namespace: str = "churn", end: float | None = 60, events: bool = True,
+def lifecycle(pod: str, n: int, at: float, *, namespace: str = "churn", end: float | None = 100, events: bool = True,
               tag: str = "") -> list[str]:
     """What a kubelet sends for one pod with a projected token, a ConfigMap and a
     Secret: created `at`, deleted `end` seconds later (None: still running)."""
@@ -284,6 +284,28 @@ def test_only_whole_lifecycles_are_judged() -> None:
     assert all(b.verdict == "pass" for b in life.requests)
     # No pod started: no lifecycle section.
     assert judge(fleet_log(10, 40), ref=reference(lifecycle=LIFECYCLE)).lifecycle is None
+
+
+def test_pods_deleted_before_their_first_resync_are_shown_not_judged() -> None:
+    lines = fleet_log(10, 40)
+    for i in range(8):  # held past the first resync, on nodes 0-7
+        lines += lifecycle(f"long-{i}", i, 600 + 10 * i)
+    for i in range(4):  # deleted 30 s after their start, on nodes 8 and 9: a GET and a PATCH fewer
+        lines += [line for line in lifecycle(f"short-{i}", 8 + i % 2, 700 + 40 * i, end=30) if "-p2" not in line]
+    report = judge(lines, ref=reference(lifecycle=LIFECYCLE))
+    life = report.lifecycle
+    assert (life.started, life.judged, life.short) == (12, 8, 4)
+    per_pod = {(b.verb, b.resource, b.subresource): b for b in life.requests}
+    assert per_pod[("PATCH", "pods", "status")].count == 24 and per_pod[("POST", "serviceaccounts", "token")].count == 8
+    assert all(b.verdict == "pass" for b in life.requests) and report.ok
+    assert "4 not judged: their node and namespace had a pod deleted within 90 s" in shown(report)
+    # Only short-lived pods: nothing judged per pod, and it says so.
+    short = fleet_log(10, 40)
+    for i in range(10):
+        short += lifecycle(f"short-{i}", i, 600 + 10 * i, end=30)
+    life = judge(short, ref=reference(lifecycle=LIFECYCLE)).lifecycle
+    assert (life.started, life.judged, life.short) == (10, 0, 10)
+    assert {b.verdict for b in life.requests} == {"too few to judge"}
 
 
 def test_a_watch_kept_for_a_pod_long_gone_is_traffic_at_rest() -> None:

@@ -19,7 +19,8 @@ Rules:
 - open watches per node, at the end of the window, must equal the reference exactly;
 - requests a pod's lifecycle made (audit.py's LIFECYCLE_RESOURCES, put to their pod)
   leave the at-rest buckets; pods that started in the window are counted, and judged
-  per pod when their lifecycles can be told apart and are whole (see lifecycles());
+  per pod when their lifecycles can be told apart, are whole and lived MIN_LIFETIME
+  seconds (see lifecycles());
 - connections per node are judged where they can be told apart (see connections());
 - response codes other than 2xx are shown, with the nodes that got them; they fail
   nothing by themselves: a 429 says the master was loaded, and the rates it skews
@@ -43,6 +44,11 @@ ZERO_FAILS = 5  # a bucket that got none of this many expected fails
 NOISE = 0.02  # requests per node and minute a bucket with no reference may have
 SILENCE = 40.0  # seconds a node's kubelet may send nothing: four lease renewals
 MIN_PODS = 5  # lifecycles needed to judge a per-pod bucket
+# Seconds from a pod's first request to its DELETE for its lifecycle to be judged: the
+# pod worker's first resync comes 60 to 90 s after Running and sends one more GET and
+# status PATCH (measured on the real kubelet: tests/unit/real_pod_statuses.json), so a
+# shorter-lived pod sends fewer on a real node as on a hollow one.
+MIN_LIFETIME = 90.0
 POD_NOISE = 0.1  # requests per pod a lifecycle bucket with no reference may have
 MIN_TIMING = {"bound_to_running_p50": 20, "bound_to_running_p99": 100}  # pods to judge a percentile
 LOOPBACK = ("127.0.0.1", "::1", "")
@@ -130,6 +136,7 @@ class LifecycleReport:
     judged: int  # of those, the whole lifecycles the per-pod buckets are over
     running: int  # started, not deleted by the time the log was read
     shared: int  # deleted, but beside older pods of the same node and namespace
+    short: int = 0  # whole, but beside a pod of its node and namespace deleted before MIN_LIFETIME
     pod: str = ""  # the reference's pod
     requests: list[LifecycleBucket] = field(default_factory=list)
     timing: list[TimingRow] = field(default_factory=list)
@@ -392,7 +399,7 @@ class _Pod:
 def lifecycles(t: Tally, ref: Reference, tolerance: float,
                startups: list[float] | None) -> tuple[Counter[Key], LifecycleReport | None]:
     """Split the kubelets' lifecycle-resource requests from the at-rest counts, and judge
-    per pod the pods that started in the window.
+    per pod the pods that started in the window and lived long enough to be compared.
 
     A pod starts when its kubelet first names it (its GET or status PATCH) and ends with
     the kubelet's DELETE. Requests naming the pod, and its Events (named after it), are
@@ -400,8 +407,9 @@ def lifecycles(t: Tally, ref: Reference, tolerance: float,
     pods of its node and namespace together. So the per-pod buckets are over the pods
     of each node and namespace whose every pod alive since the window opened started
     in it and was deleted by the time the log was read (whole lifecycles, not shared
-    with older ones); their requests count wherever they fall, and the name-less ones of
-    their node and namespace from the window's start. Returns the at-rest counts (what
+    with older ones) and lived MIN_LIFETIME seconds each (a pod deleted before its first
+    resync sends fewer); their requests count wherever they fall, and the name-less ones
+    of their node and namespace from the window's start. Returns the at-rest counts (what
     no pod made) and the lifecycle report (None when no pod started in the window)."""
     rest = Counter(t.counts)
     pods: dict[tuple[str, str], _Pod] = {}
@@ -421,15 +429,21 @@ def lifecycles(t: Tally, ref: Reference, tolerance: float,
     def alive(pod: _Pod) -> bool:  # at some time since the window opened
         return pod.deleted is None or pod.deleted >= t.start
 
+    def lived(pod: _Pod) -> bool:
+        return pod.deleted is not None and (pod.deleted - pod.first).total_seconds() >= MIN_LIFETIME
+
     live: set[tuple[str, str]] = set()  # groups with a pod alive since the window opened
-    whole: set[tuple[str, str]] = set()  # of those, the groups whose lifecycles are judged
+    whole: set[tuple[str, str]] = set()  # of those, the groups whose lifecycles are whole
+    short: set[tuple[str, str]] = set()  # of those, the groups with a pod deleted early
     for group, members in groups.items():
         living = [p for p in (pods[m] for m in members) if alive(p)]
         if living:
             live.add(group)
             if all(started(p) and p.deleted is not None for p in living):
                 whole.add(group)
-    judged = {m for g in whole for m in groups[g] if started(pods[m])}
+                if not all(lived(p) for p in living):
+                    short.add(group)
+    judged = {m for g in whole - short for m in groups[g] if started(pods[m])}
     counts: Counter[Key] = Counter()
     for call in t.calls:
         owner = _owner(call, pods)
@@ -437,7 +451,8 @@ def lifecycles(t: Tally, ref: Reference, tolerance: float,
             if owner in judged:
                 counts[call.key] += 1
         elif owner is None and (call.node, call.namespace) in live:
-            if (call.node, call.namespace) in whole and call.received >= t.start:
+            group = (call.node, call.namespace)
+            if group in whole and group not in short and call.received >= t.start:
                 counts[call.key] += 1
         elif call.in_window:
             # No pod of its node and namespace alive in the window: no lifecycle's (a
@@ -449,6 +464,7 @@ def lifecycles(t: Tally, ref: Reference, tolerance: float,
     report = LifecycleReport(
         started=len(begun), judged=len(judged), running=sum(1 for p in begun.values() if p.deleted is None),
         shared=sum(1 for (ns, _), p in begun.items() if p.deleted is not None and (p.node, ns) not in whole),
+        short=sum(1 for (ns, _), p in begun.items() if (p.node, ns) in short),
         pod=ref.lifecycle.pod if ref.lifecycle else "")
     report.requests = _lifecycle_buckets(counts, ref, len(judged), tolerance)
     report.timing = _timing(ref, startups, tolerance)

@@ -9,7 +9,7 @@ from collections.abc import Iterator
 from rich.table import Table
 from rich.text import Text
 
-from kubemark_up.run.fidelity.analysis import FAIL, PASS, Report
+from kubemark_up.run.fidelity.analysis import FAIL, MIN_LIFETIME, PASS, Report
 
 SHOWN_NODES = 20  # failing nodes listed by name; the JSON report has them all
 SHOWN_NAMES = 5  # node names in a line about codes
@@ -85,6 +85,8 @@ def _lifecycle(report: Report) -> Iterator[Table | str]:
     yield (f"pod lifecycles: {life.started} pod(s) started in the window, {life.judged} judged whole"
            + (f"; {life.running} still running when the log was read" if life.running else "")
            + (f"; {life.shared} beside older pods of their node and namespace" if life.shared else "")
+           + (f"; {life.short} not judged: their node and namespace had a pod deleted within"
+              f" {MIN_LIFETIME:.0f} s, before its first resync" if life.short else "")
            + (f" (reference pod: {life.pod})" if life.pod else ""))
     table = Table("component", "verb", "resource", "sub", "count", "per pod", "reference", "basis", "verdict",
                   title=f"requests per pod lifecycle, over {life.judged} whole lifecycle(s)")
