@@ -20,7 +20,8 @@ With --engine given more than once, each node count runs on each engine in turn,
 after another on the same machine and master build: stock kubemark nodes beside fleet
 nodes. --run ENGINE:NODES[:FLEET_PROCESSES] (repeatable) names each run instead, so
 one invocation can set stock kubemark at the counts it manages beside fleets far
-larger. A fleet's cost per node is its processes' total over its nodes; the master's
+larger; ENGINE:NODES@BIN_DIR runs with the binaries of BIN_DIR (another build of the
+fleet, say) beside the others, in the same invocation. A fleet's cost per node is its processes' total over its nodes; the master's
 CPU and memory under each are reported too (what the nodes cost the master).
 After the sample, `status` says whether every node is still Ready and whether a
 master component restarted: a cluster "held" only if both hold, which is how the
@@ -145,23 +146,26 @@ def _fleet_events(state: dict) -> dict[str, int]:
     return totals
 
 
-def _runs(args: argparse.Namespace, parser: argparse.ArgumentParser) -> list[tuple[str, int, int]]:
-    """(engine, nodes, fleet processes) for each run, from --run or --nodes x --engine."""
+def _runs(args: argparse.Namespace, parser: argparse.ArgumentParser) -> list[tuple[str, int, int, str | None]]:
+    """(engine, nodes, fleet processes, binaries or None) for each run, from --run or --nodes x --engine."""
     if not args.run:
-        return [(e, n, args.fleet_processes) for n in args.nodes or [10, 50] for e in args.engine or ["kubemark"]]
+        return [(e, n, args.fleet_processes, None) for n in args.nodes or [10, 50] for e in args.engine or ["kubemark"]]
     if args.nodes or args.engine:
         parser.error("--run names engine and nodes itself: give --run or --nodes/--engine, not both")
     runs = []
     for spec in args.run:
+        spec, _, binaries = spec.partition("@")
+        if binaries and not Path(binaries).is_dir():
+            parser.error(f"--run {spec}@{binaries}: no such folder")
         engine, *counts = spec.split(":")
         try:
             nodes, processes = int(counts[0]), int(counts[1]) if len(counts) == 2 else 1
         except (IndexError, ValueError):
             nodes = processes = 0
         if engine not in ("kubemark", "fleet") or len(counts) > 2 or nodes < 1 or processes < 1:
-            parser.error(f"--run {spec!r}: expected ENGINE:NODES[:FLEET_PROCESSES] with ENGINE kubemark or fleet, "
-                         "e.g. fleet:1000:2")
-        runs.append((engine, nodes, processes))
+            parser.error(f"--run {spec!r}: expected ENGINE:NODES[:FLEET_PROCESSES][@BIN_DIR] with ENGINE kubemark "
+                         "or fleet, e.g. fleet:1000:2")
+        runs.append((engine, nodes, processes, binaries or None))
     return runs
 
 
@@ -185,6 +189,8 @@ def _table(results: list[dict]) -> str:
         engine = "stock kubemark" if r["engine"] == "kubemark" else "fleet"
         if r["engine"] == "fleet" and r["fleet_processes"] > 1:
             engine += f", {r['fleet_processes']} processes"
+        if r.get("bin_dir") != results[0].get("bin_dir"):
+            engine += f" ({r['bin_dir']})"
         node, apiserver, held = r["per_hollow_node"], r["master"]["kube-apiserver"], r["held"]
         api = "-" if apiserver["millicpu"] is None else f"{apiserver['millicpu']:.0f} mCPU, {apiserver['pss_mib']:.0f} MiB"
         verdict = "yes" if held["held"] else f"no ({_why_not(held)})"
@@ -297,10 +303,12 @@ def main() -> None:
         sshd.start()
     results = []
     try:
-        for engine, nodes, fleet_processes in runs:
+        for engine, nodes, fleet_processes, other_binaries in runs:
             for attempt in range(1, args.repeat + 1):
                 result = run(nodes, provider=args.provider, wave=args.wave, settle=args.settle, sample=args.sample,
-                             bin_dir=str(binaries), sshd=sshd, engine=engine, fleet_processes=fleet_processes)
+                             bin_dir=other_binaries or str(binaries), sshd=sshd, engine=engine,
+                             fleet_processes=fleet_processes)
+                result["bin_dir"] = other_binaries or str(binaries)
                 result["machine"] = machine
                 result["attempt"] = attempt
                 result["when"] = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
