@@ -181,7 +181,7 @@ def _why_not(held: dict) -> str:
     return "; ".join(reasons)
 
 
-def _table(results: list[dict]) -> str:
+def _table(results: list[dict], binaries: str) -> str:
     """The runs as one Markdown table, as the README carries it."""
     lines = ["| engine | hollow nodes | start -> all Ready | CPU per node | PSS per node | kube-apiserver | held |",
              "| --- | --- | --- | --- | --- | --- | --- |"]
@@ -189,7 +189,7 @@ def _table(results: list[dict]) -> str:
         engine = "stock kubemark" if r["engine"] == "kubemark" else "fleet"
         if r["engine"] == "fleet" and r["fleet_processes"] > 1:
             engine += f", {r['fleet_processes']} processes"
-        if r.get("bin_dir") != results[0].get("bin_dir"):
+        if r.get("bin_dir", binaries) != binaries:
             engine += f" ({r['bin_dir']})"
         node, apiserver, held = r["per_hollow_node"], r["master"]["kube-apiserver"], r["held"]
         api = "-" if apiserver["millicpu"] is None else f"{apiserver['millicpu']:.0f} mCPU, {apiserver['pss_mib']:.0f} MiB"
@@ -329,7 +329,7 @@ def main() -> None:
                 )
                 results.append(result)
         if args.sample > 0:
-            print(_table(results))
+            print(_table(results, str(binaries)))
         if dropped := [r for r in results if r["fleet_events"].get("dropped")]:
             raise SystemExit("FAIL: kubelet Events dropped at rest in " + ", ".join(
                 f"fleet {r['nodes']} (run {r['attempt']}): {r['fleet_events']['dropped']}" for r in dropped))
