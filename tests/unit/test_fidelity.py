@@ -357,7 +357,12 @@ def test_connections_per_node_are_judged_where_a_node_has_its_own_address() -> N
     assert [c.verdict for c in components] == ["n/a"] * 3
     assert (summary.reference, summary.nodes, summary.low, summary.high) == (3, 10, 2, 3)
     assert summary.off == ["hollow-node-6"] and summary.verdict == "fail" and not report.ok
-    assert report.node_rows[6].connections == 2
+    assert report.node_rows[6].connections == 2 and summary.above == {}
+    # A node above the reference is named with when it first held that many.
+    above = judge(fleet_log(10, 40), ref=reference(connections=CONNECTIONS), peers=peers | {address(1): 5},
+                  peaks={address(1): "2026-12-07T21:40:12+00:00"}, master_addresses=["127.0.0.1"])
+    assert above.connections[-1].above == {"hollow-node-1": "2026-12-07T21:40:12+00:00"}
+    assert "hollow-node-1 (first at 2026-12-07T21:40:12+00:00)" in shown(above)
     # Not counted, or every node from one address (stock kubemark): n/a, never a pass.
     assert judge(fleet_log(10, 40), ref=reference(connections=CONNECTIONS)).connections[-1].verdict == "n/a"
     stock = judge(fleet_log(10, 40, stock=True), ref=reference(connections=CONNECTIONS), peers={"127.0.0.1": 30},
@@ -470,9 +475,11 @@ def test_a_cluster_fidelity_cannot_judge_is_one_line_before_any_window(fake_worl
 
 
 def test_connections_are_judged_by_the_most_open_at_once_over_the_window() -> None:
-    from kubemark_up.run.fidelity.measure import most_open
+    from kubemark_up.run.fidelity.measure import first_at_most, most_open
 
     # node-problem-detector's connection idles out between its PATCHes: one sample misses it.
     samples = [{"127.1.0.1": 3, "127.1.0.2": 2}, None, {"127.1.0.1": 2, "127.1.0.2": 3, "127.1.0.3": 1}]
     assert most_open(samples) == {"127.1.0.1": 3, "127.1.0.2": 3, "127.1.0.3": 1}
     assert most_open([None, None]) is None and most_open([]) is None
+    stamped = list(zip(["t0", "t1", "t2"], samples, strict=True))
+    assert first_at_most(stamped, most_open(samples) or {}) == {"127.1.0.1": "t0", "127.1.0.2": "t2", "127.1.0.3": "t2"}

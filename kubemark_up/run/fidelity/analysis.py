@@ -151,6 +151,7 @@ class ConnectionBucket:
     low: int | None = None
     high: int | None = None
     off: list[str] = field(default_factory=list)  # nodes with another count
+    above: dict[str, str] = field(default_factory=dict)  # of those, the ones above it: when they first held most
     verdict: str = ""
     why: str = ""
 
@@ -204,10 +205,11 @@ class Report:
 def analyse(lines: Iterable[str], *, start: dt.datetime, end: dt.datetime, npd_user: str,
             reference: Reference | dict, nodes: Sequence[str], tolerance: float = 0.10,
             peers: dict[str, int] | None = None, master_addresses: Sequence[str] = (),
-            startups: list[float] | None = None) -> Report:
+            startups: list[float] | None = None, peaks: dict[str, str] | None = None) -> Report:
     """Judge the audit log's lines over [start, end) for the hollow nodes `nodes`.
-    peers: TCP connections to the apiserver by peer address at the end (None: not
-    measured); startups: seconds from bound to Running of the pods bound in the window
+    peers: the most TCP connections to the apiserver open at once, by peer address,
+    over the window (None: not measured), and peaks when each address first held that
+    many; startups: seconds from bound to Running of the pods bound in the window
     (None: not measured)."""
     ref = reference if isinstance(reference, Reference) else Reference.model_validate(reference)
     t = tally(lines, start=start, end=end, nodes=nodes, npd_user=npd_user)
@@ -221,7 +223,7 @@ def analyse(lines: Iterable[str], *, start: dt.datetime, end: dt.datetime, npd_u
     owners = _owners(t, master_addresses)
     report.node_rows = _nodes(t, owners)
     report.codes = _codes(t, owners)
-    report.connections = connections(report.node_rows, ref, peers, owners)
+    report.connections = connections(report.node_rows, ref, peers, owners, peaks or {})
     return report
 
 
@@ -352,8 +354,8 @@ def _codes(t: Tally, owners: dict[str, str]) -> list[CodeRow]:
 
 
 def connections(rows: list[NodeRow], ref: Reference, peers: dict[str, int] | None,
-                owners: dict[str, str]) -> list[ConnectionBucket]:
-    """Open TCP connections per node to the apiserver, at the end of the window. The
+                owners: dict[str, str], peaks: dict[str, str] | None = None) -> list[ConnectionBucket]:
+    """The most TCP connections per node open at once to the apiserver in the window. The
     audit log sees no connection, so they are counted on the master's host, by peer
     address (measure.py), and put to a node by its kubelet's address when that is the
     node's own: then they are all of the node's components together (the fleet's leave
@@ -380,6 +382,7 @@ def connections(rows: list[NodeRow], ref: Reference, peers: dict[str, int] | Non
         counts = [r.connections or 0 for r in measured]
         summary.nodes, summary.low, summary.high = len(measured), min(counts), max(counts)
         summary.off = [r.name for r in measured if r.connections != total]
+        summary.above = {r.name: (peaks or {}).get(r.address, "") for r in measured if (r.connections or 0) > total}
         summary.verdict = FAIL if summary.off else PASS
         if len(measured) < len(rows):
             summary.why = f"{len(rows) - len(measured)} node(s) without an address of their own not counted"

@@ -69,6 +69,17 @@ def most_open(samples: list[dict[str, int] | None]) -> dict[str, int] | None:
     return most
 
 
+def first_at_most(samples: list[tuple[str, dict[str, int] | None]], most: dict[str, int]) -> dict[str, str]:
+    """Per peer address, when (the sample's time) it first held its most: where to look
+    in the logs when a node held more than the reference."""
+    when: dict[str, str] = {}
+    for stamp, sample in samples:
+        for address, count in (sample or {}).items():
+            if count == most.get(address) and address not in when:
+                when[address] = stamp
+    return when
+
+
 def count_peers(host: Host, port: int) -> dict[str, int] | None:
     """Established connections to the apiserver's port by peer address; None if they
     could not be read there (no /proc: not Linux)."""
@@ -105,7 +116,7 @@ def measure(name: str, home: Path, ui: UI, *, minutes: float, settle: float, tol
             end = start + dt.timedelta(minutes=minutes)
             seconds = int((end - now).total_seconds())
             port = ctx.state.ports.get("apiserver")
-            samples: list[dict[str, int] | None] = []
+            samples: list[tuple[str, dict[str, int] | None]] = []
             sampled = 0.0
             with ui.counter(f"fidelity window ({settle:.0f}s settle, {minutes:g} min counted)", seconds) as update:
                 while (left := (end - dt.datetime.now(dt.UTC)).total_seconds()) > 0:
@@ -113,10 +124,11 @@ def measure(name: str, home: Path, ui: UI, *, minutes: float, settle: float, tol
                     update(seconds - max(0, int(left)))
                     if port and dt.datetime.now(dt.UTC) >= start and time.monotonic() - sampled >= PEER_SAMPLE_EVERY:
                         sampled = time.monotonic()
-                        samples.append(count_peers(site.host, port))
+                        samples.append((_stamp(), count_peers(site.host, port)))
             if port:
-                samples.append(count_peers(site.host, port))
-            peers = most_open(samples)
+                samples.append((_stamp(), count_peers(site.host, port)))
+            peers = most_open([sample for _, sample in samples])
+            peaks = first_at_most(samples, peers or {})
             time.sleep(2)  # the audit backend writes in batches: let the window's last ones land
         finally:
             if pods is not None:
@@ -136,12 +148,16 @@ def measure(name: str, home: Path, ui: UI, *, minutes: float, settle: float, tol
                 raise KubemarkUpError(f"no audit log at {log} on {site.host.name}")
             with copy.open(errors="replace") as lines:
                 report = analyse(lines, start=start, end=end, npd_user=pki.NPD_USER, reference=expected,
-                                 nodes=nodes, tolerance=tolerance, peers=peers,
+                                 nodes=nodes, tolerance=tolerance, peers=peers, peaks=peaks,
                                  master_addresses=[*site.addresses, site.bind_address], startups=startups)
         report.notes += notes
         return report
     finally:
         ctx.provider.close()
+
+
+def _stamp() -> str:
+    return dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
 
 
 def _pod_watch(kubeconfig: Path) -> PodWatch | None:

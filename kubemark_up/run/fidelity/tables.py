@@ -48,12 +48,17 @@ def tables(report: Report) -> Iterator[Table | str]:
     yield watches
     if report.connections:
         connections = Table("component", "reference", "basis", "nodes counted", "per node", "off", "verdict", "why",
-                            title="TCP connections per node to the apiserver at the end")
+                            title="TCP connections per node to the apiserver, the most open at once")
         for c in report.connections:
             spread = "" if c.low is None else str(c.low) if c.low == c.high else f"{c.low}-{c.high}"
             connections.add_row(c.component, "-" if c.reference is None else str(c.reference), c.basis,
                                 str(c.nodes) if c.nodes else "", spread, _names(c.off), _verdict(c.verdict), c.why)
         yield connections
+        for c in report.connections:
+            if c.above:
+                yield ("held more connections than a real node: " + ", ".join(
+                    f"{node} (first at {when or 'an unknown time'})" for node, when in sorted(c.above.items())[:SHOWN_NAMES])
+                    + (f" and {len(c.above) - SHOWN_NAMES} more" if len(c.above) > SHOWN_NAMES else ""))
     yield from _lifecycle(report)
     yield from _codes(report)
     if report.strangers:
