@@ -21,8 +21,9 @@ after another on the same machine and master build: stock kubemark nodes beside 
 nodes. --run ENGINE:NODES[:FLEET_PROCESSES] (repeatable) names each run instead, so
 one invocation can set stock kubemark at the counts it manages beside fleets far
 larger; ENGINE:NODES@BIN_DIR runs with the binaries of BIN_DIR (another build of the
-fleet, say) beside the others, in the same invocation. A fleet's cost per node is its processes' total over its nodes; the master's
-CPU and memory under each are reported too (what the nodes cost the master).
+fleet, say) beside the others, in the same invocation. A fleet's cost per node is its
+processes' total over its nodes; the master's CPU and memory under each are reported
+too (what the nodes cost the master).
 After the sample, `status` says whether every node is still Ready and whether a
 master component restarted: a cluster "held" only if both hold, which is how the
 largest fleet the master holds is found. A fleet run also reads its processes' status

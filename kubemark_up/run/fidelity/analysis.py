@@ -223,7 +223,7 @@ def analyse(lines: Iterable[str], *, start: dt.datetime, end: dt.datetime, npd_u
     owners = _owners(t, master_addresses)
     report.node_rows = _nodes(t, owners)
     report.codes = _codes(t, owners)
-    report.connections = connections(report.node_rows, ref, peers, owners, peaks or {})
+    report.connections = connections(report.node_rows, ref, peers, owners, peaks)
     return report
 
 
@@ -382,7 +382,8 @@ def connections(rows: list[NodeRow], ref: Reference, peers: dict[str, int] | Non
         counts = [r.connections or 0 for r in measured]
         summary.nodes, summary.low, summary.high = len(measured), min(counts), max(counts)
         summary.off = [r.name for r in measured if r.connections != total]
-        summary.above = {r.name: (peaks or {}).get(r.address, "") for r in measured if (r.connections or 0) > total}
+        when = peaks or {}
+        summary.above = {r.name: when.get(r.address, "") for r in measured if (r.connections or 0) > total}
         summary.verdict = FAIL if summary.off else PASS
         if len(measured) < len(rows):
             summary.why = f"{len(rows) - len(measured)} node(s) without an address of their own not counted"
@@ -446,7 +447,8 @@ def lifecycles(t: Tally, ref: Reference, tolerance: float,
                 whole.add(group)
                 if not all(lived(p) for p in living):
                     short.add(group)
-    judged = {m for g in whole - short for m in groups[g] if started(pods[m])}
+    compared = whole - short  # the groups whose lifecycles are judged
+    judged = {m for g in compared for m in groups[g] if started(pods[m])}
     counts: Counter[Key] = Counter()
     for call in t.calls:
         owner = _owner(call, pods)
@@ -454,8 +456,7 @@ def lifecycles(t: Tally, ref: Reference, tolerance: float,
             if owner in judged:
                 counts[call.key] += 1
         elif owner is None and (call.node, call.namespace) in live:
-            group = (call.node, call.namespace)
-            if group in whole and group not in short and call.received >= t.start:
+            if (call.node, call.namespace) in compared and call.received >= t.start:
                 counts[call.key] += 1
         elif call.in_window:
             # No pod of its node and namespace alive in the window: no lifecycle's (a

@@ -56,9 +56,8 @@ def tables(report: Report) -> Iterator[Table | str]:
         yield connections
         for c in report.connections:
             if c.above:
-                yield ("held more connections than a real node: " + ", ".join(
-                    f"{node} (first at {when or 'an unknown time'})" for node, when in sorted(c.above.items())[:SHOWN_NAMES])
-                    + (f" and {len(c.above) - SHOWN_NAMES} more" if len(c.above) > SHOWN_NAMES else ""))
+                yield "held more connections than a real node: " + _names(
+                    [f"{node} (first at {when or 'an unknown time'})" for node, when in sorted(c.above.items())])
     yield from _lifecycle(report)
     yield from _codes(report)
     if report.strangers:
