@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -48,13 +49,22 @@ class CLI:
         )
 
     def popen(self, *args: str, **extra_env: str) -> subprocess.Popen:
+        """The CLI as a user starts it from a terminal, where Ctrl-C is never ignored."""
         return subprocess.Popen(
             [sys.executable, "-m", "kubemark_up", *args],
             env=self.env(**extra_env),
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
+            preexec_fn=_terminal_sigint,
         )
+
+
+def _terminal_sigint() -> None:
+    # A suite started in the background (`bash .ci/run &`) hands its children SIGINT
+    # ignored, and Python keeps it ignored, as POSIX asks: the Ctrl-C tests' SIGINT
+    # would then be lost and the command would run to its end.
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 def marked_processes(cluster_dir: Path) -> list[psutil.Process]:
